@@ -1,0 +1,5 @@
+"""qhqcnn: hybrid quantum-classical CNNs for MedMNIST, built on Qiskit."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,7 @@
+"""``python -m qhqcnn`` (also the entry point under ``torchrun``)."""
+
+import sys
+
+from qhqcnn.cli import main
+
+sys.exit(main())

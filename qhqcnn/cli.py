@@ -1,0 +1,232 @@
+"""The ``qhqcnn`` command line: train, evaluate, and list what is available."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from qhqcnn.errors import QhqcnnError
+
+#: ``qhqcnn <group> ...`` commands contributed by other modules: name -> "module:register".
+#: ``register(subparsers)`` adds the group's parser and sets ``handler`` defaults.
+COMMAND_GROUPS: dict[str, str] = {}
+
+
+def _add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with the MedMNIST .npz files (default: $QHQCNN_DATA_DIR, else medmnist's "
+        "own root ~/.medmnist); missing files are downloaded there when a network exists",
+    )
+
+
+def _parse_backend_options(pairs: Sequence[str] | None) -> dict:
+    options = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise QhqcnnError(f"--backend-option expects KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def add_backend_arguments(parser: argparse.ArgumentParser, default: str | None) -> None:
+    """``--backend`` and ``--backend-option KEY=VALUE`` (shared by train and evaluate)."""
+    parser.add_argument(
+        "--backend",
+        default=default,
+        help="execution backend of the quantum layer: exact (fast statevector engine, default), "
+        "statevector (Qiskit reference, slow); see `qhqcnn info`",
+    )
+    parser.add_argument(
+        "--backend-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="backend option (repeatable), e.g. device=cuda",
+    )
+
+
+def _train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a model and evaluate it on the test split")
+    p.add_argument(
+        "--dataset", default="breastmnist", help="MedMNIST dataset (default breastmnist)"
+    )
+    p.add_argument(
+        "--relabel",
+        default=None,
+        help="binary variant: CLASS (one vs rest) or NEG,POS (class pair)",
+    )
+    p.add_argument("--model", default="hqcnn", help="hqcnn (default) or classical (ablation)")
+    add_backend_arguments(p, "exact")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--augment", default="flip", choices=["flip", "none"])
+    p.add_argument("--patience", type=int, default=15, help="early-stopping patience (epochs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--qubits", type=int, default=4)
+    p.add_argument("--layers", type=int, default=2, help="entangling layers of the circuit")
+    p.add_argument("--encoding", default="angle", choices=["angle", "superposition"])
+    p.add_argument("--no-attention", action="store_true", help="drop the Fourier attention block")
+    p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--max-train", type=int, default=None, help="use the first N training images")
+    p.add_argument("--max-eval", type=int, default=None, help="use the first N val/test images")
+    p.add_argument("--out", default=None, help="run directory (default runs/DATASET-MODEL-sSEED)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last finished epoch",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_data_dir(p)
+    p.set_defaults(handler=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from qhqcnn.config import TrainConfig
+    from qhqcnn.evaluate import evaluate_run, format_metrics_table
+    from qhqcnn.models import ModelSpec, parameter_counts
+    from qhqcnn.train import Trainer
+
+    out = Path(args.out or f"runs/{args.dataset}-{args.model}-s{args.seed}")
+    progress = not args.no_progress
+    if args.resume:
+        trainer = Trainer.resume(out, data_dir=args.data_dir, progress=progress)
+        print(f"resuming {out} at epoch {trainer.start_epoch}")
+    else:
+        if (out / "config.json").exists():
+            raise QhqcnnError(
+                f"{out} already holds a run; use --resume to continue it or another --out"
+            )
+        config = TrainConfig(
+            dataset=args.dataset.lower(),
+            relabel=args.relabel,
+            model=ModelSpec(
+                model=args.model,
+                num_qubits=args.qubits,
+                layers=args.layers,
+                encoding=args.encoding,
+                attention=not args.no_attention,
+                dropout=args.dropout,
+            ),
+            backend=args.backend,
+            backend_options=_parse_backend_options(args.backend_option),
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            augment=args.augment,
+            patience=args.patience,
+            seed=args.seed,
+            threads=args.threads,
+            max_train=args.max_train,
+            max_eval=args.max_eval,
+        )
+        trainer = Trainer(config, out, data_dir=args.data_dir, progress=progress)
+        counts = parameter_counts(trainer.model)
+        print(
+            f"{config.model.model} on {config.dataset}: {counts['classical']:,} classical + "
+            f"{counts['quantum']} quantum parameters (head: {counts['head']}); "
+            f"backend {config.backend}; run directory {out}"
+        )
+    try:
+        best = trainer.fit()
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted: {out / 'last.pt'} holds the last finished epoch; continue with\n"
+            f"  qhqcnn train --resume --out {out}",
+            file=sys.stderr,
+        )
+        return 130
+    print(f"best validation AUC {best['best_val_auc']:.4f} at epoch {best['best_epoch']}")
+    result = evaluate_run(out, "test", data_dir=args.data_dir)
+    print(format_metrics_table([result]))
+    return 0
+
+
+def _evaluate_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="evaluate a trained run (best checkpoint) on a split")
+    p.add_argument("run", help="run directory written by `qhqcnn train`")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    add_backend_arguments(p, None)
+    _add_data_dir(p)
+    p.set_defaults(handler=_cmd_evaluate)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from qhqcnn.evaluate import evaluate_run, format_metrics_table
+
+    result = evaluate_run(
+        args.run,
+        args.split,
+        data_dir=args.data_dir,
+        backend=args.backend,
+        backend_options=_parse_backend_options(args.backend_option) if args.backend else None,
+    )
+    print(format_metrics_table([result]))
+    return 0
+
+
+def _info_parser(sub) -> None:
+    p = sub.add_parser("info", help="list datasets, models and backends")
+    _add_data_dir(p)
+    p.set_defaults(handler=_cmd_info)
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from qhqcnn.backends import available_backends
+    from qhqcnn.data import available_datasets, dataset_info, resolve_data_dir
+    from qhqcnn.models import MODEL_NAMES
+
+    data_dir = resolve_data_dir(args.data_dir)
+    print(f"data directory: {data_dir}")
+    print(f"{'dataset':<18}{'task':<28}{'classes':>8}{'channels':>9}  file")
+    for name in available_datasets():
+        info = dataset_info(name)
+        present = "present" if (data_dir / info.file_name).exists() else "missing"
+        print(f"{name:<18}{info.task:<28}{info.n_classes:>8}{info.n_channels:>9}  {present}")
+    print(f"models: {', '.join(MODEL_NAMES)}")
+    print(f"backends: {', '.join(available_backends())}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qhqcnn",
+        description="Hybrid quantum-classical CNNs for MedMNIST on Qiskit.",
+    )
+    from qhqcnn import __version__
+
+    parser.add_argument("--version", action="version", version=f"qhqcnn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for add in (_train_parser, _evaluate_parser, _info_parser):
+        add(sub)
+    for target in COMMAND_GROUPS.values():
+        module_name, func_name = target.split(":")
+        register: Callable = getattr(__import__(module_name, fromlist=[func_name]), func_name)
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except QhqcnnError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Run configuration: every value that decides a training run, saved with its results."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from qhqcnn.errors import ConfigError
+from qhqcnn.models import ModelSpec
+
+AUGMENTATIONS = ("none", "flip")
+
+
+@dataclass
+class TrainConfig:
+    """A training run. ``max_train``/``max_eval`` take the first N images (smoke tests only)."""
+
+    dataset: str = "breastmnist"
+    relabel: str | None = None
+    model: ModelSpec = field(default_factory=ModelSpec)
+    backend: str = "exact"
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    augment: str = "flip"
+    patience: int = 15
+    seed: int = 0
+    threads: int | None = None
+    max_train: int | None = None
+    max_eval: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            self.model = ModelSpec(**self.model)
+        checks = [
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
+            (self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
+            (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
+            (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
+            (self.augment in AUGMENTATIONS, f"augment must be one of {AUGMENTATIONS}"),
+            (self.max_train is None or self.max_train >= 2, "max_train must be >= 2"),
+            (self.max_eval is None or self.max_eval >= 2, "max_eval must be >= 2"),
+            (self.threads is None or self.threads >= 1, "threads must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["model"] = self.model.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
+        return cls(**data)
