@@ -1,0 +1,69 @@
+"""Transpile a circuit template once to a device's ISA, with observables mapped to its layout."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from qiskit import QuantumCircuit
+from qiskit.transpiler import generate_preset_pass_manager
+
+from qhqcnn.backends import PreparedCircuit
+from qhqcnn.circuits.template import CircuitTemplate
+from qhqcnn.errors import BackendError
+
+
+def two_qubit_gate_count(circuit: QuantumCircuit) -> int:
+    return sum(1 for instr in circuit.data if instr.operation.num_qubits == 2)
+
+
+def physical_layout(isa: QuantumCircuit) -> list[int]:
+    """Physical qubit of each virtual qubit of the template (after routing, at the end)."""
+    return list(isa.layout.final_index_layout()) if isa.layout is not None else []
+
+
+def active_qubits(circuit: QuantumCircuit) -> list[int]:
+    """Indices of the qubits that any instruction touches, sorted."""
+    used = {circuit.find_bit(q).index for instr in circuit.data for q in instr.qubits}
+    return sorted(used)
+
+
+def transpile_template(
+    template: CircuitTemplate,
+    backend,
+    *,
+    optimization_level: int = 2,
+    initial_layout: Sequence[int] | None = None,
+    seed_transpiler: int = 1234,
+) -> PreparedCircuit:
+    """The template as an ISA circuit of ``backend`` plus its observables mapped to the layout.
+
+    ``EstimatorQNN`` is given this circuit and these observables directly (no ``pass_manager``),
+    so the transpiler runs exactly once and gradients evaluate the same gates that would run.
+    """
+    try:
+        manager = generate_preset_pass_manager(
+            optimization_level=optimization_level,
+            backend=backend,
+            initial_layout=list(initial_layout) if initial_layout is not None else None,
+            seed_transpiler=seed_transpiler,
+        )
+        isa = manager.run(template.circuit)
+    except Exception as exc:  # noqa: BLE001 - the transpiler raises many types
+        raise BackendError(f"cannot transpile {template.name} for {backend.name}: {exc}") from exc
+    missing = set(template.circuit.parameters) - set(isa.parameters)
+    if missing:
+        raise BackendError(
+            f"transpiling for {backend.name} removed parameters {sorted(p.name for p in missing)}"
+        )
+    observables = tuple(obs.apply_layout(isa.layout) for obs in template.observables)
+    info: dict[str, Any] = {
+        "transpiled": True,
+        "device": backend.name,
+        "optimization_level": optimization_level,
+        "layout": physical_layout(isa),
+        "depth": isa.depth(),
+        "two_qubit_gates": two_qubit_gate_count(isa),
+        "gate_counts": {str(k): int(v) for k, v in isa.count_ops().items()},
+    }
+    return PreparedCircuit(isa, observables, template.input_params, template.weight_params, info)
