@@ -82,8 +82,9 @@ def entangling_layers(num_qubits: int, reps: int, *, prefix: str = "theta") -> Q
 def fourier_ladder(num_qubits: int, phases: Sequence) -> QuantumCircuit:
     """QFT-style ladder with trainable phases: H(q_j) then CP(φ_jk) from q_k onto q_j for k > j.
 
-    With φ_jk = π / 2^(k−j) this is the textbook QFT without its final swaps (the qubit order
-    is reversed), so the ladder maps computational-basis patterns to Fourier (phase) patterns.
+    With φ_jk = π / 2^(k−j) this is exactly Qiskit's ``QFTGate`` applied after a reversal of the
+    qubit order (the mirror image of the swap-free QFT; tested), so the ladder maps
+    computational-basis patterns to Fourier (phase) patterns.
     ``phases`` holds the n(n−1)/2 angles in (j, k) lexicographic order.
     """
     circuit = QuantumCircuit(num_qubits, name="F")
