@@ -1,0 +1,79 @@
+"""Row bookkeeping: de-duplicate parameter rows and lay out (row, observable) pairs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def unique_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct rows of ``values (N, P)`` in first-appearance order and each row's index."""
+    values = np.ascontiguousarray(values, dtype=float)
+    count, width = values.shape
+    if count == 0:
+        return values, np.zeros(0, dtype=np.int64)
+    if width == 0:
+        return values[:1], np.zeros(count, dtype=np.int64)
+    fast = _unique_by_projection(values)
+    if fast is not None:
+        return fast
+    keys = values.view(np.dtype((np.void, width * values.itemsize))).ravel()
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return values[first[order]], rank[inverse.ravel()]
+
+
+_PROJECTION = np.random.default_rng(20240611).standard_normal(4096) + 1.0
+
+
+def _unique_by_projection(values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Fast path: group rows by a random projection, then verify the groups exactly."""
+    width = values.shape[1]
+    weights = np.resize(_PROJECTION, width)
+    keys = values @ weights
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
+    if not np.array_equal(values, values[first[inverse]]):  # a collision (or NaN): be exact
+        return None
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return values[first[order]], rank[inverse]
+
+
+def pair_layout(
+    row_index: np.ndarray, obs_index: np.ndarray, num_rows: int, num_obs: int
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """Per-row observable table for requested ``(row, observable)`` pairs.
+
+    Returns ``(pairs, column)``: ``pairs`` is ``(R, M)`` observable indices (``-1`` = padding),
+    or ``None`` when every row needs every observable (then column ``m`` is observable ``m``);
+    ``column[i]`` is where pair ``i`` sits in its row.
+    """
+    codes = row_index.astype(np.int64) * num_obs + obs_index
+    unique, inverse = np.unique(codes, return_inverse=True)
+    inverse = inverse.ravel()
+    if unique.size == num_rows * num_obs:
+        return None, obs_index.astype(np.int64)
+    rows, obs = unique // num_obs, unique % num_obs
+    counts = np.bincount(rows, minlength=num_rows)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    columns = np.arange(unique.size) - starts[rows]
+    pairs = np.full((num_rows, max(int(counts.max()), 1)), -1, dtype=np.int64)
+    pairs[rows, columns] = obs
+    return pairs, columns[inverse]
+
+
+def index_by_identity(items) -> tuple[list, np.ndarray]:
+    """Distinct objects of ``items`` (by identity, first-appearance order) and each item's index."""
+    ids = list(map(id, items))
+    first = dict.fromkeys(ids)
+    if len(first) == 1:
+        return [items[0]], np.zeros(len(ids), dtype=np.int64)
+    position = {key: k for k, key in enumerate(first)}
+    index = np.fromiter(map(position.__getitem__, ids), dtype=np.int64, count=len(ids))
+    distinct = [None] * len(position)
+    for item, k in zip(items, index.tolist(), strict=True):
+        distinct[k] = item
+    return distinct, index

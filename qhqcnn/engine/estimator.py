@@ -1,0 +1,217 @@
+"""``FastEstimator``: a drop-in ``BaseEstimatorV2`` with the contract of ``StatevectorEstimator``.
+
+Every PUB is coerced with ``EstimatorPub.coerce`` and broadcast as Qiskit defines it. PUBs that
+share a circuit and parameter values (``EstimatorQNN`` sends one PUB per observable) are merged,
+so each distinct parameter row is simulated once for all observables, in one vectorized batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from qiskit.circuit import QuantumCircuit
+from qiskit.primitives import BaseEstimatorV2
+from qiskit.primitives.containers import DataBin, EstimatorPubLike, PrimitiveResult, PubResult
+from qiskit.primitives.containers.bindings_array import BindingsArray
+from qiskit.primitives.containers.estimator_pub import EstimatorPub
+from qiskit.providers import Options
+
+from .batching import pair_layout, unique_rows
+from .compile import compile_circuit
+from .jobs import InlineJob
+from .observables import PauliSum, pauli_sum
+from .options import EngineOptions
+from .program import Program
+from .statevector import DEFAULT_DENSE_MAX_QUBITS
+
+
+@dataclass
+class _PubPlan:
+    """A PUB's values table, its observables and the broadcast index of each result element."""
+
+    pub: EstimatorPub
+    program: Program
+    values: np.ndarray  # (N, P)
+    observables: list[PauliSum]
+    value_index: np.ndarray  # pub.shape -> row of ``values``
+    obs_index: np.ndarray  # pub.shape -> index into ``observables``
+
+
+def parameter_table(pub: EstimatorPub, program: Program) -> np.ndarray:
+    """The PUB's parameter values as ``(N, P)`` in ``circuit.parameters`` order."""
+    bindings = pub.parameter_values
+    count = int(np.prod(bindings.shape, dtype=int))
+    if program.num_parameters == 0:
+        return np.zeros((count, 0))
+    data = bindings.data
+    if len(data) == 1 and next(iter(data)) == program.parameter_names:
+        array = next(iter(data.values()))
+    else:
+        array = bindings.as_array(program.parameter_names)
+    return np.asarray(array, dtype=float).reshape(count, program.num_parameters)
+
+
+def coerce_pubs(pubs: Iterable[EstimatorPubLike], precision: float | None) -> list[EstimatorPub]:
+    """``EstimatorPub.coerce`` for every PUB; PUBs that pass the *same* values array object (as
+    ``EstimatorQNN`` does, one PUB per observable) share one ``BindingsArray``."""
+    shared: dict[tuple[int, int], BindingsArray] = {}
+    coerced = []
+    for pub in pubs:
+        values = pub[2] if isinstance(pub, tuple) and len(pub) in (3, 4) else None
+        if not isinstance(values, np.ndarray) or not isinstance(pub[0], QuantumCircuit):
+            coerced.append(EstimatorPub.coerce(pub, precision))
+            continue
+        key = (id(pub[0]), id(values))
+        if key not in shared:
+            shared[key] = BindingsArray.coerce({tuple(pub[0].parameters): values})
+        pub_precision = pub[3] if len(pub) == 4 and pub[3] is not None else precision
+        shaped = (pub[0], pub[1], shared[key], pub_precision)
+        coerced.append(EstimatorPub.coerce(shaped, precision))
+    return coerced
+
+
+def _plan(pub: EstimatorPub, programs: dict[int, Program]) -> _PubPlan:
+    program = programs.get(id(pub.circuit))
+    if program is None:
+        program = programs[id(pub.circuit)] = compile_circuit(pub.circuit)
+    values = parameter_table(pub, program)
+    observables = [pauli_sum(obs) for obs in pub.observables.sparse_observables_array().ravel()]
+    shape = pub.shape
+    value_index = np.broadcast_to(
+        np.arange(values.shape[0]).reshape(pub.parameter_values.shape), shape
+    )
+    obs_index = np.broadcast_to(np.arange(len(observables)).reshape(pub.observables.shape), shape)
+    return _PubPlan(pub, program, values, observables, value_index, obs_index)
+
+
+def _same_values(a: np.ndarray, b: np.ndarray) -> bool:
+    return a is b or (a.shape == b.shape and np.array_equal(a, b))
+
+
+class FastEstimator(BaseEstimatorV2):
+    """Exact, vectorized statevector estimator (torch; complex128 by default).
+
+    Args:
+        default_precision: precision used when neither ``run`` nor the PUB sets one. ``0`` is
+            exact; ``> 0`` adds ``N(0, precision)`` noise like ``StatevectorEstimator``.
+        seed: seed or ``numpy.random.Generator`` for that noise (a fresh generator per PUB, as in
+            ``StatevectorEstimator``).
+        device: torch device (``"cpu"``, ``"cuda"``, ...).
+        dtype: ``torch.complex128`` (default) or ``torch.complex64``.
+        dense_max_qubits: circuits up to this width use full-matrix gates.
+        cache_forward: remember the last forward simulations for a following gradient call.
+    """
+
+    def __init__(
+        self,
+        *,
+        default_precision: float = 0.0,
+        seed: np.random.Generator | int | None = None,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype = torch.complex128,
+        dense_max_qubits: int = DEFAULT_DENSE_MAX_QUBITS,
+        cache_forward: bool = True,
+    ) -> None:
+        self._default_precision = default_precision
+        self._seed = seed
+        self.engine_options = EngineOptions.create(device, dtype, dense_max_qubits, cache_forward)
+        self._simulator = self.engine_options.simulator()
+
+    @property
+    def default_precision(self) -> float:
+        """The precision used when none is given."""
+        return self._default_precision
+
+    @property
+    def seed(self) -> np.random.Generator | int | None:
+        """The seed or generator of the precision noise."""
+        return self._seed
+
+    @property
+    def options(self) -> Options:
+        """The estimator's settings (read by estimator gradients)."""
+        opts = self.engine_options
+        return Options(
+            default_precision=self._default_precision,
+            seed=self._seed,
+            device=str(opts.device),
+            dtype=str(opts.dtype).removeprefix("torch."),
+        )
+
+    @property
+    def simulator(self):
+        """The underlying :class:`~qhqcnn.engine.statevector.StatevectorSimulator`."""
+        return self._simulator
+
+    def run(self, pubs: Iterable[EstimatorPubLike], *, precision: float | None = None) -> InlineJob:
+        if precision is None:
+            precision = self._default_precision
+        coerced = coerce_pubs(pubs, precision)
+        job = InlineJob(self._run, coerced)
+        job._submit()
+        return job
+
+    def _run(self, pubs: list[EstimatorPub]) -> PrimitiveResult[PubResult]:
+        programs: dict[int, Program] = {}
+        plans = [_plan(pub, programs) for pub in pubs]
+        evs = self._evaluate(plans)
+        results = []
+        for plan, values in zip(plans, evs, strict=True):
+            pub = plan.pub
+            if pub.precision:
+                rng = np.random.default_rng(self._seed)
+                values = rng.normal(values, pub.precision)
+            values = np.asarray(values, dtype=np.float64).reshape(pub.shape)
+            data = DataBin(evs=values, stds=np.zeros_like(values), shape=values.shape)
+            metadata = {"target_precision": pub.precision, "circuit_metadata": pub.circuit.metadata}
+            results.append(PubResult(data, metadata=metadata))
+        return PrimitiveResult(results, metadata={"version": 2})
+
+    def _evaluate(self, plans: list[_PubPlan]) -> list[np.ndarray]:
+        """Exact values for every plan; plans with the same circuit and values share one run."""
+        groups: list[list[int]] = []
+        for i, plan in enumerate(plans):
+            for group in groups:
+                head = plans[group[0]]
+                if head.program is plan.program and _same_values(head.values, plan.values):
+                    group.append(i)
+                    break
+            else:
+                groups.append([i])
+        out: list[np.ndarray] = [np.empty(0)] * len(plans)
+        for group in groups:
+            for i, values in zip(
+                group, self._evaluate_group([plans[i] for i in group]), strict=True
+            ):
+                out[i] = values
+        return out
+
+    def _evaluate_group(self, plans: list[_PubPlan]) -> list[np.ndarray]:
+        head = plans[0]
+        if head.values.shape[0] == 0:
+            return [np.zeros(plan.pub.shape) for plan in plans]
+        rows, inverse = unique_rows(head.values)
+        table: dict[int, int] = {}
+        observables: list[PauliSum] = []
+        row_parts, obs_parts = [], []
+        for plan in plans:
+            local = []
+            for obs in plan.observables:
+                if id(obs) not in table:
+                    table[id(obs)] = len(observables)
+                    observables.append(obs)
+                local.append(table[id(obs)])
+            row_parts.append(inverse[plan.value_index].ravel())
+            obs_parts.append(np.asarray(local, dtype=np.int64)[plan.obs_index].ravel())
+        row_index, obs_index = np.concatenate(row_parts), np.concatenate(obs_parts)
+        pairs, column = pair_layout(row_index, obs_index, rows.shape[0], len(observables))
+        result = self._simulator.run(head.program, rows, observables, pairs)
+        flat = result.values[row_index, column]
+        sizes = np.cumsum([plan.value_index.size for plan in plans])[:-1]
+        return [
+            part.reshape(plan.pub.shape)
+            for part, plan in zip(np.split(flat, sizes), plans, strict=True)
+        ]

@@ -1,0 +1,601 @@
+"""The fast exact engine against Qiskit's references (StatevectorEstimator, parameter shift).
+
+Values must equal ``StatevectorEstimator`` and gradients qiskit-machine-learning's
+``ParamShiftEstimatorGradient`` to 1e-10 (float64). qml's parameter shift needs ~20 s per row on
+U3-heavy circuits (Qiskit rebinds a long symbolic global phase for every shifted circuit), so the
+full 3-layer template is checked against the *exact* two-term shift rule evaluated with
+``StatevectorEstimator`` (exact there: every parameter enters one gate whose generator has two
+eigenvalues one apart), and qml's own parameter shift runs on smaller circuits.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from qiskit import QuantumCircuit
+from qiskit.circuit import Parameter, ParameterVector
+from qiskit.circuit.library import CU3Gate, U2Gate, XXPlusYYGate
+from qiskit.circuit.random import random_circuit
+from qiskit.primitives import StatevectorEstimator
+from qiskit.quantum_info import SparseObservable, SparsePauliOp, Statevector
+from qiskit_machine_learning.connectors import TorchConnector
+from qiskit_machine_learning.gradients import ParamShiftEstimatorGradient
+from qiskit_machine_learning.gradients.utils import DerivativeType
+from qiskit_machine_learning.neural_networks import EstimatorQNN
+
+from qhqcnn.engine import (
+    FastEstimator,
+    FastEstimatorGradient,
+    StatevectorSimulator,
+    compile_circuit,
+    pauli_sum,
+)
+from qhqcnn.engine import tensors as engine_tensors
+
+TOL = 1e-10
+#: Engine configurations: default (dense layout for few qubits) and the many-qubit local layout.
+LAYOUTS = {"dense": {}, "local": {"dense_max_qubits": 0}}
+
+
+# ----------------------------------------------------------------------------- circuits
+def hqcnn_template(num_qubits: int = 4, layers: int = 3):
+    """RY(x) encoding, [U3 on every qubit + CX ring] x layers, H/CP ladder, CCX, RY/RZ."""
+    x = ParameterVector("x", num_qubits)
+    w = ParameterVector("w", 3 * layers * num_qubits + (num_qubits - 1) + 2 * num_qubits)
+    qc = QuantumCircuit(num_qubits)
+    k = 0
+    for i in range(num_qubits):
+        qc.ry(x[i], i)
+    for _ in range(layers):
+        for i in range(num_qubits):
+            qc.u(w[k], w[k + 1], w[k + 2], i)
+            k += 3
+        for i in range(num_qubits):
+            qc.cx(i, (i + 1) % num_qubits)
+    for i in range(num_qubits - 1):
+        qc.h(i)
+        qc.cp(w[k], i, i + 1)
+        k += 1
+    qc.ccx(0, 1, 2)
+    qc.ccx(num_qubits - 3, num_qubits - 2, num_qubits - 1)
+    for i in range(num_qubits):
+        qc.ry(w[k], i)
+        qc.rz(w[k + 1], i)
+        k += 2
+    return qc, list(x), list(w)
+
+
+def z_and_x(num_qubits: int) -> list[SparsePauliOp]:
+    return [
+        SparsePauliOp.from_sparse_list([(p, [i], 1.0)], num_qubits)
+        for p in "ZX"
+        for i in range(num_qubits)
+    ]
+
+
+def parameterized_random_circuit(num_qubits: int, depth: int, seed: int) -> QuantumCircuit:
+    """``random_circuit`` with every numeric gate angle replaced by a fresh parameter (plus a
+    final parameterized RY so that there is at least one parameter)."""
+    base = random_circuit(num_qubits, depth, max_operands=3, seed=seed)
+    out = QuantumCircuit(num_qubits)
+    count = 0
+    for instruction in base.data:
+        op = instruction.operation.to_mutable()
+        if op.params and all(isinstance(p, float) for p in op.params):
+            op.params = [Parameter(f"t{count + j:03d}") for j in range(len(op.params))]
+            count += len(op.params)
+        out.append(op, instruction.qubits)
+    out.ry(Parameter("t_end"), 0)
+    return out
+
+
+def expression_circuit() -> QuantumCircuit:
+    """Affine (2a, a+b, b-1.3) and non-affine (sin a, a*b) angle expressions, U-family gates."""
+    a, b, c = Parameter("a"), Parameter("b"), Parameter("c")
+    qc = QuantumCircuit(3)
+    qc.h(range(3))
+    qc.rx(2 * a, 0)
+    qc.ry(a + b, 1)
+    qc.rz(b - 1.3, 2)
+    qc.cx(0, 1)
+    qc.rzz(a * b, 1, 2)
+    qc.ry(c.sin(), 0)
+    qc.crx(c - a, 2, 0)
+    qc.append(U2Gate(a, 0.4), [1])
+    qc.r(c, b, 2)
+    qc.append(CU3Gate(b, c, 0.3, ctrl_state=0), [0, 2])
+    qc.cu(a, b, c, 0.7, 1, 0)
+    qc.append(XXPlusYYGate(c, a), [0, 1])
+    qc.global_phase = a + 0.2
+    return qc
+
+
+def share_weights(circuit: QuantumCircuit, values: np.ndarray) -> None:
+    """Give every row the same values for all parameters except the inputs ``x[...]``."""
+    shared = [i for i, p in enumerate(circuit.parameters) if not p.name.startswith("x")]
+    values[:, shared] = values[0, shared]
+
+
+def reference_values(circuit, observables, values) -> np.ndarray:
+    job = StatevectorEstimator().run([(circuit, observables, values)])
+    return job.result()[0].data.evs
+
+
+def shift_rule_gradient(circuit, observables, values: np.ndarray) -> np.ndarray:
+    """Exact two-term shift rule via StatevectorEstimator: ``(rows, observables, params)``."""
+    rows, width = values.shape
+    shifts = np.concatenate([np.eye(width), -np.eye(width)]) * (np.pi / 2)
+    shifted = values[:, None, :] + shifts[None]  # (rows, 2P, P)
+    obs = np.empty((len(observables), 1, 1), dtype=object)
+    for k, observable in enumerate(observables):
+        obs[k, 0, 0] = observable
+    evs = reference_values(circuit, obs, shifted)  # (K, rows, 2P)
+    grads = (evs[..., :width] - evs[..., width:]) / 2
+    return np.moveaxis(grads, 0, 1)
+
+
+# ----------------------------------------------------------------------------- compile + states
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_statevectors_match_qiskit_little_endian(layout):
+    qc = expression_circuit()
+    program = compile_circuit(qc)
+    rows = np.random.default_rng(1).uniform(-2, 2, (3, qc.num_parameters))
+    states = StatevectorSimulator(**LAYOUTS[layout]).states(program, rows).numpy()
+    for row, state in zip(rows, states, strict=True):
+        expected = Statevector(qc.assign_parameters(row)).data
+        np.testing.assert_allclose(state, expected, atol=TOL)
+
+
+def test_compile_cache_reuses_and_detects_edits():
+    qc, _, _ = hqcnn_template(3, 1)
+    program = compile_circuit(qc)
+    assert compile_circuit(qc) is program
+    qc.rx(Parameter("z_new"), 0)
+    edited = compile_circuit(qc)
+    assert edited is not program and edited.num_parameters == program.num_parameters + 1
+
+
+def test_affine_and_nonlinear_angles_are_classified():
+    program = compile_circuit(expression_circuit())
+    assert len(program.angle_map.nonlinear) >= 2  # sin(c) and a*b (XXPlusYY may add more)
+    assert program.global_phase_slot is not None
+
+
+def test_non_unitary_instructions_are_rejected():
+    qc = QuantumCircuit(2, 1)
+    qc.h(0)
+    qc.measure(0, 0)
+    with pytest.raises(ValueError, match="unitary"):
+        FastEstimator().run([(qc, "ZI")]).result()
+    qc = QuantumCircuit(1)
+    qc.reset(0)
+    with pytest.raises(ValueError, match="reset"):
+        compile_circuit(qc, cache=False)
+
+
+def test_barriers_are_ignored_and_unparameterized_circuits_work():
+    qc = QuantumCircuit(2)
+    qc.h(0)
+    qc.barrier()
+    qc.cx(0, 1)
+    result = FastEstimator().run([(qc, ["ZZ", "XX", "ZI"])]).result()[0]
+    np.testing.assert_allclose(result.data.evs, [1.0, 1.0, 0.0], atol=TOL)
+
+
+# ----------------------------------------------------------------------------- estimator values
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_hqcnn_values_match_statevector_estimator(layout):
+    qc, _, _ = hqcnn_template()
+    obs = z_and_x(4)
+    values = np.random.default_rng(2).uniform(-np.pi, np.pi, (5, qc.num_parameters))
+    share_weights(qc, values)  # per-row inputs, shared weights: the QNN pattern
+    fast = FastEstimator(**LAYOUTS[layout])
+    pubs = [(qc, o, values) for o in obs]
+    ours = np.stack([r.data.evs for r in fast.run(pubs).result()])
+    ref = np.stack([r.data.evs for r in StatevectorEstimator().run(pubs).result()])
+    np.testing.assert_allclose(ours, ref, atol=TOL)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("seed", [3, 11, 23])
+def test_random_circuit_values_match(layout, seed):
+    qc = parameterized_random_circuit(4, 5, seed)
+    rng = np.random.default_rng(seed)
+    values = rng.uniform(-3, 3, (4, qc.num_parameters))
+    obs = [SparsePauliOp(["XYZI", "ZZII", "IIYX"], [0.3, -1.1, 0.7]), "YIIX", "IIIZ"]
+    ours = FastEstimator(**LAYOUTS[layout]).run([(qc, [obs], values[:, None])]).result()[0]
+    ref = StatevectorEstimator().run([(qc, [obs], values[:, None])]).result()[0]
+    assert ours.data.evs.shape == ref.data.evs.shape == (4, 3)
+    np.testing.assert_allclose(ours.data.evs, ref.data.evs, atol=TOL)
+
+
+def test_broadcasting_shapes_and_pub_metadata():
+    qc = expression_circuit()
+    values = np.random.default_rng(4).uniform(-1, 1, (3, 1, qc.num_parameters))
+    obs = [SparsePauliOp(["XXY", "ZIZ"], [1.0 + 0j, -0.5 + 0j]), "YZX"]
+    qc.metadata = {"name": "expr"}
+    ours = FastEstimator().run([(qc, obs, values)]).result()
+    ref = StatevectorEstimator().run([(qc, obs, values)]).result()
+    assert ours[0].data.evs.shape == ref[0].data.evs.shape == (3, 2)
+    assert ours[0].data.stds.shape == (3, 2) and not ours[0].data.stds.any()
+    np.testing.assert_allclose(ours[0].data.evs, ref[0].data.evs, atol=TOL)
+    assert ours[0].metadata == ref[0].metadata
+    assert ours.metadata == ref.metadata
+
+
+def test_pubs_with_mixed_circuits_values_and_observable_arrays():
+    qc_a = expression_circuit()
+    qc_b, _, _ = hqcnn_template(3, 1)
+    rng = np.random.default_rng(5)
+    va = rng.uniform(-1, 1, (2, qc_a.num_parameters))
+    vb = rng.uniform(-1, 1, qc_b.num_parameters)
+    pubs = [
+        (qc_a, ["ZZZ", "XIY"], va[:, None]),
+        (qc_b, [["ZII"], ["IXI"]], vb),
+        (qc_a, "YYX", va),
+        (qc_a, SparsePauliOp("ZXZ"), va + 0.5),
+    ]
+    ours = FastEstimator().run(pubs).result()
+    ref = StatevectorEstimator().run(pubs).result()
+    for mine, theirs in zip(ours, ref, strict=True):
+        assert mine.data.evs.shape == theirs.data.evs.shape
+        np.testing.assert_allclose(mine.data.evs, theirs.data.evs, atol=TOL)
+
+
+def test_parameters_given_by_name_mapping():
+    qc = expression_circuit()
+    names = [p.name for p in qc.parameters]
+    values = np.random.default_rng(6).uniform(-1, 1, (2, len(names)))
+    mapping = {tuple(reversed(names)): values[:, ::-1]}
+    ours = FastEstimator().run([(qc, "ZXY", mapping)]).result()[0].data.evs
+    ref = reference_values(qc, "ZXY", values)
+    np.testing.assert_allclose(ours, ref, atol=TOL)
+
+
+def test_projector_observables_are_supported():
+    qc = expression_circuit()
+    values = np.random.default_rng(7).uniform(-1, 1, qc.num_parameters)
+    obs = SparseObservable.from_label("0+r")
+    ours = FastEstimator().run([(qc, obs, values)]).result()[0].data.evs
+    state = Statevector(qc.assign_parameters(values))
+    expected = state.expectation_value(SparsePauliOp.from_sparse_observable(obs)).real
+    np.testing.assert_allclose(ours, expected, atol=TOL)
+
+
+def test_non_hermitian_observable_is_rejected_like_qiskit():
+    qc = QuantumCircuit(1)
+    with pytest.raises(ValueError, match="Hermitian"):
+        FastEstimator().run([(qc, SparsePauliOp(["X"], [1j]))])
+
+
+def test_precision_noise_matches_statevector_estimator_with_seed():
+    qc = expression_circuit()
+    values = np.random.default_rng(8).uniform(-1, 1, (4, qc.num_parameters))
+    pubs = [(qc, ["ZZZ", "XYI"], values[:, None])]
+    ours = FastEstimator(seed=42).run(pubs, precision=0.05).result()[0]
+    ref = StatevectorEstimator(seed=42).run(pubs, precision=0.05).result()[0]
+    np.testing.assert_allclose(ours.data.evs, ref.data.evs, atol=TOL)
+    assert ours.metadata["target_precision"] == 0.05
+
+
+def test_complex64_is_close():
+    qc, _, _ = hqcnn_template()
+    values = np.random.default_rng(9).uniform(-1, 1, (3, qc.num_parameters))
+    ours = FastEstimator(dtype="complex64").run([(qc, "ZIXI", values)]).result()[0]
+    np.testing.assert_allclose(ours.data.evs, reference_values(qc, "ZIXI", values), atol=1e-5)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    num_qubits=st.integers(1, 4),
+    depth=st.integers(1, 6),
+    seed=st.integers(0, 10_000),
+    rows=st.integers(1, 3),
+)
+def test_random_circuits_property(num_qubits, depth, seed, rows):
+    qc = parameterized_random_circuit(num_qubits, depth, seed)
+    values = np.random.default_rng(seed).uniform(-4, 4, (rows, qc.num_parameters))
+    label = "".join("XYZ"[(seed + i) % 3] for i in range(num_qubits))
+    ours = FastEstimator().run([(qc, label, values)]).result()[0].data.evs
+    np.testing.assert_allclose(ours, reference_values(qc, label, values), atol=TOL)
+
+
+# ----------------------------------------------------------------------------- gradients
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_hqcnn_gradients_match_exact_shift_rule(layout):
+    qc, _, _ = hqcnn_template()
+    obs = z_and_x(4)
+    values = np.random.default_rng(10).uniform(-np.pi, np.pi, (2, qc.num_parameters))
+    share_weights(qc, values)
+    rows = len(values)
+    gradient = FastEstimatorGradient(FastEstimator(**LAYOUTS[layout]))
+    circuits = [qc] * (rows * len(obs))
+    observables = [o for o in obs for _ in range(rows)]
+    result = gradient.run(circuits, observables, np.tile(values, (len(obs), 1))).result()
+    ours = np.asarray(result.gradients).reshape(len(obs), rows, -1).transpose(1, 0, 2)
+    np.testing.assert_allclose(ours, shift_rule_gradient(qc, obs, values), atol=TOL)
+    assert result.metadata[0]["parameters"] == qc.parameters
+
+
+def test_hqcnn_gradient_matches_qml_param_shift():
+    qc, _, _ = hqcnn_template(4, layers=1)
+    obs = SparsePauliOp(["ZIIX", "IYII"], [0.5, -1.0])
+    values = np.random.default_rng(12).uniform(-np.pi, np.pi, (1, qc.num_parameters))
+    ours = FastEstimatorGradient().run([qc], [obs], values).result()
+    ref = ParamShiftEstimatorGradient(StatevectorEstimator()).run([qc], [obs], values).result()
+    np.testing.assert_allclose(ours.gradients[0], ref.gradients[0], atol=TOL)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_expression_gradients_and_subsets_match_param_shift(layout):
+    qc = expression_circuit()
+    params = list(qc.parameters)
+    rng = np.random.default_rng(13)
+    values = rng.uniform(-1, 1, (3, len(params)))
+    obs = [SparsePauliOp(["XZY", "ZZI"], [0.4, 1.0]), SparsePauliOp("IYX")]
+    circuits = [qc] * 3
+    observables = [obs[0], obs[1], obs[0]]
+    subsets = [None, [params[2], params[0]], [params[1]]]
+    gradient = FastEstimatorGradient(FastEstimator(**LAYOUTS[layout]))
+    ours = gradient.run(circuits, observables, values, parameters=subsets).result()
+    ref = ParamShiftEstimatorGradient(StatevectorEstimator())
+    ref = ref.run(circuits, observables, values, parameters=subsets).result()
+    for mine, theirs, meta, subset in zip(
+        ours.gradients, ref.gradients, ours.metadata, subsets, strict=True
+    ):
+        assert mine.shape == theirs.shape
+        np.testing.assert_allclose(mine, theirs, atol=TOL)
+        assert list(meta["parameters"]) == list(subset or params)
+
+
+def test_gradients_for_several_circuits_in_one_call():
+    qc_a = parameterized_random_circuit(3, 3, seed=31)
+    qc_b = expression_circuit()
+    rng = np.random.default_rng(14)
+    va, vb = rng.uniform(-2, 2, qc_a.num_parameters), rng.uniform(-2, 2, qc_b.num_parameters)
+    circuits = [qc_a, qc_b, qc_a, qc_b]
+    observables = [SparsePauliOp("ZXI"), SparsePauliOp("YYZ"), SparsePauliOp("IIX"), "XZZ"]
+    observables[3] = SparsePauliOp(observables[3])
+    values = [va, vb, va + 0.3, vb]
+    ours = FastEstimatorGradient().run(circuits, observables, values).result()
+    ref = ParamShiftEstimatorGradient(StatevectorEstimator())
+    ref = ref.run(circuits, observables, values).result()
+    for mine, theirs in zip(ours.gradients, ref.gradients, strict=True):
+        np.testing.assert_allclose(mine, theirs, atol=TOL)
+
+
+@pytest.mark.parametrize("seed", [5, 17])
+def test_random_circuit_gradients_match_param_shift(seed):
+    qc = parameterized_random_circuit(3, 3, seed)
+    values = np.random.default_rng(seed).uniform(-2, 2, (2, qc.num_parameters))
+    obs = SparsePauliOp(["XYZ", "ZIZ"], [1.0, 0.5])
+    ours = FastEstimatorGradient().run([qc, qc], [obs, obs], values).result()
+    ref = ParamShiftEstimatorGradient(StatevectorEstimator()).run([qc, qc], [obs, obs], values)
+    for mine, theirs in zip(ours.gradients, ref.result().gradients, strict=True):
+        np.testing.assert_allclose(mine, theirs, atol=TOL)
+
+
+def test_per_row_local_gates_in_dense_layout(monkeypatch):
+    monkeypatch.setattr(engine_tensors, "PER_ROW_FULL_BYTES", 0)
+    qc, _, _ = hqcnn_template(3, 2)
+    obs = z_and_x(3)
+    values = np.random.default_rng(15).uniform(-2, 2, (3, qc.num_parameters))
+    share_weights(qc, values)
+    rows = len(values)
+    result = FastEstimatorGradient().run(
+        [qc] * (rows * len(obs)),
+        [o for o in obs for _ in range(rows)],
+        np.tile(values, (len(obs), 1)),
+    )
+    ours = np.asarray(result.result().gradients).reshape(len(obs), rows, -1).transpose(1, 0, 2)
+    np.testing.assert_allclose(ours, shift_rule_gradient(qc, obs, values), atol=TOL)
+
+
+def wide_rotation_circuit(num_qubits: int = 7) -> QuantumCircuit:
+    """Pauli rotations (exact two-term shift rule) and constant gates on near and far qubits, to
+    exercise every way the local layout applies a gate (low block, span, permuted axes)."""
+    x = ParameterVector("x", num_qubits)
+    w = ParameterVector("w", 4 * num_qubits)
+    qc = QuantumCircuit(num_qubits)
+    for i in range(num_qubits):
+        qc.ry(x[i], i)
+    for i in range(num_qubits):
+        qc.rx(w[i], i)
+    qc.cx(0, num_qubits - 1)
+    qc.rzz(w[num_qubits], 0, num_qubits - 1)
+    qc.ryy(w[num_qubits + 1], num_qubits - 2, num_qubits - 1)
+    qc.rxx(w[num_qubits + 2], 2, 5)
+    qc.ccx(0, 3, num_qubits - 1)
+    qc.h(num_qubits - 1)
+    qc.swap(1, num_qubits - 2)
+    for i in range(num_qubits):
+        qc.rz(w[2 * num_qubits + i], i)
+        qc.ry(w[3 * num_qubits + i], (i + 3) % num_qubits)
+    qc.cz(4, 5)
+    return qc
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_wide_circuit_values_and_gradients(layout):
+    qc = wide_rotation_circuit()
+    obs = [SparsePauliOp.from_sparse_list([("Z", [i], 1.0)], 7) for i in (0, 3, 6)]
+    obs.append(SparsePauliOp.from_sparse_list([("XY", [1, 5], 0.5), ("ZZ", [0, 6], 1.0)], 7))
+    values = np.random.default_rng(21).uniform(-np.pi, np.pi, (3, qc.num_parameters))
+    share_weights(qc, values)
+    fast = FastEstimator(**LAYOUTS[layout])
+    ours = np.stack([r.data.evs for r in fast.run([(qc, o, values) for o in obs]).result()])
+    ref = np.stack([reference_values(qc, o, values) for o in obs])
+    np.testing.assert_allclose(ours, ref, atol=TOL)
+    rows = len(values)
+    result = FastEstimatorGradient(fast).run(
+        [qc] * (rows * len(obs)),
+        [o for o in obs for _ in range(rows)],
+        np.tile(values, (len(obs), 1)),
+    )
+    grads = np.asarray(result.result().gradients).reshape(len(obs), rows, -1).transpose(1, 0, 2)
+    np.testing.assert_allclose(grads, shift_rule_gradient(qc, obs, values), atol=TOL)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_row_chunking_gives_the_same_results(layout):
+    qc, _, _ = hqcnn_template(3, 2)
+    program = compile_circuit(qc)
+    observables = [pauli_sum(o) for o in z_and_x(3)]
+    rows = np.random.default_rng(20).uniform(-2, 2, (7, qc.num_parameters))
+    whole = StatevectorSimulator(**LAYOUTS[layout]).run(program, rows, observables, None, True)
+    chunked = StatevectorSimulator(**LAYOUTS[layout], memory_budget=1)
+    parts = chunked.run(program, rows, observables, None, True)
+    np.testing.assert_allclose(parts.values, whole.values, atol=TOL)
+    np.testing.assert_allclose(parts.gradients, whole.gradients, atol=TOL)
+
+
+def test_per_row_layout_can_change_between_batches(monkeypatch):
+    qc, _, _ = hqcnn_template(3, 1)
+    program = compile_circuit(qc)
+    observables = [pauli_sum(o) for o in z_and_x(3)]
+    sim = StatevectorSimulator()
+    # 2 rows fit the per-row full-matrix budget, 40 rows do not (they are applied locally)
+    monkeypatch.setattr(engine_tensors, "PER_ROW_FULL_BYTES", 10 * 3 * 2 * 64 * 16)
+    for count in (2, 40, 2):
+        rows = np.random.default_rng(count).uniform(-2, 2, (count, qc.num_parameters))
+        share_weights(qc, rows)
+        result = sim.run(program, rows, observables, None, gradient=True)
+        ref = shift_rule_gradient(qc, z_and_x(3), rows)
+        np.testing.assert_allclose(result.gradients, ref, atol=TOL)
+
+
+def test_complex_and_imaginary_derivative_types():
+    qc = expression_circuit()
+    qc.global_phase = 0.0  # a parameterized global phase would change Im <psi|O|d psi>
+    values = np.random.default_rng(16).uniform(-1, 1, qc.num_parameters)
+    obs = SparsePauliOp("ZYX")
+    kinds = {kind: FastEstimatorGradient(derivative_type=kind) for kind in DerivativeType}
+    grads = {k: g.run([qc], [obs], [values]).result().gradients[0] for k, g in kinds.items()}
+    np.testing.assert_allclose(grads[DerivativeType.COMPLEX].real, grads[DerivativeType.REAL])
+    np.testing.assert_allclose(grads[DerivativeType.COMPLEX].imag, grads[DerivativeType.IMAG])
+    # 2 Im <psi|O|d psi> from finite differences of the exact statevector
+    program, sim = compile_circuit(qc), StatevectorSimulator()
+    psi = sim.states(program, values[None]).numpy()[0]
+    op = obs.to_matrix()
+    eps = 1e-6
+    for j in range(qc.num_parameters):
+        shift = np.zeros_like(values)
+        shift[j] = eps
+        plus = sim.states(program, (values + shift)[None]).numpy()[0]
+        minus = sim.states(program, (values - shift)[None]).numpy()[0]
+        dpsi = (plus - minus) / (2 * eps)
+        expected = 2 * np.vdot(psi, op @ dpsi)
+        assert abs(grads[DerivativeType.COMPLEX][j] - expected) < 1e-7
+
+
+def test_gradient_validation_errors():
+    qc, _, _ = hqcnn_template(3, 1)
+    values = np.zeros(qc.num_parameters)
+    gradient = FastEstimatorGradient()
+    with pytest.raises(ValueError, match="number of values"):
+        gradient.run([qc], [SparsePauliOp("ZZZ")], [values[:-1]])
+    with pytest.raises(ValueError, match="qubits"):
+        gradient.run([qc], [SparsePauliOp("ZZ")], [values])
+    with pytest.raises(ValueError, match="not present"):
+        gradient.run([qc], [SparsePauliOp("ZZZ")], [values], parameters=[[Parameter("zz")]])
+    with pytest.raises(ValueError, match="not parameterised"):
+        gradient.run([QuantumCircuit(3)], [SparsePauliOp("ZZZ")], [[]])
+
+
+# ----------------------------------------------------------------------------- end to end
+def small_qnn_circuit():
+    """A 3-qubit circuit for which the reference (param-shift) QNN is quick."""
+    x, w = ParameterVector("x", 3), ParameterVector("w", 11)
+    qc = QuantumCircuit(3)
+    for i in range(3):
+        qc.ry(x[i], i)
+    for i in range(3):
+        qc.rx(w[i], i)
+        qc.rz(w[3 + i], i)
+    for i in range(3):
+        qc.cx(i, (i + 1) % 3)
+    qc.h(0)
+    qc.cp(w[6], 0, 1)
+    qc.crx(2 * w[7] - 0.5, 1, 2)
+    qc.ccx(0, 1, 2)
+    qc.ry(w[8] + x[0], 2)
+    qc.u(w[9], w[10], 0.3, 0)
+    return qc, list(x), list(w)
+
+
+def _qnn(fast: bool):
+    qc, x, w = small_qnn_circuit()
+    obs = z_and_x(3)
+    if fast:
+        estimator, gradient = FastEstimator(), FastEstimatorGradient(FastEstimator())
+    else:
+        estimator = StatevectorEstimator()
+        gradient = ParamShiftEstimatorGradient(estimator)
+    return EstimatorQNN(
+        circuit=qc,
+        observables=obs,
+        input_params=x,
+        weight_params=w,
+        estimator=estimator,
+        gradient=gradient,
+        input_gradients=True,
+        default_precision=0.0,
+    )
+
+
+def test_qnn_forward_and_backward_match_reference():
+    fast, ref = _qnn(True), _qnn(False)
+    rng = np.random.default_rng(17)
+    inputs = rng.uniform(0, math.pi, (3, 3))
+    weights = rng.uniform(-math.pi, math.pi, 11)
+    np.testing.assert_allclose(
+        fast.forward(inputs, weights), ref.forward(inputs, weights), atol=TOL
+    )
+    for mine, theirs in zip(
+        fast.backward(inputs, weights), ref.backward(inputs, weights), strict=True
+    ):
+        np.testing.assert_allclose(mine, theirs, atol=TOL)
+    weights_only = _qnn(True)
+    weights_only.input_gradients = False
+    ref.input_gradients = False
+    mine = weights_only.backward(inputs, weights)
+    theirs = ref.backward(inputs, weights)
+    assert mine[0] is None and theirs[0] is None
+    np.testing.assert_allclose(mine[1], theirs[1], atol=TOL)
+
+
+def test_torch_connector_forward_and_backward_match_reference():
+    rng = np.random.default_rng(18)
+    weights = rng.uniform(-math.pi, math.pi, 11)
+    inputs = torch.tensor(rng.uniform(0, math.pi, (3, 3)), dtype=torch.float32)
+    outputs, grads = [], []
+    for fast in (True, False):
+        model = TorchConnector(_qnn(fast), initial_weights=weights)
+        x = inputs.clone().requires_grad_(True)
+        out = model(x)
+        (out * torch.arange(1.0, 7.0)).sum().backward()
+        outputs.append(out.detach())
+        grads.append((x.grad.clone(), model.weight.grad.clone()))
+    # TorchConnector returns float32: equal float64 results round to the same float32 values
+    torch.testing.assert_close(outputs[0], outputs[1], atol=TOL, rtol=0)
+    torch.testing.assert_close(grads[0][0], grads[1][0], atol=TOL, rtol=0)
+    torch.testing.assert_close(grads[0][1], grads[1][1], atol=TOL, rtol=0)
+
+
+def test_forward_cache_does_not_leak_between_different_rows():
+    qnn = _qnn(True)
+    rng = np.random.default_rng(19)
+    weights = rng.uniform(-1, 1, 11)
+    first = rng.uniform(0, 1, (2, 3))
+    second = first.copy()
+    second[1, 2] += 1e-9
+    qnn.forward(first, weights)
+    a = qnn.backward(second, weights)
+    b = _qnn(False).backward(second, weights)
+    np.testing.assert_allclose(a[0], b[0], atol=TOL)
+    np.testing.assert_allclose(a[1], b[1], atol=TOL)
