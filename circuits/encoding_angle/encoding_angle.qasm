@@ -1,0 +1,12 @@
+OPENQASM 3.0;
+include "stdgates.inc";
+input float[64] _x_0_;
+input float[64] _x_1_;
+input float[64] _x_2_;
+input float[64] _x_3_;
+qubit[4] q;
+ry(_x_0_) q[0];
+ry(_x_1_) q[1];
+ry(_x_2_) q[2];
+ry(_x_3_) q[3];
+

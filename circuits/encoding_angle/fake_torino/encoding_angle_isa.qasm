@@ -1,0 +1,23 @@
+OPENQASM 3.0;
+include "stdgates.inc";
+input float[64] _x_0_;
+input float[64] _x_1_;
+input float[64] _x_2_;
+input float[64] _x_3_;
+sx $51;
+rz(pi + _x_1_) $51;
+sx $51;
+rz(3*pi) $51;
+sx $60;
+rz(pi + _x_0_) $60;
+sx $60;
+rz(3*pi) $60;
+sx $66;
+rz(pi + _x_2_) $66;
+sx $66;
+rz(3*pi) $66;
+sx $81;
+rz(pi + _x_3_) $81;
+sx $81;
+rz(3*pi) $81;
+

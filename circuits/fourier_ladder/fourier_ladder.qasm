@@ -1,0 +1,20 @@
+OPENQASM 3.0;
+include "stdgates.inc";
+input float[64] _phi_0_;
+input float[64] _phi_1_;
+input float[64] _phi_2_;
+input float[64] _phi_3_;
+input float[64] _phi_4_;
+input float[64] _phi_5_;
+qubit[4] q;
+h q[0];
+cp(_phi_0_) q[1], q[0];
+cp(_phi_1_) q[2], q[0];
+cp(_phi_2_) q[3], q[0];
+h q[1];
+cp(_phi_3_) q[2], q[1];
+cp(_phi_4_) q[3], q[1];
+h q[2];
+cp(_phi_5_) q[3], q[2];
+h q[3];
+

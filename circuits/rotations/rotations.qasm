@@ -1,0 +1,20 @@
+OPENQASM 3.0;
+include "stdgates.inc";
+input float[64] _rho_0_;
+input float[64] _rho_1_;
+input float[64] _rho_2_;
+input float[64] _rho_3_;
+input float[64] _rho_4_;
+input float[64] _rho_5_;
+input float[64] _rho_6_;
+input float[64] _rho_7_;
+qubit[4] q;
+ry(_rho_0_) q[0];
+rz(_rho_1_) q[0];
+ry(_rho_2_) q[1];
+rz(_rho_3_) q[1];
+ry(_rho_4_) q[2];
+rz(_rho_5_) q[2];
+ry(_rho_6_) q[3];
+rz(_rho_7_) q[3];
+
