@@ -11,16 +11,40 @@ from qhqcnn.circuits.hqcnn import (
     rotation_layer,
     toffoli_ring,
 )
+from qhqcnn.circuits.quanv import (
+    amplitude_angles,
+    amplitude_encoding,
+    patch_angle_encoding,
+    pixel_angles,
+    qcnn_conv,
+    qcnn_dense,
+    qcnn_pool,
+    qcnn_template,
+    quanv_template,
+    random_filter,
+    trainable_filter,
+)
 from qhqcnn.circuits.template import CircuitTemplate, single_qubit_observables
 
 __all__ = [
     "CircuitTemplate",
+    "amplitude_angles",
+    "amplitude_encoding",
     "angle_encoding",
     "entangling_layers",
     "fourier_attention",
     "fourier_ladder",
     "hqcnn_template",
+    "patch_angle_encoding",
+    "pixel_angles",
+    "qcnn_conv",
+    "qcnn_dense",
+    "qcnn_pool",
+    "qcnn_template",
+    "quanv_template",
+    "random_filter",
     "rotation_layer",
     "single_qubit_observables",
     "toffoli_ring",
+    "trainable_filter",
 ]
