@@ -81,13 +81,28 @@ def runtime_service(**kwargs: Any):
         return QiskitRuntimeService(**options)
     except Exception as exc:  # noqa: BLE001 - the service raises many types; all mean "no access"
         detail = str(exc)
-        if token:
-            detail = detail.replace(token, "***")
+        for secret in known_secrets():  # the token and instance never reach a message
+            detail = detail.replace(secret, "***")
         raise BackendError(
             "no usable IBM Quantum credentials: set QISKIT_IBM_TOKEN (and QISKIT_IBM_INSTANCE) "
             "or save an account with QiskitRuntimeService.save_account(...); the service said: "
             f"{detail}"
         ) from None
+
+
+def known_secrets(service=None) -> list[str]:
+    """Token and instance values that must never be written anywhere (for scrubbing output).
+
+    From the environment and, when ``service`` is given, its active account.
+    """
+    values = [os.environ.get(TOKEN_ENV), os.environ.get(INSTANCE_ENV)]
+    if service is not None:
+        try:
+            account = service.active_account() or {}
+        except Exception:  # noqa: BLE001 - local services and mocks have no account
+            account = {}
+        values += [account.get("token"), account.get("instance")]
+    return sorted({v for v in values if isinstance(v, str) and len(v) >= 6}, key=len, reverse=True)
 
 
 def get_backend(name: str, *, service=None):

@@ -1,0 +1,250 @@
+"""What a hardware job sends: the ISA circuit (transpiled once), PUBs, jobs and QPU usage.
+
+Every image is one parameter set. Parameter sets are cut into PUBs of at most
+``max_params_per_pub`` and PUBs into jobs (chunks) of at most ``max_pubs_per_job``: a chunk is
+the unit that is submitted, saved and, if needed, submitted again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qhqcnn.backends import PreparedCircuit
+from qhqcnn.circuits.template import CircuitTemplate
+from qhqcnn.devices import get_backend, is_fake_name, runtime_service
+from qhqcnn.hardware.features import RunInputs, load_run_inputs, parameter_values
+from qhqcnn.hardware.primitives import (
+    applied_mitigation,
+    choose_primitive,
+    finalized_options,
+    is_local_backend,
+    make_estimator,
+)
+from qhqcnn.hardware.settings import ExecutionSettings
+from qhqcnn.train import run_dir_config
+from qhqcnn.transpile import transpile_template
+
+#: Assumed per-job overhead and repetition delay of the rough QPU-usage estimate.
+JOB_OVERHEAD_S = 2.0
+DEFAULT_REP_DELAY_S = 250e-6
+#: ZNE's default gate-folding noise factors (1, 3, 5): 3 executions, 9× the circuit time.
+ZNE_EXECUTIONS, ZNE_TIME_FACTOR = 3, 9
+
+
+@dataclass
+class HardwarePlan:
+    """A fully prepared hardware job that has not been submitted."""
+
+    inputs: RunInputs
+    backend: Any
+    settings: ExecutionSettings
+    template: CircuitTemplate
+    prepared: PreparedCircuit
+    values: np.ndarray
+    primitive: str
+    primitive_reason: str
+    options: dict[str, Any]
+    applied: dict[str, Any]
+    chunks: list[dict[str, Any]]
+    usage: dict[str, Any]
+    service: Any = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    @property
+    def local(self) -> bool:
+        return is_local_backend(self.backend)
+
+    @property
+    def n_images(self) -> int:
+        return int(self.values.shape[0])
+
+
+def make_chunks(n: int, max_params_per_pub: int, max_pubs_per_job: int) -> list[dict[str, Any]]:
+    """Chunks (jobs) of PUBs covering parameter sets ``0 … n−1`` in order."""
+    pubs = [(s, min(n, s + max_params_per_pub)) for s in range(0, n, max_params_per_pub)]
+    chunks = []
+    for index, first in enumerate(range(0, len(pubs), max_pubs_per_job)):
+        group = pubs[first : first + max_pubs_per_job]
+        chunks.append(
+            {
+                "index": index,
+                "start": group[0][0],
+                "stop": group[-1][1],
+                "pubs": [list(p) for p in group],
+            }
+        )
+    return chunks
+
+
+def measurement_bases(observables) -> int:
+    """Qubit-wise-commuting groups of all observables' Pauli terms: circuits per parameter set."""
+    from qiskit.quantum_info import PauliList
+
+    paulis = PauliList([p for obs in observables for p in obs.paulis])
+    return len(paulis.group_qubit_wise_commuting())
+
+
+def circuit_duration(circuit, backend) -> float | None:
+    """Scheduled duration of the ISA circuit in seconds (``None`` if the target has no timing)."""
+    try:
+        return float(circuit.estimate_duration(backend.target, unit="s"))
+    except Exception:  # noqa: BLE001 - missing durations, old qiskit
+        return None
+
+
+def rep_delay(backend) -> float:
+    try:
+        return float(backend.configuration().default_rep_delay)
+    except Exception:  # noqa: BLE001 - BackendV2 without a configuration
+        return DEFAULT_REP_DELAY_S
+
+
+def estimate_usage(
+    prepared: PreparedCircuit, backend, n_params: int, n_jobs: int, settings: ExecutionSettings
+) -> dict[str, Any]:
+    """A rough QPU-time estimate (the service's own estimate is saved after submission)."""
+    bases = measurement_bases(prepared.observables)
+    duration = circuit_duration(prepared.circuit, backend)
+    zne = "zne" in settings.mitigation or (settings.resilience_level or 0) >= 2
+    executions = n_params * bases * (ZNE_EXECUTIONS if zne else 1)
+    shots = executions * settings.shots
+    circuit_time = (duration or 0.0) * (ZNE_TIME_FACTOR / ZNE_EXECUTIONS if zne else 1.0)
+    seconds = shots * (circuit_time + rep_delay(backend)) + n_jobs * JOB_OVERHEAD_S
+    return {
+        "measurement_bases": bases,
+        "circuit_executions": executions,
+        "total_shots": shots,
+        "circuit_duration_s": duration,
+        "rep_delay_s": rep_delay(backend),
+        "estimated_qpu_seconds": round(seconds, 1),
+        "assumptions": (
+            f"shots × (circuit duration + repetition delay) + {JOB_OVERHEAD_S:.0f} s per job"
+            + (", ZNE noise factors 1, 3, 5" if zne else "")
+            + "; TREX calibration and twirling overheads not included"
+        ),
+    }
+
+
+def build_plan(
+    run_dir: str | Path,
+    backend_name: str,
+    settings: ExecutionSettings | None = None,
+    *,
+    split: str = "test",
+    limit: int | None = None,
+    offset: int = 0,
+    data_dir: str | None = None,
+    service: Any = None,
+) -> HardwarePlan:
+    """Prepare everything a submission needs; sends nothing.
+
+    The backend (and, for real devices, the IBM Quantum account) is resolved first, so missing
+    or rejected credentials fail before any data is loaded or circuit transpiled.
+    """
+    settings = settings or ExecutionSettings()
+    run_dir_config(run_dir)  # a clear error for a missing run, before touching the network
+    if service is None and not is_fake_name(backend_name):
+        service = runtime_service()
+    backend = get_backend(backend_name, service=service)
+    primitive, reason = choose_primitive(settings.primitive, backend)
+    inputs = load_run_inputs(run_dir, split, limit=limit, offset=offset, data_dir=data_dir)
+    template = inputs.spec.template()
+    prepared = transpile_template(
+        template,
+        backend,
+        optimization_level=settings.optimization_level,
+        seed_transpiler=settings.seed_transpiler,
+    )
+    values = parameter_values(
+        prepared.circuit,
+        template.input_params,
+        template.weight_params,
+        inputs.angles,
+        inputs.weights,
+    )
+    options = settings.estimator_options()
+    estimator = make_estimator(primitive, backend, options)
+    applied = applied_mitigation(
+        primitive, is_local_backend(backend), options, finalized_options(estimator)
+    )
+    chunks = make_chunks(len(values), settings.max_params_per_pub, settings.max_pubs_per_job)
+    usage = estimate_usage(prepared, backend, len(values), len(chunks), settings)
+    return HardwarePlan(
+        inputs=inputs,
+        backend=backend,
+        settings=settings,
+        template=template,
+        prepared=prepared,
+        values=values,
+        primitive=primitive,
+        primitive_reason=reason,
+        options=options,
+        applied=applied,
+        chunks=chunks,
+        usage=usage,
+        service=service,
+    )
+
+
+def _techniques_text(applied: dict[str, Any]) -> str:
+    on = [name for name, enabled in applied["techniques"].items() if enabled]
+    return ", ".join(on) if on else "none"
+
+
+def format_plan(plan: HardwarePlan) -> str:
+    """A human-readable summary of what would be sent."""
+    info, inputs, settings = plan.prepared.info, plan.inputs, plan.settings
+    n_params = plan.prepared.circuit.num_parameters
+    mode = "local testing mode (fake backend)" if plan.local else "IBM Quantum (real device)"
+    ops = ", ".join(f"{k} {v}" for k, v in info["gate_counts"].items() if k != "barrier")
+    pub_lines = [
+        f"  job {c['index']}: "
+        + "; ".join(
+            f"PUB(circuit, observables (1, {len(plan.prepared.observables)}), "
+            f"parameter values ({stop - start}, 1, {n_params})) -> evs ({stop - start}, "
+            f"{len(plan.prepared.observables)})"
+            for start, stop in c["pubs"]
+        )
+        for c in plan.chunks
+    ]
+    if len(pub_lines) > 6:
+        pub_lines = pub_lines[:3] + [f"  … {len(pub_lines) - 5} more …"] + pub_lines[-2:]
+    usage = plan.usage
+    duration = usage["circuit_duration_s"]
+    lines = [
+        f"run          {inputs.run_dir} ({inputs.dataset}, checkpoint epoch "
+        f"{inputs.checkpoint_epoch})",
+        f"images       {plan.n_images} of the {inputs.split} split (indices "
+        f"{int(inputs.indices[0])}–{int(inputs.indices[-1])}); features computed locally",
+        f"backend      {plan.backend_name}: {plan.backend.num_qubits} qubits, {mode}",
+        f"circuit      {plan.template.num_qubits} qubits on physical {info['layout']}; depth "
+        f"{info['depth']}; {info['two_qubit_gates']} two-qubit gates; {ops}",
+        f"parameters   {n_params} per set ({plan.template.num_inputs} input angles + "
+        f"{plan.template.num_weights} trained weights bound)",
+        f"observables  {len(plan.prepared.observables)} ({', '.join(plan.template.output_names)})"
+        f" mapped to the layout; {usage['measurement_bases']} measurement bases",
+        f"primitive    {plan.primitive} estimator ({plan.primitive_reason})",
+        f"options      shots {settings.shots}; mitigation requested: "
+        f"{', '.join(settings.mitigation)}; resilience level "
+        f"{plan.options['resilience_level']}",
+        f"applied      {_techniques_text(plan.applied)} — {plan.applied['where']}; "
+        f"{plan.applied['note']}",
+        f"jobs         {len(plan.chunks)} job(s) in one Batch, "
+        f"{sum(len(c['pubs']) for c in plan.chunks)} PUB(s) (≤ {settings.max_params_per_pub} "
+        f"parameter sets per PUB, ≤ {settings.max_pubs_per_job} PUB(s) per job)",
+        *pub_lines,
+        f"usage        ≈ {usage['estimated_qpu_seconds']} s QPU (rough: "
+        f"{usage['total_shots']:,} shots, circuit "
+        f"{'unknown' if duration is None else f'{duration * 1e6:.1f} µs'}; "
+        f"{usage['assumptions']})",
+        "nothing was submitted",
+    ]
+    return "\n".join(lines)
