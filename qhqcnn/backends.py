@@ -108,6 +108,7 @@ class StatevectorBackend(ExecutionBackend):
 _REGISTRY: dict[str, str] = {
     "exact": "qhqcnn.backends:ExactBackend",
     "statevector": "qhqcnn.backends:StatevectorBackend",
+    "aer": "qhqcnn.noise.backend:AerBackend",
 }
 
 

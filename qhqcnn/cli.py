@@ -12,7 +12,12 @@ from qhqcnn.errors import QhqcnnError
 
 #: ``qhqcnn <group> ...`` commands contributed by other modules: name -> "module:register".
 #: ``register(subparsers)`` adds the group's parser and sets ``handler`` defaults.
-COMMAND_GROUPS: dict[str, str] = {}
+COMMAND_GROUPS: dict[str, str] = {
+    "noise": "qhqcnn.noise.cli:register",
+    "circuits": "qhqcnn.circuits_cli:register",
+    "report": "qhqcnn.report:register",
+    "hardware": "qhqcnn.hardware.cli:register",
+}
 
 
 def _add_data_dir(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +48,8 @@ def add_backend_arguments(parser: argparse.ArgumentParser, default: str | None) 
         "--backend",
         default=default,
         help="execution backend of the quantum layer: exact (fast statevector engine, default), "
-        "statevector (Qiskit reference, slow); see `qhqcnn info`",
+        "statevector (Qiskit reference, slow), aer (noisy device simulation, see --noise); "
+        "see `qhqcnn info`",
     )
     parser.add_argument(
         "--backend-option",
@@ -51,6 +57,114 @@ def add_backend_arguments(parser: argparse.ArgumentParser, default: str | None) 
         metavar="KEY=VALUE",
         help="backend option (repeatable), e.g. device=cuda",
     )
+    parser.add_argument(
+        "--noise",
+        default=None,
+        help="aer backend: device noise (fake_torino, ibm_torino) or a parametric spec such as "
+        "depolarizing:p1=0.001,p2=0.01+readout:p=0.02; see `qhqcnn noise list`",
+    )
+    parser.add_argument(
+        "--shots", type=int, default=None, help="aer backend: shots per expectation value"
+    )
+    parser.add_argument(
+        "--optimization-level",
+        type=int,
+        default=None,
+        choices=[0, 1, 2, 3],
+        help="aer backend: transpiler optimization level (default 2)",
+    )
+
+
+def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
+    """The training recipe and architecture flags shared by ``train`` and ``reproduce``."""
+    add_backend_arguments(p, "exact")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument(
+        "--quantum-lr",
+        type=float,
+        default=None,
+        help="learning rate of the circuit weights (default: --lr)",
+    )
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--augment", default="flip", choices=["flip", "none"])
+    p.add_argument("--patience", type=int, default=15, help="early-stopping patience (epochs)")
+    p.add_argument("--qubits", type=int, default=4)
+    p.add_argument("--layers", type=int, default=2, help="entangling layers of the circuit")
+    p.add_argument(
+        "--encoding",
+        default="angle",
+        choices=["angle", "superposition", "amplitude"],
+        help="data encoding (amplitude: quanv and qcnn only)",
+    )
+    p.add_argument(
+        "--quanv-filter",
+        default="random",
+        choices=["random", "trainable"],
+        help="quanv: fixed random filter (Henderson et al., cached) or trainable n_local layers",
+    )
+    p.add_argument("--window", type=int, default=2, help="quanv: patch window k (k×k pixels)")
+    p.add_argument("--stride", type=int, default=2, help="quanv: patch stride")
+    p.add_argument("--filter-seed", type=int, default=0, help="quanv: random filter's seed")
+    p.add_argument("--no-attention", action="store_true", help="drop the Fourier attention block")
+    p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--max-train", type=int, default=None, help="use the first N training images")
+    p.add_argument("--max-eval", type=int, default=None, help="use the first N val/test images")
+
+
+def config_from_args(args: argparse.Namespace, *, dataset: str, model: str, seed: int):
+    """The TrainConfig that the recipe flags in ``args`` describe."""
+    from qhqcnn.config import TrainConfig
+    from qhqcnn.models import ModelSpec
+
+    return TrainConfig(
+        dataset=dataset.lower(),
+        relabel=getattr(args, "relabel", None),
+        model=ModelSpec(
+            model=model,
+            num_qubits=args.qubits,
+            layers=args.layers,
+            encoding=args.encoding,
+            attention=not args.no_attention,
+            dropout=args.dropout,
+            quanv_filter=args.quanv_filter,
+            window=args.window,
+            stride=args.stride,
+            filter_seed=args.filter_seed,
+        ),
+        backend=args.backend,
+        backend_options=backend_options_from_args(args),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        quantum_lr=args.quantum_lr,
+        weight_decay=args.weight_decay,
+        augment=args.augment,
+        patience=args.patience,
+        seed=seed,
+        threads=args.threads,
+        max_train=args.max_train,
+        max_eval=args.max_eval,
+    )
+
+
+def backend_options_from_args(args: argparse.Namespace) -> dict:
+    """Backend options given on the command line (``--backend-option KEY=VALUE``, and
+    ``--noise``/``--shots``/``--optimization-level`` for ``--backend aer``)."""
+    options = _parse_backend_options(args.backend_option)
+    flags = {
+        "noise": getattr(args, "noise", None),
+        "shots": getattr(args, "shots", None),
+        "optimization_level": getattr(args, "optimization_level", None),
+    }
+    given = {key: value for key, value in flags.items() if value is not None}
+    if given and args.backend != "aer":
+        names = ", ".join("--" + key.replace("_", "-") for key in given)
+        got = args.backend or "none"
+        raise QhqcnnError(f"{names} apply to --backend aer only (got --backend {got})")
+    return {**options, **given}
 
 
 def _train_parser(sub) -> None:
@@ -63,23 +177,13 @@ def _train_parser(sub) -> None:
         default=None,
         help="binary variant: CLASS (one vs rest) or NEG,POS (class pair)",
     )
-    p.add_argument("--model", default="hqcnn", help="hqcnn (default) or classical (ablation)")
-    add_backend_arguments(p, "exact")
-    p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--augment", default="flip", choices=["flip", "none"])
-    p.add_argument("--patience", type=int, default=15, help="early-stopping patience (epochs)")
+    p.add_argument(
+        "--model",
+        default="hqcnn",
+        help="hqcnn (default), classical (ablation), quanv (quanvolution), qcnn",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--qubits", type=int, default=4)
-    p.add_argument("--layers", type=int, default=2, help="entangling layers of the circuit")
-    p.add_argument("--encoding", default="angle", choices=["angle", "superposition"])
-    p.add_argument("--no-attention", action="store_true", help="drop the Fourier attention block")
-    p.add_argument("--dropout", type=float, default=0.3)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--max-train", type=int, default=None, help="use the first N training images")
-    p.add_argument("--max-eval", type=int, default=None, help="use the first N val/test images")
+    add_recipe_arguments(p)
     p.add_argument("--out", default=None, help="run directory (default runs/DATASET-MODEL-sSEED)")
     p.add_argument(
         "--resume",
@@ -87,14 +191,20 @@ def _train_parser(sub) -> None:
         help="continue the run in --out from its last finished epoch",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--cache-dir",
+        default=None,
+        help="quanv with a fixed filter: where quanvolved features are cached "
+        "(default $QHQCNN_CACHE_DIR, else ~/.cache/qhqcnn)",
+    )
+    p.add_argument("--no-cache", action="store_true", help="quanv: no on-disk feature cache")
     _add_data_dir(p)
     p.set_defaults(handler=_cmd_train)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from qhqcnn.config import TrainConfig
     from qhqcnn.evaluate import evaluate_run, format_metrics_table
-    from qhqcnn.models import ModelSpec, parameter_counts
+    from qhqcnn.models import parameter_counts
     from qhqcnn.train import Trainer
 
     out = Path(args.out or f"runs/{args.dataset}-{args.model}-s{args.seed}")
@@ -107,30 +217,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise QhqcnnError(
                 f"{out} already holds a run; use --resume to continue it or another --out"
             )
-        config = TrainConfig(
-            dataset=args.dataset.lower(),
-            relabel=args.relabel,
-            model=ModelSpec(
-                model=args.model,
-                num_qubits=args.qubits,
-                layers=args.layers,
-                encoding=args.encoding,
-                attention=not args.no_attention,
-                dropout=args.dropout,
-            ),
-            backend=args.backend,
-            backend_options=_parse_backend_options(args.backend_option),
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            augment=args.augment,
-            patience=args.patience,
-            seed=args.seed,
-            threads=args.threads,
-            max_train=args.max_train,
-            max_eval=args.max_eval,
-        )
+        config = config_from_args(args, dataset=args.dataset, model=args.model, seed=args.seed)
         trainer = Trainer(config, out, data_dir=args.data_dir, progress=progress)
         counts = parameter_counts(trainer.model)
         print(
@@ -138,6 +225,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"{counts['quantum']} quantum parameters (head: {counts['head']}); "
             f"backend {config.backend}; run directory {out}"
         )
+    if not args.no_cache:
+        from qhqcnn.quanv_cache import precompute_for_trainer
+
+        for line in precompute_for_trainer(trainer, args.cache_dir):
+            print(line)
     try:
         best = trainer.fit()
     except KeyboardInterrupt:
@@ -170,9 +262,66 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         args.split,
         data_dir=args.data_dir,
         backend=args.backend,
-        backend_options=_parse_backend_options(args.backend_option) if args.backend else None,
+        backend_options=backend_options_from_args(args),
     )
     print(format_metrics_table([result]))
+    return 0
+
+
+def _reproduce_parser(sub) -> None:
+    p = sub.add_parser(
+        "reproduce",
+        help="train every model with every seed on every dataset present; write results tables",
+    )
+    p.add_argument(
+        "--datasets",
+        default=None,
+        help="comma-separated datasets (default: every one present in the data dir)",
+    )
+    p.add_argument("--models", default="hqcnn,classical", help="comma-separated models")
+    p.add_argument("--seeds", type=int, default=5, help="number of seeds (0..N-1)")
+    p.add_argument(
+        "--eval-noise",
+        default=None,
+        help="also evaluate every quantum run under this device's noise (aer backend)",
+    )
+    p.add_argument("--out", default="runs/reproduce", help="study directory (resumable)")
+    p.add_argument(
+        "--docs",
+        default="docs/results.md",
+        help="where to write the Markdown table (results JSON goes beside it)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_recipe_arguments(p)
+    _add_data_dir(p)
+    p.set_defaults(handler=_cmd_reproduce)
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from qhqcnn.reproduce import StudyPlan, present_datasets, run_study
+
+    requested = args.datasets.split(",") if args.datasets else None
+    present, missing = present_datasets(requested, args.data_dir)
+    if missing:
+        print(f"skipping (no file in the data directory): {', '.join(missing)}")
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    recipe = config_from_args(
+        args,
+        dataset=present[0] if present else "breastmnist",
+        model=models[0] if models else "hqcnn",
+        seed=0,
+    )
+    plan = StudyPlan(present, models, list(range(args.seeds)), recipe, noise=args.eval_noise)
+    run_study(
+        plan,
+        args.out,
+        data_dir=args.data_dir,
+        missing=missing,
+        docs_path=args.docs,
+        command="qhqcnn " + " ".join(sys.argv[1:]) if sys.argv[1:] else "qhqcnn reproduce",
+        progress=not args.no_progress,
+    )
+    print(f"results written to {args.out}/results.md and {args.docs}")
     return 0
 
 
@@ -209,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"qhqcnn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for add in (_train_parser, _evaluate_parser, _info_parser):
+    for add in (_train_parser, _evaluate_parser, _reproduce_parser, _info_parser):
         add(sub)
     for target in COMMAND_GROUPS.values():
         module_name, func_name = target.split(":")

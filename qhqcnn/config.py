@@ -23,6 +23,8 @@ class TrainConfig:
     epochs: int = 40
     batch_size: int = 32
     lr: float = 1e-3
+    #: learning rate of the circuit weights (rotation angles); ``None`` = ``lr``.
+    quantum_lr: float | None = None
     weight_decay: float = 1e-4
     augment: str = "flip"
     patience: int = 15
@@ -38,6 +40,7 @@ class TrainConfig:
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
             (self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
+            (self.quantum_lr is None or self.quantum_lr > 0, "quantum learning rate must be > 0"),
             (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
             (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
             (self.augment in AUGMENTATIONS, f"augment must be one of {AUGMENTATIONS}"),

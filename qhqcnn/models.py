@@ -2,13 +2,15 @@
 
 HQCNN::
 
-    image ─ 5×[conv3×3 BN ReLU] (16-16-pool-64-64-64-pool) ─ FC 256 ─ dropout ─ FC n_q
+    image ─ 5×[conv3×3 BN ReLU] (16-16-pool-64-64-64-pool) ─ FC 256 ─ dropout ─ FC n_q ─ BN
           ─ angle map π·tanh ─ quantum layer (n_q qubits, 2·n_q outputs ⟨Z_i⟩,⟨X_i⟩)
           ─ FC 128 ─ ReLU ─ dropout ─ FC n_classes
 
 The classical ablation is the identical network with the quantum layer replaced by
 ``tanh(Linear(n_q, n_out))``: the same input and output sizes, outputs bounded in [−1, 1] like
 expectation values, and a parameter count within a few of the circuit's (40 vs 38 by default).
+
+The quanvolution family (``quanv``, ``qcnn``) is built by :mod:`qhqcnn.models_quanv`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,11 @@ from qhqcnn.circuits.template import CircuitTemplate
 from qhqcnn.errors import ConfigError
 from qhqcnn.qnn import QuantumLayer
 
-MODEL_NAMES = ("hqcnn", "classical")
+MODEL_NAMES = ("hqcnn", "classical", "quanv", "qcnn")
+#: Models with a quantum layer (they need an execution backend).
+QUANTUM_MODELS = ("hqcnn", "quanv", "qcnn")
+#: The quanvolution family, built by :mod:`qhqcnn.models_quanv`.
+QUANV_MODELS = ("quanv", "qcnn")
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,14 @@ class ModelSpec:
     encoding: str = "angle"
     attention: bool = True
     dropout: float = 0.3
+    #: BatchNorm1d on the bridge features before the angle map (see ``HybridNet``).
+    bridge_norm: bool = True
+    #: quanv only: ``random`` (fixed, Henderson et al.) or ``trainable`` filter, patch window
+    #: and stride, and the seed of the random filter's circuit.
+    quanv_filter: str = "random"
+    window: int = 2
+    stride: int = 2
+    filter_seed: int = 0
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_NAMES:
@@ -47,8 +61,17 @@ class ModelSpec:
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
 
+    @property
+    def is_quantum(self) -> bool:
+        """Whether this model has a quantum layer (and so needs an execution backend)."""
+        return self.model in QUANTUM_MODELS
+
     def template(self) -> CircuitTemplate:
         """The circuit template of this spec (also defines the classical head's sizes)."""
+        if self.model in QUANV_MODELS:
+            from qhqcnn.models_quanv import spec_template
+
+            return spec_template(self)
         return hqcnn_template(
             self.num_qubits, self.layers, encoding=self.encoding, attention=self.attention
         )
@@ -122,10 +145,17 @@ class HybridNet(nn.Module):
         *,
         image_size: int = 28,
         dropout: float = 0.3,
+        bridge_norm: bool = True,
     ) -> None:
         super().__init__()
         self.backbone = Backbone(in_channels, image_size, dropout)
-        self.bridge = nn.Linear(256, num_head_inputs)
+        # BatchNorm on the few bridge features keeps them O(1), so the π·tanh angle map (and the
+        # ablation's tanh) does not saturate; without it both models collapse to one class.
+        self.bridge = (
+            nn.Sequential(nn.Linear(256, num_head_inputs), nn.BatchNorm1d(num_head_inputs))
+            if bridge_norm
+            else nn.Linear(256, num_head_inputs)
+        )
         self.angle_map = AngleMap()
         self.head = head
         self.classifier = nn.Sequential(
@@ -151,8 +181,14 @@ def build_model(
     *,
     seed: int = 0,
     image_size: int = 28,
-) -> HybridNet:
+) -> nn.Module:
     """Build ``spec.model`` for images with ``in_channels`` channels and ``num_classes`` outputs."""
+    if spec.model in QUANV_MODELS:
+        from qhqcnn.models_quanv import build_quanv_family
+
+        return build_quanv_family(
+            spec, in_channels, num_classes, backend, seed=seed, image_size=image_size
+        )
     template = spec.template()
     if spec.model == "hqcnn":
         if backend is None:
@@ -168,6 +204,7 @@ def build_model(
         num_classes,
         image_size=image_size,
         dropout=spec.dropout,
+        bridge_norm=spec.bridge_norm,
     )
 
 

@@ -30,7 +30,9 @@ from qhqcnn.config import TrainConfig
 from qhqcnn.data import DatasetInfo, Relabel, load_split
 from qhqcnn.errors import RunNotFoundError, TrainingError
 from qhqcnn.io import atomic_torch_save, atomic_write_json, environment_record, read_json
+from qhqcnn.metrics import medmnist_metrics, scores_from_logits
 from qhqcnn.models import HybridNet, build_model, parameter_counts
+from qhqcnn.qnn import QuantumLayer
 from qhqcnn.scoring import loss_function, score_split
 
 CONFIG_FILE = "config.json"
@@ -75,9 +77,25 @@ def seed_everything(seed: int) -> None:
 
 def model_for_config(config: TrainConfig, info: DatasetInfo, backend=None) -> HybridNet:
     """The model a config describes, on ``backend`` (default: the config's own backend)."""
-    if backend is None and config.model.model == "hqcnn":
+    if backend is None and config.model.is_quantum:
         backend = make_backend(config.backend, **config.backend_options)
     return build_model(config.model, info.n_channels, info.n_classes, backend, seed=config.seed)
+
+
+def parameter_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+    """Classical parameters at ``lr``; circuit weights at ``quantum_lr`` without weight decay
+    (they are angles: decaying them towards 0 has no meaning)."""
+    quantum = {
+        id(p) for m in model.modules() if isinstance(m, QuantumLayer) for p in m.parameters()
+    }
+    classical = [p for p in model.parameters() if id(p) not in quantum]
+    groups: list[dict[str, Any]] = [{"params": classical}]
+    circuit = [p for p in model.parameters() if id(p) in quantum]
+    if circuit:
+        groups.append(
+            {"params": circuit, "lr": config.quantum_lr or config.lr, "weight_decay": 0.0}
+        )
+    return groups
 
 
 def _rng_state() -> dict[str, Any]:
@@ -140,7 +158,7 @@ class Trainer:
         self.model = model_for_config(config, self.data.info)
         self.loss_fn = loss_function(self.data.info.task)
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+            parameter_groups(self.model, config), lr=config.lr, weight_decay=config.weight_decay
         )
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.optimizer, T_max=config.epochs
@@ -205,6 +223,7 @@ class Trainer:
         )
         n_batches = max(1, train.images.shape[0] // config.batch_size)
         total_loss, total_seen = 0.0, 0
+        seen_logits, seen_labels = [], []
         bar = tqdm(
             batches,
             total=n_batches,
@@ -214,7 +233,8 @@ class Trainer:
             unit="batch",
         )
         for step, (images, labels) in enumerate(bar):
-            loss = self.loss_fn(self.model(images), labels)
+            logits = self.model(images)
+            loss = self.loss_fn(logits, labels)
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"non-finite loss ({loss.item()}) at epoch {epoch}, batch {step}; training "
@@ -226,8 +246,21 @@ class Trainer:
             self.optimizer.step()
             total_loss += loss.item() * images.shape[0]
             total_seen += images.shape[0]
+            seen_logits.append(logits.detach())
+            seen_labels.append(labels)
             bar.set_postfix(loss=f"{loss.item():.4f}")
-        return {"train_loss": total_loss / max(total_seen, 1)}
+        # ACC/AUC of the predictions made while training (augmented, dropout on), for the curves.
+        task = self.data.info.task
+        scores = scores_from_logits(torch.cat(seen_logits), task)
+        try:
+            train = medmnist_metrics(torch.cat(seen_labels).numpy(), scores, task)
+        except ValueError:  # a class absent from this epoch's images: AUC is undefined
+            train = {"acc": None, "auc": None}
+        return {
+            "train_loss": total_loss / max(total_seen, 1),
+            "train_acc": train["acc"],
+            "train_auc": train["auc"],
+        }
 
     def fit(self) -> dict[str, Any]:
         """Train until the last epoch or early stopping; returns the best validation record."""
