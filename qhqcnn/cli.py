@@ -84,8 +84,8 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--quantum-lr",
         type=float,
-        default=None,
-        help="learning rate of the circuit weights (default: --lr)",
+        default=3e-2,
+        help="learning rate of the circuit weights (default 3e-2, chosen on validation)",
     )
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--augment", default="flip", choices=["flip", "none"])
