@@ -24,7 +24,7 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 1e-3
     #: learning rate of the circuit weights (rotation angles); ``None`` = ``lr``. 3e-2 was chosen
-    #: on BreastMNIST's validation split (see docs/results.md): at 1e-3 the angles barely move.
+    #: on BreastMNIST's validation split (docs/recipe.md): at 1e-3 the angles barely move.
     quantum_lr: float | None = 3e-2
     weight_decay: float = 1e-4
     augment: str = "flip"
