@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -184,7 +185,9 @@ def _train_parser(sub) -> None:
     )
     p.add_argument("--seed", type=int, default=0)
     add_recipe_arguments(p)
-    p.add_argument("--out", default=None, help="run directory (default runs/DATASET-MODEL-sSEED)")
+    p.add_argument(
+        "--out", default=None, help="run directory (default runs/DATASET[-RELABEL]-MODEL-sSEED)"
+    )
     p.add_argument(
         "--resume",
         action="store_true",
@@ -202,12 +205,18 @@ def _train_parser(sub) -> None:
     p.set_defaults(handler=_cmd_train)
 
 
+def default_run_dir(dataset: str, relabel: str | None, model: str, seed: int) -> Path:
+    """``runs/DATASET[-RELABEL]-MODEL-sSEED``: relabelled variants never share a directory."""
+    variant = f"-{re.sub(r'[^A-Za-z0-9]+', '', str(relabel))}" if relabel else ""
+    return Path(f"runs/{dataset.lower()}{variant}-{model}-s{seed}")
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from qhqcnn.evaluate import evaluate_run, format_metrics_table
     from qhqcnn.models import parameter_counts
     from qhqcnn.train import Trainer
 
-    out = Path(args.out or f"runs/{args.dataset}-{args.model}-s{args.seed}")
+    out = Path(args.out or default_run_dir(args.dataset, args.relabel, args.model, args.seed))
     progress = not args.no_progress
     if args.resume:
         trainer = Trainer.resume(out, data_dir=args.data_dir, progress=progress)
