@@ -223,7 +223,13 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     line = "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |"
     rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     body = [
-        "| " + " | ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows
+        "| "
+        + " | ".join(
+            c.ljust(w) if k == 0 else c.rjust(w)
+            for k, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        + " |"
+        for r in rows
     ]
     return "\n".join([line, rule, *body])
 
@@ -326,7 +332,8 @@ def main() -> None:
         rows.append([label, wall, cpu, f"{BATCH / (float(wall.replace(',', '')) / 1e3):,.0f}", "-"])
     print(
         "\n## 1. Quantum layer forward+backward via TorchConnector, batch 64, "
-        "4-qubit HQCNN template (52 parameters, 8 observables)\n"
+        f"4-qubit HQCNN template ({make_layer(4, True).neural_network.num_weights + 4} "
+        "parameters, 8 observables)\n"
     )
     headers = ["path", "wall ms / batch", "CPU ms / batch", "images/s (wall)", "speed-up"]
     print(table(headers, rows))

@@ -11,6 +11,7 @@ eigenvalues one apart), and qml's own parameter shift runs on smaller circuits.
 from __future__ import annotations
 
 import math
+from functools import cache
 
 import numpy as np
 import pytest
@@ -19,10 +20,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from qiskit import QuantumCircuit
 from qiskit.circuit import Parameter, ParameterVector
-from qiskit.circuit.library import CU3Gate, U2Gate, XXPlusYYGate
+from qiskit.circuit.library import (
+    CU3Gate,
+    MCPhaseGate,
+    PauliEvolutionGate,
+    QFTGate,
+    U2Gate,
+    UnitaryGate,
+    XXMinusYYGate,
+    XXPlusYYGate,
+)
 from qiskit.circuit.random import random_circuit
 from qiskit.primitives import StatevectorEstimator
-from qiskit.quantum_info import SparseObservable, SparsePauliOp, Statevector
+from qiskit.quantum_info import SparseObservable, SparsePauliOp, Statevector, random_unitary
 from qiskit_machine_learning.connectors import TorchConnector
 from qiskit_machine_learning.gradients import ParamShiftEstimatorGradient
 from qiskit_machine_learning.gradients.utils import DerivativeType
@@ -139,6 +149,29 @@ def shift_rule_gradient(circuit, observables, values: np.ndarray) -> np.ndarray:
     return np.moveaxis(grads, 0, 1)
 
 
+def qnn_style_gradients(gradient, qc, obs, values):
+    """Gradients requested like ``EstimatorQNN`` does (rows tiled per observable), reshaped to
+    ``(rows, observables, parameters)``, and the result metadata."""
+    rows = len(values)
+    result = gradient.run(
+        [qc] * (rows * len(obs)),
+        [o for o in obs for _ in range(rows)],
+        np.tile(values, (len(obs), 1)),
+    ).result()
+    grads = np.asarray(result.gradients).reshape(len(obs), rows, -1).transpose(1, 0, 2)
+    return grads, result.metadata
+
+
+@cache
+def hqcnn_case():
+    """The full template, two rows, its 8 observables and the exact shift-rule gradients."""
+    qc, _, _ = hqcnn_template()
+    obs = z_and_x(4)
+    values = np.random.default_rng(10).uniform(-np.pi, np.pi, (2, qc.num_parameters))
+    share_weights(qc, values)
+    return qc, obs, values, shift_rule_gradient(qc, obs, values)
+
+
 # ----------------------------------------------------------------------------- compile + states
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_statevectors_match_qiskit_little_endian(layout):
@@ -247,6 +280,24 @@ def test_pubs_with_mixed_circuits_values_and_observable_arrays():
         np.testing.assert_allclose(mine.data.evs, theirs.data.evs, atol=TOL)
 
 
+def test_many_small_pubs_are_batched_and_match():
+    qc = expression_circuit()
+    rng = np.random.default_rng(22)
+    pubs = [(qc, ["ZZX", "IYI"][k % 2], rng.uniform(-1, 1, qc.num_parameters)) for k in range(60)]
+    ours = [r.data.evs for r in FastEstimator().run(pubs).result()]
+    ref = [r.data.evs for r in StatevectorEstimator().run(pubs).result()]
+    np.testing.assert_allclose(ours, ref, atol=TOL)
+
+
+def test_qml_param_shift_on_fast_estimator_matches_reference():
+    qc = expression_circuit()
+    values = np.random.default_rng(23).uniform(-1, 1, (2, qc.num_parameters))
+    obs = [SparsePauliOp("XZY"), SparsePauliOp("ZZI")]
+    ours = ParamShiftEstimatorGradient(FastEstimator()).run([qc, qc], obs, values).result()
+    ref = ParamShiftEstimatorGradient(StatevectorEstimator()).run([qc, qc], obs, values).result()
+    np.testing.assert_allclose(ours.gradients, ref.gradients, atol=TOL)
+
+
 def test_parameters_given_by_name_mapping():
     qc = expression_circuit()
     names = [p.name for p in qc.parameters]
@@ -308,18 +359,61 @@ def test_random_circuits_property(num_qubits, depth, seed, rows):
 # ----------------------------------------------------------------------------- gradients
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_hqcnn_gradients_match_exact_shift_rule(layout):
-    qc, _, _ = hqcnn_template()
-    obs = z_and_x(4)
-    values = np.random.default_rng(10).uniform(-np.pi, np.pi, (2, qc.num_parameters))
-    share_weights(qc, values)
-    rows = len(values)
+    qc, obs, values, reference = hqcnn_case()
     gradient = FastEstimatorGradient(FastEstimator(**LAYOUTS[layout]))
-    circuits = [qc] * (rows * len(obs))
-    observables = [o for o in obs for _ in range(rows)]
-    result = gradient.run(circuits, observables, np.tile(values, (len(obs), 1))).result()
-    ours = np.asarray(result.gradients).reshape(len(obs), rows, -1).transpose(1, 0, 2)
-    np.testing.assert_allclose(ours, shift_rule_gradient(qc, obs, values), atol=TOL)
-    assert result.metadata[0]["parameters"] == qc.parameters
+    ours, metadata = qnn_style_gradients(gradient, qc, obs, values)
+    np.testing.assert_allclose(ours, reference, atol=TOL)
+    assert metadata[0]["parameters"] == qc.parameters
+
+
+def composite_circuit() -> QuantumCircuit:
+    """A parameterized sub-circuit instruction, QFT, a unitary, XX-YY and multi-controlled phase."""
+    a, b, t = Parameter("a"), Parameter("b"), Parameter("t")
+    sub = QuantumCircuit(2, name="sub")
+    sub.ry(a, 0)
+    sub.cx(0, 1)
+    sub.rz(2 * b, 1)
+    qc = QuantumCircuit(3)
+    qc.h(range(3))
+    qc.append(sub.to_instruction(), [0, 2])
+    qc.append(QFTGate(3), [0, 1, 2])
+    qc.rx(t, 1)
+    qc.append(UnitaryGate(random_unitary(4, seed=1)), [1, 2])
+    qc.append(XXMinusYYGate(a, b), [0, 1])
+    qc.append(MCPhaseGate(t, 2), [0, 1, 2])
+    return qc
+
+
+def test_composite_gates_match_param_shift():
+    qc = composite_circuit()
+    values = np.random.default_rng(24).uniform(-1, 1, (2, 3))
+    obs = SparsePauliOp(["XYZ", "ZZI"], [1.0, 0.5])
+    np.testing.assert_allclose(
+        FastEstimator().run([(qc, obs, values)]).result()[0].data.evs,
+        reference_values(qc, obs, values),
+        atol=TOL,
+    )
+    ours = FastEstimatorGradient().run([qc, qc], [obs, obs], values).result()
+    ref = ParamShiftEstimatorGradient(StatevectorEstimator()).run([qc, qc], [obs, obs], values)
+    np.testing.assert_allclose(ours.gradients, ref.result().gradients, atol=TOL)
+
+
+def test_pauli_evolution_is_exact_like_statevector():
+    # Statevector uses the exact exp(-i t H) of a PauliEvolutionGate (non-commuting terms here);
+    # qml's parameter shift differentiates its Trotter definition instead, so compare with finite
+    # differences of StatevectorEstimator.
+    t = Parameter("t")
+    qc = QuantumCircuit(3)
+    qc.h(range(3))
+    qc.append(PauliEvolutionGate(SparsePauliOp(["XXI", "IZZ"], [0.5, 0.3]), time=t), [0, 1, 2])
+    obs = SparsePauliOp(["XYZ", "ZZI"], [1.0, 0.5])
+    values = np.array([[0.7], [-1.2]])
+    ours = FastEstimator().run([(qc, obs, values)]).result()[0].data.evs
+    np.testing.assert_allclose(ours, reference_values(qc, obs, values), atol=TOL)
+    eps = 1e-6
+    fd = (reference_values(qc, obs, values + eps) - reference_values(qc, obs, values - eps)) / 2
+    grads = FastEstimatorGradient().run([qc, qc], [obs, obs], values).result().gradients
+    np.testing.assert_allclose(np.ravel(grads), fd / eps, atol=1e-7)
 
 
 def test_hqcnn_gradient_matches_qml_param_shift():
@@ -386,13 +480,7 @@ def test_per_row_local_gates_in_dense_layout(monkeypatch):
     obs = z_and_x(3)
     values = np.random.default_rng(15).uniform(-2, 2, (3, qc.num_parameters))
     share_weights(qc, values)
-    rows = len(values)
-    result = FastEstimatorGradient().run(
-        [qc] * (rows * len(obs)),
-        [o for o in obs for _ in range(rows)],
-        np.tile(values, (len(obs), 1)),
-    )
-    ours = np.asarray(result.result().gradients).reshape(len(obs), rows, -1).transpose(1, 0, 2)
+    ours, _ = qnn_style_gradients(FastEstimatorGradient(), qc, obs, values)
     np.testing.assert_allclose(ours, shift_rule_gradient(qc, obs, values), atol=TOL)
 
 
@@ -422,23 +510,23 @@ def wide_rotation_circuit(num_qubits: int = 7) -> QuantumCircuit:
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_wide_circuit_values_and_gradients(layout):
+    qc, obs, values, ref_values, ref_grads = wide_case()
+    fast = FastEstimator(**LAYOUTS[layout])
+    ours = np.stack([r.data.evs for r in fast.run([(qc, o, values) for o in obs]).result()])
+    np.testing.assert_allclose(ours, ref_values, atol=TOL)
+    grads, _ = qnn_style_gradients(FastEstimatorGradient(fast), qc, obs, values)
+    np.testing.assert_allclose(grads, ref_grads, atol=TOL)
+
+
+@cache
+def wide_case():
     qc = wide_rotation_circuit()
     obs = [SparsePauliOp.from_sparse_list([("Z", [i], 1.0)], 7) for i in (0, 3, 6)]
     obs.append(SparsePauliOp.from_sparse_list([("XY", [1, 5], 0.5), ("ZZ", [0, 6], 1.0)], 7))
     values = np.random.default_rng(21).uniform(-np.pi, np.pi, (3, qc.num_parameters))
     share_weights(qc, values)
-    fast = FastEstimator(**LAYOUTS[layout])
-    ours = np.stack([r.data.evs for r in fast.run([(qc, o, values) for o in obs]).result()])
-    ref = np.stack([reference_values(qc, o, values) for o in obs])
-    np.testing.assert_allclose(ours, ref, atol=TOL)
-    rows = len(values)
-    result = FastEstimatorGradient(fast).run(
-        [qc] * (rows * len(obs)),
-        [o for o in obs for _ in range(rows)],
-        np.tile(values, (len(obs), 1)),
-    )
-    grads = np.asarray(result.result().gradients).reshape(len(obs), rows, -1).transpose(1, 0, 2)
-    np.testing.assert_allclose(grads, shift_rule_gradient(qc, obs, values), atol=TOL)
+    ref_values = np.stack([reference_values(qc, o, values) for o in obs])
+    return qc, obs, values, ref_values, shift_rule_gradient(qc, obs, values)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -457,16 +545,15 @@ def test_row_chunking_gives_the_same_results(layout):
 def test_per_row_layout_can_change_between_batches(monkeypatch):
     qc, _, _ = hqcnn_template(3, 1)
     program = compile_circuit(qc)
-    observables = [pauli_sum(o) for o in z_and_x(3)]
+    obs = [SparsePauliOp("ZIX"), SparsePauliOp("YZI")]
+    # 3 per-row RY gates of 8x8 complex128: 3072 bytes per row; allow full matrices for 20 rows
+    monkeypatch.setattr(engine_tensors, "PER_ROW_FULL_BYTES", 20 * 3072)
     sim = StatevectorSimulator()
-    # 2 rows fit the per-row full-matrix budget, 40 rows do not (they are applied locally)
-    monkeypatch.setattr(engine_tensors, "PER_ROW_FULL_BYTES", 10 * 3 * 2 * 64 * 16)
-    for count in (2, 40, 2):
+    for count in (2, 22, 2):  # full, local, full
         rows = np.random.default_rng(count).uniform(-2, 2, (count, qc.num_parameters))
         share_weights(qc, rows)
-        result = sim.run(program, rows, observables, None, gradient=True)
-        ref = shift_rule_gradient(qc, z_and_x(3), rows)
-        np.testing.assert_allclose(result.gradients, ref, atol=TOL)
+        result = sim.run(program, rows, [pauli_sum(o) for o in obs], None, gradient=True)
+        np.testing.assert_allclose(result.gradients, shift_rule_gradient(qc, obs, rows), atol=TOL)
 
 
 def test_complex_and_imaginary_derivative_types():

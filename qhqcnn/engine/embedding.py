@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -30,11 +29,3 @@ def embedding_indices(
     flat.setflags(write=False)
     mask.setflags(write=False)
     return flat, mask
-
-
-def embed(matrix: np.ndarray, local_qubits: Sequence[int], num_qubits: int) -> np.ndarray:
-    """Matrices ``(..., d, d)`` on ``local_qubits`` as ``(..., D, D)`` on ``num_qubits`` qubits."""
-    flat, mask = embedding_indices(tuple(local_qubits), num_qubits)
-    lead = matrix.shape[:-2]
-    flat_matrix = matrix.reshape(lead + (-1,))
-    return flat_matrix[..., flat] * mask

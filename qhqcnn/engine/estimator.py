@@ -1,8 +1,9 @@
 """``FastEstimator``: a drop-in ``BaseEstimatorV2`` with the contract of ``StatevectorEstimator``.
 
-Every PUB is coerced with ``EstimatorPub.coerce`` and broadcast as Qiskit defines it. PUBs that
-share a circuit and parameter values (``EstimatorQNN`` sends one PUB per observable) are merged,
-so each distinct parameter row is simulated once for all observables, in one vectorized batch.
+Every PUB is coerced with ``EstimatorPub.coerce`` and broadcast as Qiskit defines it. All PUBs of
+one circuit are evaluated in a single vectorized simulation: their distinct parameter rows are
+simulated once, for every observable any PUB asks about them (``EstimatorQNN`` sends one PUB per
+observable with the same rows; parameter-shift gradients send thousands of one-row PUBs).
 """
 
 from __future__ import annotations
@@ -87,10 +88,6 @@ def _plan(pub: EstimatorPub, programs: dict[int, Program]) -> _PubPlan:
     return _PubPlan(pub, program, values, observables, value_index, obs_index)
 
 
-def _same_values(a: np.ndarray, b: np.ndarray) -> bool:
-    return a is b or (a.shape == b.shape and np.array_equal(a, b))
-
-
 class FastEstimator(BaseEstimatorV2):
     """Exact, vectorized statevector estimator (torch; complex128 by default).
 
@@ -171,29 +168,27 @@ class FastEstimator(BaseEstimatorV2):
         return PrimitiveResult(results, metadata={"version": 2})
 
     def _evaluate(self, plans: list[_PubPlan]) -> list[np.ndarray]:
-        """Exact values for every plan; plans with the same circuit and values share one run."""
-        groups: list[list[int]] = []
+        """Exact values for every plan; all plans of one circuit share one batched simulation."""
+        groups: dict[int, list[int]] = {}
         for i, plan in enumerate(plans):
-            for group in groups:
-                head = plans[group[0]]
-                if head.program is plan.program and _same_values(head.values, plan.values):
-                    group.append(i)
-                    break
-            else:
-                groups.append([i])
+            groups.setdefault(id(plan.program), []).append(i)
         out: list[np.ndarray] = [np.empty(0)] * len(plans)
-        for group in groups:
-            for i, values in zip(
-                group, self._evaluate_group([plans[i] for i in group]), strict=True
-            ):
-                out[i] = values
+        for members in groups.values():
+            values = self._evaluate_group([plans[i] for i in members])
+            for i, value in zip(members, values, strict=True):
+                out[i] = value
         return out
 
     def _evaluate_group(self, plans: list[_PubPlan]) -> list[np.ndarray]:
-        head = plans[0]
-        if head.values.shape[0] == 0:
+        """One simulation for PUBs of the same circuit: their distinct rows, every observable."""
+        tables, offsets = [], {}
+        for plan in plans:  # PUBs passing the same values array (EstimatorQNN) share rows
+            if id(plan.values) not in offsets:
+                offsets[id(plan.values)] = sum(len(t) for t in tables)
+                tables.append(plan.values)
+        if sum(len(t) for t in tables) == 0:
             return [np.zeros(plan.pub.shape) for plan in plans]
-        rows, inverse = unique_rows(head.values)
+        rows, inverse = unique_rows(np.concatenate(tables) if len(tables) > 1 else tables[0])
         table: dict[int, int] = {}
         observables: list[PauliSum] = []
         row_parts, obs_parts = [], []
@@ -204,11 +199,11 @@ class FastEstimator(BaseEstimatorV2):
                     table[id(obs)] = len(observables)
                     observables.append(obs)
                 local.append(table[id(obs)])
-            row_parts.append(inverse[plan.value_index].ravel())
+            row_parts.append(inverse[offsets[id(plan.values)] + plan.value_index].ravel())
             obs_parts.append(np.asarray(local, dtype=np.int64)[plan.obs_index].ravel())
         row_index, obs_index = np.concatenate(row_parts), np.concatenate(obs_parts)
         pairs, column = pair_layout(row_index, obs_index, rows.shape[0], len(observables))
-        result = self._simulator.run(head.program, rows, observables, pairs)
+        result = self._simulator.run(plans[0].program, rows, observables, pairs)
         flat = result.values[row_index, column]
         sizes = np.cumsum([plan.value_index.size for plan in plans])[:-1]
         return [

@@ -116,14 +116,3 @@ class Program:
     @property
     def num_parameters(self) -> int:
         return len(self.parameter_names)
-
-    def with_ops(self, ops: tuple[GateOp, ...]) -> Program:
-        """The same program with a rewritten list of operations (e.g. after fusion)."""
-        return Program(
-            self.num_qubits,
-            ops,
-            self.angle_map,
-            self.parameter_names,
-            self.global_phase_slot,
-            dict(self.metadata),
-        )

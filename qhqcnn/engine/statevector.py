@@ -65,7 +65,7 @@ class StatevectorSimulator:
         self.trace_cache = trace_cache
 
     def prepare(self, program: Program) -> PreparedProgram:
-        """Fused program and constant tensors for this configuration (cached per program)."""
+        """The program's constant tensors for this configuration (cached per program)."""
         dense_layout = program.num_qubits <= self.dense_max_qubits
         key = (dense_layout, self.device, self.dtype)
         with _PREPARED_LOCK:
@@ -125,7 +125,7 @@ class StatevectorSimulator:
             grad_dtype = np.float64 if real_only else np.complex128
             grads = np.zeros((rows.shape[0], width, program.num_parameters), grad_dtype)
         needed = _needed_ops(prepared, slot_mask)
-        for start, stop in self._chunks(prepared, rows.shape[0], width, gradient):
+        for start, stop in self._chunks(prepared, trace, width, gradient):
             psi = trace.psi[start:stop]
             chunk_pairs = None if pairs is None else pairs[start:stop]
             bras = apply_observables(psi, observables, chunk_pairs, prepared.dense)
@@ -137,12 +137,16 @@ class StatevectorSimulator:
                 grads[start:stop] = _chain_rule(prepared, rows[start:stop], terms, slots)
         return SweepResult(values, grads)
 
-    def _chunks(self, prepared: PreparedProgram, rows: int, width: int, gradient: bool):
+    def _chunks(self, prepared: PreparedProgram, trace: ForwardTrace, width: int, gradient: bool):
+        """Row ranges whose working set (states, bras, one block's generator images) fits."""
+        rows = trace.rows.shape[0]
         dim = 1 << prepared.program.num_qubits
         itemsize = torch.empty((), dtype=self.dtype).element_size()
         per_row = (width + 1) * dim * itemsize * 4
-        if gradient:  # conjugated generators applied to the kets of a block
-            per_row += 2 * prepared.program.angle_map.num_slots * dim * itemsize
+        if gradient:
+            ops = prepared.ops
+            angles = max(sum(len(ops[i].slots) for i in block.ops) for block in trace.blocks)
+            per_row += 2 * angles * dim * itemsize
         size = max(1, min(rows, self.memory_budget // max(per_row, 1)))
         return [(s, min(s + size, rows)) for s in range(0, rows, size)]
 

@@ -75,14 +75,14 @@ def _positions(prepared: PreparedProgram, ops, space: ApplySpace) -> list[tuple[
     return [tuple(where[q] for q in prepared.ops[i].qubits) for i in ops]
 
 
-def _embed_in_block(prepared, tensors_by_op: dict, ops, space: ApplySpace, angle_axis: bool):
+def _embed_stack(prepared, tensors_by_op: dict, ops, space: ApplySpace, angle_axis: bool):
     """Stack and embed the local matrices (``(d, d)`` or ``(A, d, d)``) of ``ops`` in ``space``."""
-    by_dim: dict[tuple[int, ...], list[int]] = {}
+    by_shape: dict[tuple[int, ...], list[int]] = {}
     for k, i in enumerate(ops):
-        by_dim.setdefault(tuple(tensors_by_op[i].shape), []).append(k)
+        by_shape.setdefault(tuple(tensors_by_op[i].shape), []).append(k)
     positions = _positions(prepared, ops, space)
     out: list = [None] * len(ops)
-    for members in by_dim.values():
+    for members in by_shape.values():
         stacked = torch.stack([tensors_by_op[ops[k]] for k in members])  # (G, [A,] d, d)
         if angle_axis:
             stacked = stacked.movedim(1, 0)  # (A, G, d, d)
@@ -94,6 +94,24 @@ def _embed_in_block(prepared, tensors_by_op: dict, ops, space: ApplySpace, angle
     return out
 
 
+def _embed_in_block(prepared, tensors_by_op: dict, ops, space, angle_axis: bool, constant: dict):
+    """:func:`_embed_stack`, reusing the embeddings of ops whose tensors never change
+    (those in ``constant``: fixed gates, angle-independent generators)."""
+    fixed = tuple(i for i in ops if i in constant)
+    key = ("embedded", angle_axis, fixed, space)
+    cached = prepared.memo.get(key)
+    if cached is None:
+        cached = dict(
+            zip(fixed, _embed_stack(prepared, constant, fixed, space, angle_axis), strict=True)
+        )
+        prepared.memo[key] = cached
+    varying = [i for i in ops if i not in constant]
+    fresh = dict(
+        zip(varying, _embed_stack(prepared, tensors_by_op, varying, space, angle_axis), strict=True)
+    )
+    return [cached[i] if i in cached else fresh[i] for i in ops]
+
+
 def build_blocks(prepared: PreparedProgram, tensors: GateTensors) -> tuple[Block, ...]:
     """The blocks of one batch, with their products (and suffix products)."""
     blocks = []
@@ -102,7 +120,7 @@ def build_blocks(prepared: PreparedProgram, tensors: GateTensors) -> tuple[Block
             gate = tensors.per_row[ops[0]]
             blocks.append(Block(ops, gate.space, True, gate.matrix))
             continue
-        matrices = _embed_in_block(prepared, tensors.shared, ops, space, angle_axis=False)
+        matrices = _embed_in_block(prepared, tensors.shared, ops, space, False, prepared.fixed)
         suffixes = [matrices[-1]]
         for matrix in reversed(matrices[:-1]):
             suffixes.append(suffixes[-1] @ matrix)
@@ -127,7 +145,9 @@ def forward(prepared: PreparedProgram, blocks: tuple[Block, ...], num_rows: int)
 def _conjugated_generators(prepared, tensors: GateTensors, block: Block, chosen: list[int]):
     """``Q_j Gen_s Q_j^dagger`` for every angle ``s`` of the chosen gates of a shared block."""
     ops = [block.ops[k] for k in chosen]
-    gens = _embed_in_block(prepared, tensors.shared_generators, ops, block.space, True)
+    gens = _embed_in_block(
+        prepared, tensors.shared_generators, ops, block.space, True, prepared.constant_generators
+    )
     lefts = [block.suffixes[k] for k, g in zip(chosen, gens, strict=True) for _ in range(len(g))]
     left = torch.stack(lefts)  # (S, m, m)
     return left @ torch.cat(gens) @ left.conj().transpose(1, 2)
@@ -176,4 +196,6 @@ def gradient_terms(
             add_terms(mu, [s for k in chosen for s in prepared.ops[block.ops[k]].slots])
         if block.ops[0] > earliest:
             both = apply_local(both, block.matrix.conj().transpose(0, 1), block.space, n)
+    if not terms:
+        return None, []
     return torch.cat(terms, dim=-1), slots

@@ -21,7 +21,7 @@ from .layout import ApplySpace, apply_space, full_space
 from .program import GateOp, Program
 
 #: Largest per-row full-register tensor (bytes) built in the dense layout; beyond it, stay local.
-PER_ROW_FULL_BYTES = 1 << 26
+PER_ROW_FULL_BYTES = 1 << 28
 
 
 @dataclass(frozen=True, eq=False)
