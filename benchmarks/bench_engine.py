@@ -46,44 +46,22 @@ import numpy as np  # noqa: E402
 import qiskit  # noqa: E402
 import qiskit_machine_learning  # noqa: E402
 import torch  # noqa: E402
-from qiskit import QuantumCircuit  # noqa: E402
-from qiskit.circuit import ParameterVector  # noqa: E402
 from qiskit.quantum_info import SparsePauliOp  # noqa: E402
 from qiskit_machine_learning.connectors import TorchConnector  # noqa: E402
 from qiskit_machine_learning.neural_networks import EstimatorQNN  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from qhqcnn.circuits import hqcnn_template as shipped_hqcnn_template  # noqa: E402
 from qhqcnn.engine import FastEstimator, FastEstimatorGradient  # noqa: E402
 
 BATCH = 64
 
 
 # ----------------------------------------------------------------------------- circuits
-def hqcnn_template(num_qubits: int = 4, layers: int = 3):
-    """RY(x) encoding, [U3 on every qubit + CX ring] x layers, H/CP ladder, CCX, RY/RZ."""
-    x = ParameterVector("x", num_qubits)
-    w = ParameterVector("w", 3 * layers * num_qubits + (num_qubits - 1) + 2 * num_qubits)
-    qc = QuantumCircuit(num_qubits)
-    k = 0
-    for i in range(num_qubits):
-        qc.ry(x[i], i)
-    for _ in range(layers):
-        for i in range(num_qubits):
-            qc.u(w[k], w[k + 1], w[k + 2], i)
-            k += 3
-        for i in range(num_qubits):
-            qc.cx(i, (i + 1) % num_qubits)
-    for i in range(num_qubits - 1):
-        qc.h(i)
-        qc.cp(w[k], i, i + 1)
-        k += 1
-    qc.ccx(0, 1, 2)
-    qc.ccx(num_qubits - 3, num_qubits - 2, num_qubits - 1)
-    for i in range(num_qubits):
-        qc.ry(w[k], i)
-        qc.rz(w[k + 1], i)
-        k += 2
-    return qc, list(x), list(w)
+def hqcnn_template(num_qubits: int = 4, layers: int = 2):
+    """The shipped HQCNN circuit (``qhqcnn.circuits.hqcnn_template``): circuit, inputs, weights."""
+    template = shipped_hqcnn_template(num_qubits, layers)
+    return template.circuit, list(template.input_params), list(template.weight_params)
 
 
 def observables(num_qubits: int, measured: int = 4) -> list[SparsePauliOp]:
@@ -127,7 +105,7 @@ def layer_step(model: TorchConnector, num_inputs: int, batch: int, seed: int = 0
     return step
 
 
-def make_layer(num_qubits: int, fast: bool, layers: int = 3) -> TorchConnector:
+def make_layer(num_qubits: int, fast: bool, layers: int = 2) -> TorchConnector:
     qc, x, w = hqcnn_template(num_qubits, layers)
     kwargs = {}
     if fast:
