@@ -159,7 +159,7 @@ def summarize(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "auc_mean": float(auc.mean()),
                 "auc_std": float(auc.std(ddof=ddof)),
                 "parameters": group[0]["parameters"],
-                "train_seconds_mean": float(np.mean([c["train_seconds"] for c in group])),
+                "train_seconds_median": float(np.median([c["train_seconds"] for c in group])),
             }
         )
     return rows
@@ -189,6 +189,17 @@ def paired_test(cells: list[dict[str, Any]], dataset: str, metric: str = "test_a
     }
 
 
+def describe_recipe(recipe: dict[str, Any]) -> str:
+    """The shared recipe in one line (the model name varies per row, so it is left out)."""
+    spec = {k: v for k, v in recipe.get("model", {}).items() if k != "model"}
+    flat = {
+        k: v
+        for k, v in recipe.items()
+        if k not in ("model", "relabel", "max_train", "max_eval", "threads")
+    }
+    return ", ".join(f"{k}={v}" for k, v in {**flat, **spec}.items())
+
+
 def render_markdown(study: dict[str, Any]) -> str:
     """``results.md``: per-dataset tables with baselines and the paired test."""
     lines = [
@@ -198,8 +209,10 @@ def render_markdown(study: dict[str, Any]) -> str:
         f"Seeds: {', '.join(map(str, study['seeds']))}. Test split read once per run "
         "(best-validation-AUC checkpoint). Raw numbers and every config: `results.json`.",
         "",
-        "Recipe (shared by every model): "
-        + ", ".join(f"{k}={v}" for k, v in study["recipe"].items() if k not in ("dataset",)),
+        "Recipe (shared by every model): " + describe_recipe(study["recipe"]) + ".",
+        "",
+        "Train times are wall-clock on a shared 2-core machine (they include validation and vary",
+        "with load); controlled step timings are in `docs/performance.md`.",
         "",
     ]
     if study["missing"]:
@@ -213,7 +226,7 @@ def render_markdown(study: dict[str, Any]) -> str:
             f"## {dataset}",
             "",
             "| model | seeds | test ACC (mean ± std) | test AUC (mean ± std) "
-            "| params classical / quantum | train time / run |",
+            "| params classical / quantum | train wall time / run (median) |",
             "|---|---:|---:|---:|---:|---:|",
         ]
         for r in rows:
@@ -221,7 +234,7 @@ def render_markdown(study: dict[str, Any]) -> str:
             lines.append(
                 f"| {r['model']} | {r['n_seeds']} | {r['acc_mean']:.3f} ± {r['acc_std']:.3f} "
                 f"| {r['auc_mean']:.3f} ± {r['auc_std']:.3f} | {p['classical']:,} / {p['quantum']}"
-                f" | {r['train_seconds_mean']:.0f} s |"
+                f" | {r['train_seconds_median']:.0f} s |"
             )
         for name, (auc, acc) in PUBLISHED_BASELINES.get(dataset, {}).items():
             lines.append(f"| {name} (published) | – | {acc:.3f} | {auc:.3f} | – | – |")

@@ -88,6 +88,9 @@ def _transpile_once(
 
     key = (
         circuit_cache_key(template.circuit),
+        # Parameter identities: another instance of the same template has equal names but
+        # distinct Parameter objects, and EstimatorQNN binds by object.
+        tuple(p.uuid for p in template.circuit.parameters),
         tuple((tuple(o.paulis.to_labels()), o.coeffs.tobytes()) for o in template.observables),
         id(target),
         level,
