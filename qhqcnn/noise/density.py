@@ -36,7 +36,7 @@ from qiskit_aer.noise import NoiseModel
 from qiskit_machine_learning.gradients import BaseEstimatorGradient, EstimatorGradientResult
 
 from qhqcnn.engine import ControlledGate, ExponentialGate, FixedGate, UGate, compile_circuit
-from qhqcnn.engine.batching import unique_rows
+from qhqcnn.engine.batching import index_by_identity, unique_rows
 from qhqcnn.engine.compile import IGNORED
 from qhqcnn.engine.estimator import parameter_table
 from qhqcnn.engine.jobs import InlineJob
@@ -430,10 +430,9 @@ class DensityMatrixGradient(BaseEstimatorGradient):
         **options,
     ) -> EstimatorGradientResult:
         gradients: list[np.ndarray | None] = [None] * len(circuits)
-        groups: dict[int, list[int]] = {}
-        for i, circuit in enumerate(circuits):
-            groups.setdefault(id(circuit), []).append(i)
-        for members in groups.values():
+        distinct, circuit_of = index_by_identity(circuits)
+        for k in range(len(distinct)):
+            members = np.flatnonzero(circuit_of == k).tolist()
             circuit = circuits[members[0]]
             noisy = self._estimator.program(circuit)
             table = np.asarray([parameter_values[i] for i in members], dtype=float)

@@ -31,6 +31,7 @@ from qiskit_machine_learning.gradients import (
 )
 from qiskit_machine_learning.gradients.utils import _assign_unique_parameters
 
+from qhqcnn.engine.batching import index_by_identity
 from qhqcnn.errors import BackendError
 
 
@@ -106,10 +107,9 @@ class BroadcastParamShiftGradient(BaseEstimatorGradient):
         **options,
     ) -> EstimatorGradientResult:
         gradients: list[np.ndarray | None] = [None] * len(circuits)
-        groups: dict[int, list[int]] = {}
-        for i, circuit in enumerate(circuits):
-            groups.setdefault(id(circuit), []).append(i)
-        for members in groups.values():
+        distinct, circuit_of = index_by_identity(circuits)
+        for k in range(len(distinct)):
+            members = np.flatnonzero(circuit_of == k).tolist()
             self._run_group(members, circuits, observables, parameter_values, parameters, gradients)
         metadata = [{"parameters": p} for p in parameters]
         return EstimatorGradientResult(
