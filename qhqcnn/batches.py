@@ -23,14 +23,59 @@ def labels_to_tensor(labels: np.ndarray, task: str) -> torch.Tensor:
     return torch.from_numpy(np.asarray(labels).reshape(-1)).long()
 
 
+class MappedImages:
+    """Normalised float images ``(N, C, H, W)`` read on demand from a uint8 ``(N, H, W, C)``
+    array (typically memory-mapped): indexing with a slice or an index array converts just
+    those images, so a split larger than RAM can be trained on."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+    @property
+    def shape(self) -> torch.Size:
+        n, height, width, channels = self.array.shape
+        return torch.Size((n, channels, height, width))
+
+    def __len__(self) -> int:
+        return self.array.shape[0]
+
+    def __getitem__(self, index) -> torch.Tensor:
+        if isinstance(index, torch.Tensor):
+            index = index.numpy()
+        return images_to_tensor(np.array(self.array[index]))  # a private, writable copy
+
+
+ImageSource = torch.Tensor | MappedImages
+
+
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """The generator that decides epoch ``epoch``'s order and augmentation (resume-safe)."""
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
-def random_flips(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Flip each image horizontally and/or vertically with probability 1/2 each."""
-    flips = torch.rand(images.shape[0], 2, generator=generator) < 0.5
+def epoch_order(n: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> list[int]:
+    """This rank's images of epoch ``epoch``, by torch's ``DistributedSampler``.
+
+    Its permutation is ``randperm(n)`` of :func:`epoch_generator` (the single-process order), and
+    rank r gets positions r, r + W, r + 2W, … (padded to a multiple of W), so the union of the
+    ranks' k-th local batches is the single-process k-th batch.
+    """
+    from torch.utils.data import DistributedSampler
+
+    sampler = DistributedSampler(
+        range(n), num_replicas=world_size, rank=rank, shuffle=True, seed=seed * 1_000_003
+    )
+    sampler.set_epoch(epoch)
+    return list(sampler)
+
+
+def random_flips(
+    images: torch.Tensor, generator: torch.Generator, flips: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Flip each image horizontally and/or vertically with probability 1/2 each (``flips``:
+    precomputed ``(N, 2)`` booleans instead of drawing them)."""
+    if flips is None:
+        flips = torch.rand(images.shape[0], 2, generator=generator) < 0.5
     out = images.clone()
     horizontal, vertical = flips[:, 0], flips[:, 1]
     out[horizontal] = out[horizontal].flip(-1)
@@ -39,28 +84,46 @@ def random_flips(images: torch.Tensor, generator: torch.Generator) -> torch.Tens
 
 
 def train_batches(
-    images: torch.Tensor,
+    images: ImageSource,
     labels: torch.Tensor,
     batch_size: int,
-    generator: torch.Generator,
+    seed: int,
+    epoch: int,
     *,
     augment: str = "none",
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffled mini-batches; a final batch of one image is merged into the previous one
-    (BatchNorm cannot train on a single image)."""
-    order = torch.randperm(images.shape[0], generator=generator)
-    starts = list(range(0, len(order), batch_size))
-    if len(starts) > 1 and len(order) - starts[-1] == 1:
+    """This rank's shuffled mini-batches of epoch ``epoch``; ``batch_size`` is the global batch
+    (``batch_size / world_size`` images per rank). Single process: a final batch of one image is
+    merged into the previous one (BatchNorm cannot train on a single image).
+
+    Batches and flips are those of the single-process run, split across ranks: the flips of each
+    global batch are drawn as one block and rank r takes its rows r, r + W, …
+    """
+    if batch_size % world_size:
+        raise ValueError(f"batch size {batch_size} is not divisible by {world_size} ranks")
+    order = torch.tensor(epoch_order(len(labels), seed, epoch, rank, world_size))
+    generator = epoch_generator(seed, epoch)
+    torch.randperm(len(labels), generator=generator)  # the sampler's draw: flips come after it
+    local = batch_size // world_size
+    starts = list(range(0, len(order), local))
+    if world_size == 1 and len(starts) > 1 and len(order) - starts[-1] == 1:
         starts.pop()
     for i, start in enumerate(starts):
         stop = starts[i + 1] if i + 1 < len(starts) else len(order)
         index = order[start:stop]
         batch = images[index]
         if augment == "flip":
-            batch = random_flips(batch, generator)
+            flips = torch.rand((stop - start) * world_size, 2, generator=generator) < 0.5
+            batch = random_flips(batch, generator, flips[rank::world_size])
         yield batch, labels[index]
 
 
-def eval_batches(images: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
-    for start in range(0, images.shape[0], batch_size):
-        yield images[start : start + batch_size]
+def eval_batches(
+    images: ImageSource, batch_size: int, *, rows: slice = slice(None)
+) -> Iterator[torch.Tensor]:
+    """Consecutive batches of ``images[rows]`` (a contiguous row range)."""
+    first, last, _ = rows.indices(images.shape[0])
+    for start in range(first, last, batch_size):
+        yield images[start : min(start + batch_size, last)]

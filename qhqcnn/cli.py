@@ -111,6 +111,20 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-attention", action="store_true", help="drop the Fourier attention block")
     p.add_argument("--dropout", type=float, default=0.3)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda"],
+        help="where the backbone and the quantum engine run (auto: CUDA when torch sees a GPU)",
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        default=28,
+        choices=[28, 64, 128, 224],
+        help="image size: 28 (MedMNIST v2) or MedMNIST+ 64/128/224 (<name>_<size>.npz, "
+        "memory-mapped)",
+    )
     p.add_argument("--max-train", type=int, default=None, help="use the first N training images")
     p.add_argument("--max-eval", type=int, default=None, help="use the first N val/test images")
 
@@ -146,6 +160,8 @@ def config_from_args(args: argparse.Namespace, *, dataset: str, model: str, seed
         patience=args.patience,
         seed=seed,
         threads=args.threads,
+        device=args.device,
+        size=args.size,
         max_train=args.max_train,
         max_eval=args.max_eval,
     )
@@ -212,45 +228,58 @@ def default_run_dir(dataset: str, relabel: str | None, model: str, seed: int) ->
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    """Train (single process, or one rank of a ``torchrun`` job: rank 0 alone prints, writes
+    and evaluates the test split)."""
+    from qhqcnn.distributed import barrier, launched_by_torchrun, shutdown
     from qhqcnn.evaluate import evaluate_run, format_metrics_table
     from qhqcnn.models import parameter_counts
     from qhqcnn.train import Trainer
 
     out = Path(args.out or default_run_dir(args.dataset, args.relabel, args.model, args.seed))
     progress = not args.no_progress
+    if not args.resume and (out / "config.json").exists():
+        raise QhqcnnError(
+            f"{out} already holds a run; use --resume to continue it or another --out"
+        )
     if args.resume:
         trainer = Trainer.resume(out, data_dir=args.data_dir, progress=progress)
-        print(f"resuming {out} at epoch {trainer.start_epoch}")
     else:
-        if (out / "config.json").exists():
-            raise QhqcnnError(
-                f"{out} already holds a run; use --resume to continue it or another --out"
-            )
         config = config_from_args(args, dataset=args.dataset, model=args.model, seed=args.seed)
         trainer = Trainer(config, out, data_dir=args.data_dir, progress=progress)
+    context = trainer.context
+    say = print if context.is_main else (lambda *_, **__: None)
+    if args.resume:
+        say(f"resuming {out} at epoch {trainer.start_epoch}")
+    else:
         counts = parameter_counts(trainer.model)
-        print(
+        ranks = f"; {context.world_size} ranks ({context.backend})" if context.enabled else ""
+        say(
             f"{config.model.model} on {config.dataset}: {counts['classical']:,} classical + "
             f"{counts['quantum']} quantum parameters (head: {counts['head']}); "
-            f"backend {config.backend}; run directory {out}"
+            f"backend {config.backend}; device {trainer.device}{ranks}; run directory {out}"
         )
     if not args.no_cache:
         from qhqcnn.quanv_cache import precompute_for_trainer
 
         for line in precompute_for_trainer(trainer, args.cache_dir):
-            print(line)
+            say(line)
     try:
         best = trainer.fit()
     except KeyboardInterrupt:
-        print(
-            f"\ninterrupted: {out / 'last.pt'} holds the last finished epoch; continue with\n"
-            f"  qhqcnn train --resume --out {out}",
-            file=sys.stderr,
-        )
+        if context.is_main:
+            print(
+                f"\ninterrupted: {out / 'last.pt'} holds the last finished epoch; continue "
+                f"with\n  qhqcnn train --resume --out {out}"
+                + ("  (under the same torchrun command)" if launched_by_torchrun() else ""),
+                file=sys.stderr,
+            )
         return 130
-    print(f"best validation AUC {best['best_val_auc']:.4f} at epoch {best['best_epoch']}")
-    result = evaluate_run(out, "test", data_dir=args.data_dir)
-    print(format_metrics_table([result]))
+    say(f"best validation AUC {best['best_val_auc']:.4f} at epoch {best['best_epoch']}")
+    if context.is_main:
+        result = evaluate_run(out, "test", data_dir=args.data_dir)
+        print(format_metrics_table([result]))
+    barrier(context)
+    shutdown(context)
     return 0
 
 
@@ -287,7 +316,13 @@ def _reproduce_parser(sub) -> None:
         default=None,
         help="comma-separated datasets (default: every one present in the data dir)",
     )
-    p.add_argument("--models", default="hqcnn,classical", help="comma-separated models")
+    p.add_argument(
+        "--models",
+        default="hqcnn,classical",
+        help="comma-separated models: hqcnn, classical, quanv, quanv-classical, qcnn, "
+        "qcnn-classical; each quantum model is paired with its classical twin in a Wilcoxon "
+        "test when both are given (default hqcnn,classical)",
+    )
     p.add_argument("--seeds", type=int, default=5, help="number of seeds (0..N-1)")
     p.add_argument(
         "--eval-noise",
@@ -300,7 +335,20 @@ def _reproduce_parser(sub) -> None:
         default="docs/results.md",
         help="where to write the Markdown table (results JSON goes beside it)",
     )
+    p.add_argument(
+        "--finished-only",
+        action="store_true",
+        help="train nothing: tabulate the cells that have test metrics, list the others as "
+        "not run; each row's n says how many seeds it has",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--cache-dir",
+        default=None,
+        help="quanv with a fixed filter: where quanvolved features are cached "
+        "(default $QHQCNN_CACHE_DIR, else ~/.cache/qhqcnn)",
+    )
+    p.add_argument("--no-cache", action="store_true", help="quanv: no on-disk feature cache")
     add_recipe_arguments(p)
     _add_data_dir(p)
     p.set_defaults(handler=_cmd_reproduce)
@@ -321,7 +369,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         seed=0,
     )
     plan = StudyPlan(present, models, list(range(args.seeds)), recipe, noise=args.eval_noise)
-    run_study(
+    study = run_study(
         plan,
         args.out,
         data_dir=args.data_dir,
@@ -329,7 +377,12 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         docs_path=args.docs,
         command="qhqcnn " + " ".join(sys.argv[1:]) if sys.argv[1:] else "qhqcnn reproduce",
         progress=not args.no_progress,
+        finished_only=args.finished_only,
+        cache=not args.no_cache,
+        cache_dir=args.cache_dir,
     )
+    if study["not_run"]:
+        print(f"{len(study['cells'])} finished cells tabulated; not run: {len(study['not_run'])}")
     print(f"results written to {args.out}/results.md and {args.docs}")
     return 0
 

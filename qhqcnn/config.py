@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from qhqcnn.data import IMAGE_SIZES
 from qhqcnn.errors import ConfigError
 from qhqcnn.models import ModelSpec
 
 AUGMENTATIONS = ("none", "flip")
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
@@ -31,6 +33,10 @@ class TrainConfig:
     patience: int = 15
     seed: int = 0
     threads: int | None = None
+    #: ``auto`` (CUDA when torch sees a GPU), ``cpu`` or ``cuda``: backbone and quantum engine.
+    device: str = "auto"
+    #: image side: 28 (MedMNIST v2) or a MedMNIST+ size (64, 128, 224; memory-mapped).
+    size: int = 28
     max_train: int | None = None
     max_eval: int | None = None
 
@@ -48,6 +54,8 @@ class TrainConfig:
             (self.max_train is None or self.max_train >= 2, "max_train must be >= 2"),
             (self.max_eval is None or self.max_eval >= 2, "max_eval must be >= 2"),
             (self.threads is None or self.threads >= 1, "threads must be >= 1"),
+            (self.device in DEVICES, f"device must be one of {DEVICES}, got {self.device!r}"),
+            (self.size in IMAGE_SIZES, f"size must be one of {IMAGE_SIZES}, got {self.size}"),
         ]
         for ok, message in checks:
             if not ok:

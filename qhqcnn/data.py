@@ -1,8 +1,13 @@
 """MedMNIST data: dataset table, checksummed download, validated loading and binary relabelling.
 
-Files are the official MedMNIST v2 ``<name>.npz`` archives (28x28). They are looked up in a data
-directory (``--data-dir`` / ``$QHQCNN_DATA_DIR`` / medmnist's ``~/.medmnist``), checked against
-the MD5 in medmnist's ``INFO`` table, and downloaded with pooch when missing.
+Files are the official MedMNIST v2 ``<name>.npz`` archives (28×28) and the MedMNIST+
+``<name>_<size>.npz`` ones (64, 128, 224). They are looked up in a data directory
+(``--data-dir`` / ``$QHQCNN_DATA_DIR`` / medmnist's ``~/.medmnist``), checked against the MD5 in
+medmnist's ``INFO`` table, and downloaded with pooch when missing.
+
+Memory-mapped loading (``mmap=True``, used for the larger sizes): each array of the archive is
+extracted once, streamed in chunks, to an ``.npy`` file in the cache directory and opened with
+``np.load(mmap_mode="r")``, so a 224×224 set never has to fit in RAM.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from qhqcnn.errors import ConfigError, DataError
 DATA_DIR_ENV = "QHQCNN_DATA_DIR"
 SPLITS = ("train", "val", "test")
 IMAGE_SIZE = 28
+#: Image sizes of MedMNIST v2 (28) and MedMNIST+ (64, 128, 224).
+IMAGE_SIZES = (28, 64, 128, 224)
 BINARY_TASK = "binary-class"
 MULTI_LABEL_TASK = "multi-label, binary-class"
 
@@ -179,6 +186,7 @@ class DatasetInfo:
     url: str
     md5: str
     relabel: Relabel | None = None
+    size: int = IMAGE_SIZE
 
     @property
     def is_multi_label(self) -> bool:
@@ -191,12 +199,12 @@ class DatasetInfo:
 
     @property
     def file_name(self) -> str:
-        return f"{self.name}.npz"
+        return f"{self.name}.npz" if self.size == IMAGE_SIZE else f"{self.name}_{self.size}.npz"
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """Per-image shape as loaded: (H, W, C)."""
-        return (IMAGE_SIZE, IMAGE_SIZE, self.n_channels)
+        return (self.size, self.size, self.n_channels)
 
     def relabelled(self, relabel: Relabel | None) -> DatasetInfo:
         """Info of the binary task made by ``relabel`` (``self`` when it is None).
@@ -231,14 +239,22 @@ class SplitData:
         return len(self.labels)
 
 
-def dataset_info(name: str) -> DatasetInfo:
-    """Info for a 2D MedMNIST dataset (name is case-insensitive)."""
+def dataset_info(name: str, size: int = IMAGE_SIZE) -> DatasetInfo:
+    """Info for a 2D MedMNIST dataset (name is case-insensitive) at image ``size``."""
     key = str(name).strip().lower()
     valid = available_datasets()
     if key not in valid:
         note = " (3D datasets are not supported)" if key in _medmnist.INFO else ""
         raise ConfigError(f"Unknown dataset {name!r}{note}; valid names: {', '.join(valid)}")
+    if size not in IMAGE_SIZES:
+        raise ConfigError(
+            f"image size {size} is not a MedMNIST size; choose one of "
+            + ", ".join(map(str, IMAGE_SIZES))
+        )
     entry = _medmnist.INFO[key]
+    suffix = "" if size == IMAGE_SIZE else f"_{size}"
+    if f"url{suffix}" not in entry:
+        raise ConfigError(f"{key} has no {size}×{size} files in this medmnist version")
     label_names = {int(k): str(v) for k, v in entry["label"].items()}
     return DatasetInfo(
         name=key,
@@ -247,8 +263,9 @@ def dataset_info(name: str) -> DatasetInfo:
         n_classes=len(label_names),
         n_channels=int(entry["n_channels"]),
         n_samples={split: int(n) for split, n in entry["n_samples"].items()},
-        url=entry["url"],
-        md5=entry["MD5"].lower(),
+        url=entry[f"url{suffix}"],
+        md5=entry[f"MD5{suffix}"].lower(),
+        size=size,
     )
 
 
@@ -289,9 +306,10 @@ def ensure_dataset_file(
     *,
     download: bool = True,
     verify_md5: bool = True,
+    size: int = IMAGE_SIZE,
 ) -> Path:
-    """Path of ``<data_dir>/<name>.npz``, MD5-verified, downloading it if missing and allowed."""
-    info = dataset_info(name)
+    """``<data_dir>/<name>[_<size>].npz``, MD5-verified, downloaded if missing and allowed."""
+    info = dataset_info(name, size)
     path = resolve_data_dir(data_dir) / info.file_name
     if path.is_file():
         if verify_md5:
@@ -333,7 +351,7 @@ def _validated_split(
     if images.ndim != 4 or images.shape[1:] != info.image_shape:
         raise DataError(
             f"{where}: images have shape {images.shape}, expected "
-            f"(N, {IMAGE_SIZE}, {IMAGE_SIZE}" + (", 3)" if info.n_channels == 3 else ")")
+            f"(N, {info.size}, {info.size}" + (", 3)" if info.n_channels == 3 else ")")
         )
     n_images = images.shape[0]
     if labels.ndim == 0 or labels.shape[0] != n_images:
@@ -356,10 +374,60 @@ def _validated_split(
     return SplitData(images=images, labels=labels if width > 1 else labels[:, 0], info=info)
 
 
+def _extracted_member(archive: zipfile.ZipFile, key: str, target: Path) -> Path:
+    """Stream ``key.npy`` of an npz archive to ``target`` in chunks (never whole in RAM)."""
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with archive.open(f"{key}.npy") as member:
+        version = np.lib.format.read_magic(member)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, fortran, dtype = read_header(member)
+        if fortran or dtype.hasobject:
+            raise ValueError(f"{key}: only C-ordered plain arrays can be memory-mapped")
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        flat = out.reshape(-1).view(np.uint8)
+        chunk, done = 1 << 24, 0
+        while done < flat.size:
+            data = member.read(min(chunk, flat.size - done))
+            if not data:
+                raise EOFError(f"{key}.npy is truncated")
+            flat[done : done + len(data)] = np.frombuffer(data, dtype=np.uint8)
+            done += len(data)
+        out.flush()
+        del out, flat
+    os.replace(tmp, target)
+    return target
+
+
+def _memory_mapped(path: Path, keys: list[str], md5: str) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` of an npz, memory-mapped from ``.npy`` copies in the cache."""
+    from qhqcnn.io import default_cache_dir
+
+    folder = default_cache_dir() / "npy" / f"{path.stem}-{md5[:12]}"
+    with zipfile.ZipFile(path) as archive:
+        return {
+            key: np.load(_extracted_member(archive, key, folder / f"{key}.npy"), mmap_mode="r")
+            for key in keys
+        }
+
+
 def load_npz_file(
-    path: str | os.PathLike[str], info: DatasetInfo, splits: Iterable[str] = SPLITS
+    path: str | os.PathLike[str],
+    info: DatasetInfo,
+    splits: Iterable[str] = SPLITS,
+    *,
+    mmap: bool = False,
 ) -> dict[str, SplitData]:
-    """Read and validate the given splits of a MedMNIST-format npz file (no MD5 check)."""
+    """Read and validate the given splits of a MedMNIST-format npz file (no MD5 check).
+
+    With ``mmap`` the image arrays are memory-mapped (see the module docstring), not loaded.
+    """
     path = Path(path)
     splits = [_check_split(split) for split in splits]
     broken = f"{path} is not a readable .npz archive (corrupt or truncated?)"
@@ -379,7 +447,10 @@ def load_npz_file(
                 f"{path} lacks {', '.join(missing)} (it has: {', '.join(archive.files) or 'none'})"
             )
         try:
-            arrays = {key: archive[key] for key in keys}
+            image_keys = [k for k in keys if k.endswith("_images")] if mmap else []
+            arrays = {key: archive[key] for key in keys if key not in image_keys}
+            if image_keys:
+                arrays.update(_memory_mapped(path, image_keys, info.md5))
         except _ARCHIVE_ERRORS as exc:
             raise DataError(f"{broken}: {exc}") from exc
     return {
@@ -398,15 +469,20 @@ def load_split(
     relabel: Relabel | str | None = None,
     download: bool = True,
     verify_md5: bool = True,
+    size: int = IMAGE_SIZE,
+    mmap: bool = False,
 ) -> SplitData:
-    """Load one split of a dataset, optionally relabelled to a binary task."""
+    """Load one split of a dataset at image ``size``, optionally relabelled to a binary task
+    (``mmap``: memory-map the images instead of reading them into RAM)."""
     split = _check_split(split)
     if isinstance(relabel, str):
         relabel = Relabel.parse(relabel)
-    info = dataset_info(name)
+    info = dataset_info(name, size)
     target_info = info.relabelled(relabel)  # validate the relabel before any I/O
-    path = ensure_dataset_file(info.name, data_dir, download=download, verify_md5=verify_md5)
-    data = load_npz_file(path, info, splits=(split,))[split]
+    path = ensure_dataset_file(
+        info.name, data_dir, download=download, verify_md5=verify_md5, size=size
+    )
+    data = load_npz_file(path, info, splits=(split,), mmap=mmap)[split]
     if relabel is None:
         return data
     images, labels = relabel.apply(data.images, data.labels)

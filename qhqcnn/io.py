@@ -12,6 +12,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+CACHE_ENV = "QHQCNN_CACHE_DIR"
+
 TRACKED_PACKAGES = (
     "qhqcnn",
     "qiskit",
@@ -23,6 +25,12 @@ TRACKED_PACKAGES = (
     "medmnist",
     "scikit-learn",
 )
+
+
+def default_cache_dir() -> Path:
+    """``$QHQCNN_CACHE_DIR`` if set, else ``~/.cache/qhqcnn`` (feature and array caches)."""
+    from_env = os.environ.get(CACHE_ENV)
+    return Path(from_env).expanduser() if from_env else Path.home() / ".cache" / "qhqcnn"
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:

@@ -27,11 +27,11 @@ from qhqcnn.circuits.template import CircuitTemplate
 from qhqcnn.errors import ConfigError
 from qhqcnn.qnn import QuantumLayer
 
-MODEL_NAMES = ("hqcnn", "classical", "quanv", "qcnn")
+MODEL_NAMES = ("hqcnn", "classical", "quanv", "qcnn", "quanv-classical", "qcnn-classical")
 #: Models with a quantum layer (they need an execution backend).
 QUANTUM_MODELS = ("hqcnn", "quanv", "qcnn")
-#: The quanvolution family, built by :mod:`qhqcnn.models_quanv`.
-QUANV_MODELS = ("quanv", "qcnn")
+#: The quanvolution family and its classical twins, built by :mod:`qhqcnn.models_quanv`.
+QUANV_MODELS = ("quanv", "qcnn", "quanv-classical", "qcnn-classical")
 
 
 @dataclass(frozen=True)
@@ -88,12 +88,21 @@ def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
     )
 
 
+#: Side of the backbone's last feature map: 28×28 images give 7×7 after two 2×2 max-pools;
+#: larger MedMNIST+ images are average-pooled to it, so the FC layer and the bridge to the
+#: qubits are the same at every image size.
+FEATURE_SIDE = 7
+
+
 class Backbone(nn.Module):
-    """Five 3×3 conv layers (16-16-64-64-64, max-pool after the 2nd and 5th) → FC 256."""
+    """Five 3×3 conv layers (16-16-64-64-64, max-pool after the 2nd and 5th) → FC 256.
+
+    Images larger than 28×28 get an adaptive average pool to 7×7 after the convolutions.
+    """
 
     def __init__(self, in_channels: int, image_size: int = 28, dropout: float = 0.3) -> None:
         super().__init__()
-        self.features = nn.Sequential(
+        layers = [
             conv_block(in_channels, 16),
             conv_block(16, 16),
             nn.MaxPool2d(2),
@@ -101,8 +110,11 @@ class Backbone(nn.Module):
             conv_block(64, 64),
             conv_block(64, 64),
             nn.MaxPool2d(2),
-        )
-        side = image_size // 4
+        ]
+        if image_size // 4 != FEATURE_SIDE:
+            layers.append(nn.AdaptiveAvgPool2d(FEATURE_SIDE))
+        self.features = nn.Sequential(*layers)
+        side = FEATURE_SIDE
         self.fc = nn.Sequential(
             nn.Flatten(),
             nn.Linear(64 * side * side, 256),

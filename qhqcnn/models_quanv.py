@@ -12,9 +12,29 @@ qcnn (4 qubits, amplitude encoding by default)::
     (angle encoding: avg-pool 4×4 per channel ─ FC 16C → n ─ π·tanh ─ QCNN circuit ─ …)
 
 Both take the package's normalised images in [−1, 1] (``qhqcnn.batches.images_to_tensor``).
+
+Each has a classical twin, the identical network with only the quantum part swapped (as
+``classical`` is to ``hqcnn``), so that any difference is the circuit's:
+
+* ``quanv-classical``: Quanv2d → :class:`ClassicalQuanv2d`, ``tanh(Conv2d(1, n_out, k, s))``
+  applied to every input channel with the same window k, stride s and n_out output channels per
+  channel (outputs in [−1, 1] like ⟨Z⟩). It is *frozen random* (seeded by ``filter_seed``, 0
+  trainable parameters, like the fixed random filter) when the quantum filter is ``random``,
+  and trainable when it is ``trainable`` (k²·n_out + n_out weights: 20 vs the circuit's 24 for
+  the default 2×2 angle-encoded filter with 2 layers).
+* ``qcnn-classical``: the QCNN circuit → :class:`ClassicalQCNNHead`,
+  ``tanh(Linear(h, n_out)) ∘ tanh(Linear(n_in, h))`` on the circuit's own input angles, with the
+  width h whose parameter count is nearest the circuit's weights (31 vs 31 with the default
+  angle encoding; 24 vs 31 with amplitude encoding, whose 15 inputs allow no closer width).
+
+Shared layers are initialised identically in a quantum model and its twin for the same seed
+(the twin's own layer is drawn from a separate generator).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -30,10 +50,20 @@ from qhqcnn.quanv import Quanv2d
 
 #: The normalised pixel range of the package's image tensors.
 PIXEL_RANGE = (-1.0, 1.0)
+#: quantum model -> its classical twin (the same network with the quantum part swapped).
+CLASSICAL_TWINS = {"quanv": "quanv-classical", "qcnn": "qcnn-classical"}
+#: classical twin -> the quantum model it stands in for.
+QUANTUM_OF_TWIN = {twin: quantum for quantum, twin in CLASSICAL_TWINS.items()}
 
 
 def spec_template(spec: ModelSpec) -> CircuitTemplate:
-    """The circuit template of a ``quanv`` or ``qcnn`` spec."""
+    """The circuit template of a ``quanv`` or ``qcnn`` spec.
+
+    For a classical twin, the circuit it stands in for (as ``ModelSpec(model="classical")``
+    gives the HQCNN template): its sizes define the twin's layer.
+    """
+    if spec.model in QUANTUM_OF_TWIN:
+        return spec_template(replace(spec, model=QUANTUM_OF_TWIN[spec.model]))
     if spec.model == "quanv":
         return quanv_template(
             spec.window,
@@ -47,12 +77,83 @@ def spec_template(spec: ModelSpec) -> CircuitTemplate:
     raise ConfigError(f"{spec.model!r} is not a quanvolution-family model")
 
 
+def _seeded(seed: int, factory: Callable[[], nn.Module]) -> nn.Module:
+    """``factory()`` with torch's global generator seeded by ``seed`` and then restored, so that
+    the layers built after it are initialised as they would be without it."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return factory()
+
+
+class ClassicalQuanv2d(nn.Module):
+    """The classical twin of :class:`~qhqcnn.quanv.Quanv2d`: ``tanh(Conv2d(1, n_out, k, s))``.
+
+    Every input channel is convolved separately with the same filter (output channel
+    c·n_out + j is filter j on input channel c), as Quanv2d does; tanh bounds the outputs to
+    [−1, 1] like expectation values. ``trainable=False`` freezes the random initial filter.
+    """
+
+    def __init__(
+        self, window: int, stride: int, num_outputs: int, *, trainable: bool, seed: int = 0
+    ) -> None:
+        super().__init__()
+        if window < 1 or stride < 1:
+            raise ConfigError(f"window and stride must be >= 1, got {window} and {stride}")
+        self.window, self.stride, self.num_outputs = window, stride, num_outputs
+        self.conv = _seeded(seed, lambda: nn.Conv2d(1, num_outputs, window, stride=stride))
+        self.conv.requires_grad_(trainable)
+
+    @property
+    def is_fixed(self) -> bool:
+        return not self.conv.weight.requires_grad
+
+    def out_channels(self, in_channels: int) -> int:
+        return in_channels * self.num_outputs
+
+    def out_size(self, size: int) -> int:
+        """Output height/width for an input of height/width ``size``."""
+        if size < self.window:
+            raise ConfigError(f"images of size {size} are smaller than the {self.window} window")
+        return (size - self.window) // self.stride + 1
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = images.shape
+        out = torch.tanh(self.conv(images.reshape(batch * channels, 1, height, width)))
+        return out.reshape(batch, channels * self.num_outputs, *out.shape[-2:])
+
+
+def matched_width(num_inputs: int, num_outputs: int, target: int) -> int:
+    """The hidden width h >= 1 of ``n_in → h → n_out`` (with biases) whose parameter count
+    ``h·(n_in + 1) + n_out·(h + 1)`` is nearest ``target`` (the smaller h on a tie)."""
+    per_unit = num_inputs + 1 + num_outputs
+    return max(1, round((target - num_outputs) / per_unit - 1e-9))
+
+
+class ClassicalQCNNHead(nn.Module):
+    """The classical twin of the QCNN circuit: ``tanh(Linear(h, n_out)) ∘ tanh(Linear(n_in, h))``
+    with h from :func:`matched_width` (outputs in [−1, 1] like ⟨Z⟩, ⟨X⟩)."""
+
+    def __init__(self, num_inputs: int, num_outputs: int, target_parameters: int) -> None:
+        super().__init__()
+        self.num_inputs, self.num_outputs = num_inputs, num_outputs
+        self.hidden = matched_width(num_inputs, num_outputs, target_parameters)
+        self.net = nn.Sequential(
+            nn.Linear(num_inputs, self.hidden),
+            nn.Tanh(),
+            nn.Linear(self.hidden, num_outputs),
+            nn.Tanh(),
+        )
+
+    def forward(self, angles: torch.Tensor) -> torch.Tensor:
+        return self.net(angles)
+
+
 class QuanvNet(nn.Module):
-    """Quanv2d on the image, then a small classical CNN and classifier."""
+    """Quanv2d (or its classical twin) on the image, then a small classical CNN and classifier."""
 
     def __init__(
         self,
-        quanv: Quanv2d,
+        quanv: Quanv2d | ClassicalQuanv2d,
         in_channels: int,
         num_classes: int,
         *,
@@ -82,18 +183,20 @@ class QuanvNet(nn.Module):
 
 
 class QCNNNet(nn.Module):
-    """Classical downsampling → QCNN circuit → linear classifier."""
+    """Classical downsampling → QCNN circuit (or its classical twin) → linear classifier."""
 
     def __init__(
         self,
-        layer: QuantumLayer,
+        layer: QuantumLayer | ClassicalQCNNHead,
         in_channels: int,
         num_classes: int,
         *,
         encoding: str = "amplitude",
+        num_qubits: int | None = None,
     ) -> None:
         super().__init__()
-        num_qubits = layer.template.num_qubits
+        if num_qubits is None:
+            num_qubits = layer.template.num_qubits
         self.encoding = encoding
         if encoding == "amplitude":
             side = round((1 << num_qubits) ** 0.5)
@@ -128,7 +231,12 @@ def build_quanv_family(
     seed: int = 0,
     image_size: int = 28,
 ) -> nn.Module:
-    """Build a ``quanv`` or ``qcnn`` model for ``spec`` on ``backend``."""
+    """Build a ``quanv`` or ``qcnn`` model for ``spec`` on ``backend`` (or a classical twin,
+    which needs no backend)."""
+    if spec.model in QUANTUM_OF_TWIN:
+        return build_classical_twin(
+            spec, in_channels, num_classes, seed=seed, image_size=image_size
+        )
     if backend is None:
         raise ConfigError(f"the {spec.model} model needs an execution backend")
     template = spec_template(spec)
@@ -147,3 +255,42 @@ def build_quanv_family(
         )
     layer = QuantumLayer(template, backend, seed=seed)
     return QCNNNet(layer, in_channels, num_classes, encoding=spec.encoding)
+
+
+def build_classical_twin(
+    spec: ModelSpec,
+    in_channels: int,
+    num_classes: int,
+    *,
+    seed: int = 0,
+    image_size: int = 28,
+) -> nn.Module:
+    """Build ``quanv-classical`` or ``qcnn-classical``: the quantum model's network with its
+    circuit swapped for a classical layer of the same input and output sizes."""
+    template = spec_template(spec)  # the circuit the twin stands in for
+    if spec.model == "quanv-classical":
+        trainable = spec.quanv_filter != "random"
+        head = ClassicalQuanv2d(
+            spec.window,
+            spec.stride,
+            template.num_outputs,
+            trainable=trainable,
+            # a fixed random filter depends on filter_seed only (the same in every run)
+            seed=seed if trainable else spec.filter_seed,
+        )
+        return QuanvNet(head, in_channels, num_classes, image_size=image_size, dropout=spec.dropout)
+    if spec.model == "qcnn-classical":
+        head = _seeded(
+            seed,
+            lambda: ClassicalQCNNHead(
+                template.num_inputs, template.num_outputs, template.num_weights
+            ),
+        )
+        return QCNNNet(
+            head,
+            in_channels,
+            num_classes,
+            encoding=spec.encoding,
+            num_qubits=template.num_qubits,
+        )
+    raise ConfigError(f"{spec.model!r} is not a classical twin of the quanvolution family")

@@ -30,10 +30,10 @@ import numpy as np
 import torch
 from qiskit import qasm3
 
-from qhqcnn.io import atomic_save_npz
+from qhqcnn.io import CACHE_ENV, atomic_save_npz, default_cache_dir
 from qhqcnn.quanv import Quanv2d
 
-CACHE_ENV = "QHQCNN_CACHE_DIR"
+__all__ = ["CACHE_ENV", "default_cache_dir"]
 CACHE_VERSION = 1
 #: Image variants: name -> transform of a (N, C, H, W) batch (matching ``random_flips``).
 VARIANTS = {
@@ -42,12 +42,6 @@ VARIANTS = {
     "v": lambda x: x.flip(-2),
     "hv": lambda x: x.flip(-1).flip(-2),
 }
-
-
-def default_cache_dir() -> Path:
-    """``$QHQCNN_CACHE_DIR`` if set, else ``~/.cache/qhqcnn``."""
-    from_env = os.environ.get(CACHE_ENV)
-    return Path(from_env).expanduser() if from_env else Path.home() / ".cache" / "qhqcnn"
 
 
 def filter_fingerprint(layer: Quanv2d) -> str:
@@ -188,6 +182,9 @@ def precompute_for_trainer(trainer, cache_dir: str | os.PathLike | None = None) 
     config, info = trainer.config, trainer.data.info
     lines = []
     for split, tensors in trainer.data.splits.items():
+        if not isinstance(tensors.images, torch.Tensor):  # memory-mapped MedMNIST+ images
+            lines.append(f"quanv features ({split}): not cached (memory-mapped images)")
+            continue
         variants = tuple(VARIANTS) if split == "train" and config.augment == "flip" else ("none",)
         _, path, hit = cached_features(
             layer,

@@ -3,9 +3,16 @@
 ``qhqcnn reproduce`` trains each model with each seed on the official splits of every dataset
 present in the data directory, evaluates the best-validation checkpoint once on the test split,
 and writes ``results.json`` (every config and number) and ``results.md`` (mean ± std tables,
-published baselines, a paired Wilcoxon signed-rank test of HQCNN vs its classical ablation).
-Cells already finished are reused and interrupted cells resume, so the study can be stopped and
-restarted at any time.
+published baselines, and a paired Wilcoxon signed-rank test of each quantum model vs its
+parameter-matched classical twin: hqcnn↔classical, quanv↔quanv-classical, qcnn↔qcnn-classical,
+for every pair whose both models are in the study). Cells already finished are reused and
+interrupted cells resume, so the study can be stopped and restarted at any time. A fixed
+quanvolution filter's features come from the same on-disk cache as ``qhqcnn train``
+(:mod:`qhqcnn.quanv_cache`).
+
+``finished_only`` tabulates the cells that already have test metrics and trains nothing; the
+others are listed as not run, and each row says how many seeds it has (``n``), so a study can
+report fewer seeds for its expensive cells honestly.
 """
 
 from __future__ import annotations
@@ -22,7 +29,16 @@ from qhqcnn.data import dataset_info, resolve_data_dir
 from qhqcnn.errors import ConfigError
 from qhqcnn.evaluate import evaluate_run
 from qhqcnn.io import atomic_write_json, atomic_write_text, environment_record, read_json
+from qhqcnn.models import MODEL_NAMES, QUANTUM_MODELS
+from qhqcnn.models_quanv import CLASSICAL_TWINS
 from qhqcnn.train import CONFIG_FILE, HISTORY_FILE, Trainer
+
+#: quantum model -> its parameter-matched classical twin (paired in the Wilcoxon test).
+TWINS: dict[str, str] = {"hqcnn": "classical", **CLASSICAL_TWINS}
+METRICS_FILE = "metrics_test.json"
+#: Config keys that may differ between a cell and the study recipe: what the cell is, and how
+#: the machine ran it (not what was trained).
+CELL_KEYS = ("dataset", "seed", "model.model", "threads", "device")
 
 #: MedMNIST v2 (Yang et al., Sci. Data 2023), Table 3, 28×28 test split: (AUC, ACC).
 PUBLISHED_BASELINES: dict[str, dict[str, tuple[float, float]]] = {
@@ -60,8 +76,21 @@ class StudyPlan:
     recipe: TrainConfig = field(default_factory=TrainConfig)
     noise: str | None = None
 
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.models if m not in MODEL_NAMES]
+        if unknown:
+            raise ConfigError(
+                f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODEL_NAMES)}"
+            )
+        if not self.models:
+            raise ConfigError("no model to run")
+
     def cells(self) -> list[tuple[str, str, int]]:
         return [(d, m, s) for d in self.datasets for m in self.models for s in self.seeds]
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """(quantum model, classical twin) pairs whose both models are in the study."""
+        return [(q, c) for q, c in TWINS.items() if q in self.models and c in self.models]
 
 
 def present_datasets(requested: list[str] | None, data_dir: str | None) -> tuple[list, list]:
@@ -90,11 +119,17 @@ def run_cell(
     *,
     data_dir: str | None,
     progress: bool,
+    cache: bool = True,
+    cache_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume, or reuse) one cell and return its test metrics and cost."""
+    """Train (or resume, or reuse) one cell and return its test metrics and cost.
+
+    A fixed quanvolution filter's features are loaded from (or computed into) the on-disk
+    cache in ``cache_dir`` (default as ``qhqcnn train``: ``$QHQCNN_CACHE_DIR``, else
+    ``~/.cache/qhqcnn``) unless ``cache`` is false.
+    """
     run = cell_dir(out, dataset, model, seed)
-    metrics_path = run / "metrics_test.json"
-    if not metrics_path.exists():
+    if not (run / METRICS_FILE).exists():
         if (run / CONFIG_FILE).exists():
             trainer = Trainer.resume(run, data_dir=data_dir, progress=progress)
         else:
@@ -105,11 +140,34 @@ def run_cell(
                 model=replace(plan.recipe.model, model=model),
             )
             trainer = Trainer(config, run, data_dir=data_dir, progress=progress)
+        if cache:
+            from qhqcnn.quanv_cache import precompute_for_trainer
+
+            for line in precompute_for_trainer(trainer, cache_dir):
+                print(line)
         trainer.fit()
         evaluate_run(run, "test", data_dir=data_dir)
+    return read_cell(plan, run, dataset, model, seed, data_dir=data_dir)
+
+
+def read_cell(
+    plan: StudyPlan,
+    run: Path,
+    dataset: str,
+    model: str,
+    seed: int,
+    *,
+    data_dir: str | None,
+    evaluate_noise: bool = True,
+) -> dict[str, Any]:
+    """The record of a finished cell (``metrics_test.json`` present) from its run files.
+
+    With ``plan.noise``, a quantum cell also gets its noisy test metrics: read if already
+    computed, else computed now unless ``evaluate_noise`` is false (then left out).
+    """
     record = read_json(run / CONFIG_FILE)
     history = read_json(run / HISTORY_FILE)
-    metrics = read_json(metrics_path)
+    metrics = read_json(run / METRICS_FILE)
     cell = {
         "dataset": dataset,
         "model": model,
@@ -123,19 +181,64 @@ def run_cell(
         "parameters": record["parameters"],
         "config": record["config"],
     }
-    if plan.noise and model != "classical":
-        noisy = _noisy_metrics(run, plan.noise, data_dir)
-        cell["noisy"] = {"noise": plan.noise, "test_acc": noisy["acc"], "test_auc": noisy["auc"]}
+    differences = recipe_differences(plan.recipe.to_dict(), record["config"])
+    if differences:
+        cell["recipe_differences"] = differences
+    if plan.noise and model in QUANTUM_MODELS:
+        noisy = _noisy_metrics(run, plan.noise, data_dir, compute=evaluate_noise)
+        if noisy is not None:
+            cell["noisy"] = {
+                "noise": plan.noise,
+                "test_acc": noisy["acc"],
+                "test_auc": noisy["auc"],
+            }
     return cell
 
 
-def _noisy_metrics(run: Path, noise: str, data_dir: str | None) -> dict[str, Any]:
+def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and key == "model":
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def recipe_differences(recipe: dict[str, Any], config: dict[str, Any]) -> dict[str, list]:
+    """``{key: [cell value, recipe value]}`` where a reused cell's saved config differs from the
+    study's recipe (keys of :data:`CELL_KEYS` and keys absent on either side are ignored)."""
+    mine, planned = _flatten(config), _flatten(recipe)
+    return {
+        key: [mine[key], planned[key]]
+        for key in mine
+        if key in planned and key not in CELL_KEYS and mine[key] != planned[key]
+    }
+
+
+def cell_status(run: Path) -> str:
+    """Why a cell has no test metrics: ``not started``, ``started, k/N epochs`` (running,
+    interrupted or early-stopped) or ``trained, not evaluated``."""
+    if not (run / CONFIG_FILE).exists():
+        return "not started"
+    planned = read_json(run / CONFIG_FILE).get("config", {}).get("epochs")
+    done = len(read_json(run / HISTORY_FILE)) if (run / HISTORY_FILE).exists() else 0
+    if planned is not None and done >= planned:
+        return "trained, not evaluated"
+    return f"started, {done}/{planned} epochs"
+
+
+def _noisy_metrics(
+    run: Path, noise: str, data_dir: str | None, *, compute: bool = True
+) -> dict[str, Any] | None:
     from qhqcnn.evaluate import result_tag
 
     options = {"noise": noise}
     path = run / f"metrics_test{result_tag('aer', options)}.json"
     if path.exists():
         return read_json(path)
+    if not compute:
+        return None
     return evaluate_run(run, "test", data_dir=data_dir, backend="aer", backend_options=options)
 
 
@@ -154,6 +257,7 @@ def summarize(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "dataset": dataset,
                 "model": model,
                 "n_seeds": len(group),
+                "seeds": sorted(c["seed"] for c in group),
                 "acc_mean": float(acc.mean()),
                 "acc_std": float(acc.std(ddof=ddof)),
                 "auc_mean": float(auc.mean()),
@@ -165,25 +269,35 @@ def summarize(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def paired_test(cells: list[dict[str, Any]], dataset: str, metric: str = "test_auc") -> dict:
-    """Wilcoxon signed-rank test of HQCNN vs classical over seeds (paired by seed)."""
+def paired_test(
+    cells: list[dict[str, Any]],
+    dataset: str,
+    metric: str = "test_auc",
+    *,
+    quantum: str = "hqcnn",
+    classical: str | None = None,
+) -> dict:
+    """Wilcoxon signed-rank test of ``quantum`` vs ``classical`` (default: its twin in
+    :data:`TWINS`) over the seeds both have finished (paired by seed)."""
     from scipy.stats import wilcoxon
 
-    by_seed: dict[str, dict[int, float]] = {"hqcnn": {}, "classical": {}}
+    classical = classical or TWINS[quantum]
+    by_seed: dict[str, dict[int, float]] = {quantum: {}, classical: {}}
     for cell in cells:
         if cell["dataset"] == dataset and cell["model"] in by_seed:
             by_seed[cell["model"]][cell["seed"]] = cell[metric]
-    seeds = sorted(set(by_seed["hqcnn"]) & set(by_seed["classical"]))
+    seeds = sorted(set(by_seed[quantum]) & set(by_seed[classical]))
+    base = {"quantum": quantum, "classical": classical, "metric": metric, "n_pairs": len(seeds)}
     if len(seeds) < 2:
-        return {"metric": metric, "n_pairs": len(seeds), "p_value": None}
-    diff = np.array([by_seed["hqcnn"][s] - by_seed["classical"][s] for s in seeds])
+        return {**base, "p_value": None}
+    diff = np.array([by_seed[quantum][s] - by_seed[classical][s] for s in seeds])
     if np.allclose(diff, 0):
         p_value = 1.0
     else:
         p_value = float(wilcoxon(diff, zero_method="zsplit").pvalue)
     return {
-        "metric": metric,
-        "n_pairs": len(seeds),
+        **base,
+        "seeds": seeds,
         "mean_difference": float(diff.mean()),
         "p_value": p_value,
     }
@@ -200,32 +314,63 @@ def describe_recipe(recipe: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in {**flat, **spec}.items())
 
 
+def _format_seeds(seeds: list[int]) -> str:
+    return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(map(str, seeds))
+
+
+def _not_run_line(entries: list[dict[str, Any]]) -> str:
+    """``Not run …: quanv seed 2 (started, 3/40 epochs), seeds 3, 4 (not started); …``."""
+    by_model: dict[str, dict[str, list[int]]] = {}
+    for entry in entries:
+        by_model.setdefault(entry["model"], {}).setdefault(entry["status"], []).append(
+            entry["seed"]
+        )
+    parts = [
+        f"{model} "
+        + ", ".join(f"{_format_seeds(seeds)} ({status})" for status, seeds in statuses.items())
+        for model, statuses in by_model.items()
+    ]
+    return "Not run (no test metrics yet): " + "; ".join(parts) + "."
+
+
 def render_markdown(study: dict[str, Any]) -> str:
-    """``results.md``: per-dataset tables with baselines and the paired test."""
+    """``results.md``: per-dataset tables with baselines and the paired tests."""
+    finished_only = study.get("finished_only", False)
     lines = [
-        "# Reproduction study: HQCNN vs its classical ablation on MedMNIST (28×28)",
+        "# Reproduction study: quantum models vs their classical twins on MedMNIST (28×28)",
         "",
         f"Produced by `{study['command']}` on {study['finished']}. "
-        f"Seeds: {', '.join(map(str, study['seeds']))}. Test split read once per run "
+        f"Seeds{' planned' if finished_only else ''}: {', '.join(map(str, study['seeds']))}; "
+        "n = seeds finished for that row. Test split read once per run "
         "(best-validation-AUC checkpoint). Raw numbers and every config: `results.json`.",
         "",
         "Recipe (shared by every model): " + describe_recipe(study["recipe"]) + ".",
+        "",
+        "Each quantum model is compared with its parameter-matched classical twin, the same",
+        "network with the quantum part replaced by a classical layer: hqcnn ↔ classical,",
+        "quanv ↔ quanv-classical, qcnn ↔ qcnn-classical.",
         "",
         "Train times are wall-clock on a shared 2-core machine (they include validation and vary",
         "with load); controlled step timings are in `docs/performance.md`.",
         "",
     ]
+    if finished_only:
+        lines += [
+            "Tabulated from the finished cells only (`--finished-only`: nothing was trained).",
+            "",
+        ]
     if study["missing"]:
         lines += [
             f"Not run (file absent from the data directory): {', '.join(study['missing'])}.",
             "",
         ]
+    not_run = study.get("not_run", [])
     for dataset in study["datasets"]:
         rows = [r for r in study["summary"] if r["dataset"] == dataset]
         lines += [
             f"## {dataset}",
             "",
-            "| model | seeds | test ACC (mean ± std) | test AUC (mean ± std) "
+            "| model | n | test ACC (mean ± std) | test AUC (mean ± std) "
             "| params classical / quantum | train wall time / run (median) |",
             "|---|---:|---:|---:|---:|---:|",
         ]
@@ -238,23 +383,44 @@ def render_markdown(study: dict[str, Any]) -> str:
             )
         for name, (auc, acc) in PUBLISHED_BASELINES.get(dataset, {}).items():
             lines.append(f"| {name} (published) | – | {acc:.3f} | {auc:.3f} | – | – |")
-        noisy = [c for c in study["cells"] if c["dataset"] == dataset and "noisy" in c]
-        if noisy:
-            acc = np.mean([c["noisy"]["test_acc"] for c in noisy])
-            auc = np.mean([c["noisy"]["test_auc"] for c in noisy])
+        noisy: dict[str, list[dict[str, Any]]] = {}
+        for c in study["cells"]:
+            if c["dataset"] == dataset and "noisy" in c:
+                noisy.setdefault(c["model"], []).append(c)
+        for model, group in noisy.items():
+            acc = np.mean([c["noisy"]["test_acc"] for c in group])
+            auc = np.mean([c["noisy"]["test_auc"] for c in group])
             lines.append(
-                f"| hqcnn under {noisy[0]['noisy']['noise']} noise | {len(noisy)} "
+                f"| {model} under {group[0]['noisy']['noise']} noise | {len(group)} "
                 f"| {acc:.3f} | {auc:.3f} | – | – |"
             )
-        test = study["paired_tests"].get(dataset)
         lines.append("")
-        if test and test["p_value"] is not None:
-            lines.append(
-                f"Wilcoxon signed-rank, HQCNN vs classical ablation, test AUC paired by seed: "
-                f"mean difference {test['mean_difference']:+.4f}, p = {test['p_value']:.3f} "
-                f"({test['n_pairs']} pairs)."
+        odd = [c for c in study["cells"] if c["dataset"] == dataset and c.get("recipe_differences")]
+        if odd:
+            described = "; ".join(
+                f"{c['model']} seed {c['seed']} ("
+                + ", ".join(f"{k}={v[0]}" for k, v in c["recipe_differences"].items())
+                + ")"
+                for c in odd
             )
-        lines.append("")
+            lines += [f"Cells trained with another recipe than the one above: {described}.", ""]
+        missing_cells = [e for e in not_run if e["dataset"] == dataset]
+        if missing_cells:
+            lines += [_not_run_line(missing_cells), ""]
+        for test in study["paired_tests"].get(dataset, {}).values():
+            pair = f"{test['quantum']} vs {test['classical']}"
+            if test["p_value"] is not None:
+                lines.append(
+                    f"Wilcoxon signed-rank, {pair}, test AUC paired by seed: "
+                    f"mean difference {test['mean_difference']:+.4f}, p = {test['p_value']:.3f} "
+                    f"({test['n_pairs']} pairs)."
+                )
+            else:
+                lines.append(
+                    f"Wilcoxon signed-rank, {pair}: not computed, {test['n_pairs']} seed(s) "
+                    "finished for both (at least 2 needed)."
+                )
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -267,20 +433,57 @@ def run_study(
     docs_path: str | Path | None = None,
     command: str = "qhqcnn reproduce",
     progress: bool = True,
+    finished_only: bool = False,
+    cache: bool = True,
+    cache_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Run every cell of ``plan`` (reusing finished ones) and write the result files."""
+    """Run every cell of ``plan`` (reusing finished ones) and write the result files.
+
+    With ``finished_only``, nothing is trained or evaluated: the cells with test metrics are
+    tabulated and the others listed under ``not_run`` (with their status).
+    """
     if not plan.datasets:
         raise ConfigError("no dataset file found in the data directory; nothing to reproduce")
     out = Path(out)
-    cells = []
+    cells, not_run = [], []
     for dataset, model, seed in plan.cells():
+        run = cell_dir(out, dataset, model, seed)
+        if finished_only:
+            if (run / METRICS_FILE).exists():
+                cells.append(
+                    read_cell(
+                        plan, run, dataset, model, seed, data_dir=data_dir, evaluate_noise=False
+                    )
+                )
+            else:
+                not_run.append(
+                    {
+                        "dataset": dataset,
+                        "model": model,
+                        "seed": seed,
+                        "run": str(run),
+                        "status": cell_status(run),
+                    }
+                )
+            continue
         print(f"== {dataset} / {model} / seed {seed}")
         cells.append(
-            run_cell(plan, out, dataset, model, seed, data_dir=data_dir, progress=progress)
+            run_cell(
+                plan,
+                out,
+                dataset,
+                model,
+                seed,
+                data_dir=data_dir,
+                progress=progress,
+                cache=cache,
+                cache_dir=cache_dir,
+            )
         )
     study = {
         "command": command,
         "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "finished_only": finished_only,
         "datasets": plan.datasets,
         "missing": missing or [],
         "models": plan.models,
@@ -288,11 +491,11 @@ def run_study(
         "noise": plan.noise,
         "recipe": {k: v for k, v in plan.recipe.to_dict().items() if k not in ("dataset", "seed")},
         "cells": cells,
+        "not_run": not_run,
         "summary": summarize(cells),
         "paired_tests": {
-            d: paired_test(cells, d)
+            d: {q: paired_test(cells, d, quantum=q, classical=c) for q, c in plan.pairs()}
             for d in plan.datasets
-            if {"hqcnn", "classical"} <= set(plan.models)
         },
         "published_baselines": {d: PUBLISHED_BASELINES.get(d, {}) for d in plan.datasets},
         "environment": environment_record(),

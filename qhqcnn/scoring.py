@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from qhqcnn.batches import eval_batches
+from qhqcnn.batches import ImageSource, eval_batches
+from qhqcnn.distributed import SINGLE_PROCESS, DistributedContext, gather_rows, shard
 from qhqcnn.metrics import MULTI_LABEL, medmnist_metrics, scores_from_logits
 
 
@@ -29,20 +30,38 @@ class SplitScore:
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+def predict_logits(
+    model: nn.Module,
+    images: ImageSource,
+    batch_size: int,
+    *,
+    rows: slice = slice(None),
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Eval-mode logits (on the CPU) of ``images[rows]``, batch by batch on ``device``."""
     model.eval()
-    return torch.cat([model(batch) for batch in eval_batches(images, batch_size)])
+    outputs = [
+        model(batch.to(device)).cpu() for batch in eval_batches(images, batch_size, rows=rows)
+    ]
+    return torch.cat(outputs) if outputs else torch.empty(0)
 
 
 def score_split(
     model: nn.Module,
-    images: torch.Tensor,
+    images: ImageSource,
     labels: torch.Tensor,
     task: str,
     batch_size: int = 256,
+    *,
+    context: DistributedContext = SINGLE_PROCESS,
+    device: torch.device | str = "cpu",
 ) -> SplitScore:
-    """Loss, ACC and AUC of ``model`` on one split, in eval mode."""
-    logits = predict_logits(model, images, batch_size)
+    """Loss, ACC and AUC of ``model`` on one split, in eval mode. Distributed: each rank
+    predicts its share and all ranks score the gathered predictions (identical results)."""
+    rows = shard(images.shape[0], context)
+    logits = gather_rows(
+        predict_logits(model, images, batch_size, rows=rows, device=device), context
+    )
     loss = float(loss_function(task)(logits, labels))
     y_score = scores_from_logits(logits, task)
     metrics = medmnist_metrics(labels.numpy(), y_score, task)

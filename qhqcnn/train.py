@@ -3,13 +3,18 @@
 Run directory (``--out``)::
 
     config.json      the TrainConfig, data provenance, parameter counts, circuit, environment
-    history.json     one record per finished epoch (train/val loss, ACC, AUC, lr, seconds)
+    history.json     one record per finished epoch (train/val loss, ACC, AUC, lr, seconds of the
+                     epoch and of its training part)
     last.pt          resumable state after the last finished epoch (model, optimizer, RNG, …)
     best.pt          model weights of the epoch with the best validation AUC
     metrics_test.json, predictions_test.npz   written by evaluation at the end
 
 Every file is written atomically. Ctrl-C keeps ``last.pt``; ``--resume`` re-runs the interrupted
 epoch from its start with the saved RNG state, so the result equals an uninterrupted run.
+
+Under ``torchrun`` (:mod:`qhqcnn.distributed`) every rank trains its shard of each global batch
+through DistributedDataParallel; metrics are computed on the predictions gathered from all ranks,
+so every rank takes the same best-checkpoint and early-stopping decisions, and only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -25,10 +30,25 @@ import torch
 from tqdm.auto import tqdm
 
 from qhqcnn.backends import make_backend
-from qhqcnn.batches import epoch_generator, images_to_tensor, labels_to_tensor, train_batches
+from qhqcnn.batches import (
+    ImageSource,
+    MappedImages,
+    images_to_tensor,
+    labels_to_tensor,
+    train_batches,
+)
 from qhqcnn.config import TrainConfig
-from qhqcnn.data import DatasetInfo, Relabel, load_split
-from qhqcnn.errors import RunNotFoundError, TrainingError
+from qhqcnn.data import IMAGE_SIZE, DatasetInfo, Relabel, load_split
+from qhqcnn.distributed import (
+    SINGLE_PROCESS,
+    DistributedContext,
+    convert_batchnorm,
+    gather_rows,
+    init_distributed,
+    resolve_device,
+    wrap_model,
+)
+from qhqcnn.errors import ConfigError, RunNotFoundError, TrainingError
 from qhqcnn.io import atomic_torch_save, atomic_write_json, environment_record, read_json
 from qhqcnn.metrics import medmnist_metrics, scores_from_logits
 from qhqcnn.models import HybridNet, build_model, parameter_counts
@@ -43,7 +63,7 @@ BEST_CHECKPOINT = "best.pt"
 
 @dataclass
 class SplitTensors:
-    images: torch.Tensor
+    images: ImageSource  # float (N, C, H, W) in [-1, 1], in RAM or read on demand (MedMNIST+)
     labels: torch.Tensor
 
 
@@ -56,15 +76,22 @@ class PreparedData:
 def load_data(
     config: TrainConfig, data_dir: str | None, splits: tuple[str, ...] = ("train", "val", "test")
 ) -> PreparedData:
-    """Load the config's dataset (relabelled if asked) as normalised tensors."""
+    """Load the config's dataset (relabelled if asked) as normalised tensors; MedMNIST+ sizes
+    are memory-mapped and converted batch by batch."""
     relabel = Relabel.parse(config.relabel) if config.relabel else None
+    mapped = config.size > IMAGE_SIZE
     tensors, info = {}, None
     for split in splits:
-        data = load_split(config.dataset, split, data_dir, relabel=relabel)
+        data = load_split(
+            config.dataset, split, data_dir, relabel=relabel, size=config.size, mmap=mapped
+        )
         limit = config.max_train if split == "train" else config.max_eval
         images, labels = data.images[:limit], data.labels[:limit]
         info = data.info
-        tensors[split] = SplitTensors(images_to_tensor(images), labels_to_tensor(labels, info.task))
+        tensors[split] = SplitTensors(
+            MappedImages(images) if mapped else images_to_tensor(images),
+            labels_to_tensor(labels, info.task),
+        )
     assert info is not None
     return PreparedData(info=info, splits=tensors)
 
@@ -75,11 +102,28 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def model_for_config(config: TrainConfig, info: DatasetInfo, backend=None) -> HybridNet:
-    """The model a config describes, on ``backend`` (default: the config's own backend)."""
+#: Backends whose quantum engine can run on CUDA (``device`` option).
+CUDA_BACKENDS = ("exact", "aer")
+
+
+def model_for_config(
+    config: TrainConfig, info: DatasetInfo, backend=None, device: torch.device | None = None
+) -> HybridNet:
+    """The model a config describes, on ``backend`` (default: the config's own backend, with its
+    engine on ``device`` when that is CUDA and the backend supports it)."""
     if backend is None and config.model.is_quantum:
-        backend = make_backend(config.backend, **config.backend_options)
-    return build_model(config.model, info.n_channels, info.n_classes, backend, seed=config.seed)
+        options = dict(config.backend_options)
+        if device is not None and device.type == "cuda" and config.backend in CUDA_BACKENDS:
+            options.setdefault("device", "cuda")
+        backend = make_backend(config.backend, **options)
+    return build_model(
+        config.model,
+        info.n_channels,
+        info.n_classes,
+        backend,
+        seed=config.seed,
+        image_size=config.size,
+    )
 
 
 def parameter_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
@@ -112,7 +156,18 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
 
 
-def _describe_run(config: TrainConfig, data: PreparedData, model: HybridNet) -> dict[str, Any]:
+def _rank_generator_seed(seed: int, epoch: int, rank: int) -> int:
+    """Seed of rank ``rank``'s dropout RNG in ``epoch`` (rank 0 keeps the single-process stream)."""
+    return (seed * 1_000_003 + epoch) * 7919 + rank
+
+
+def _describe_run(
+    config: TrainConfig,
+    data: PreparedData,
+    model: HybridNet,
+    context: DistributedContext = SINGLE_PROCESS,
+    device: torch.device | None = None,
+) -> dict[str, Any]:
     info = data.info
     record: dict[str, Any] = {
         "config": config.to_dict(),
@@ -127,6 +182,7 @@ def _describe_run(config: TrainConfig, data: PreparedData, model: HybridNet) -> 
             "n_images": {k: int(v.images.shape[0]) for k, v in data.splits.items()},
         },
         "parameters": parameter_counts(model),
+        "execution": {"device": str(device or "cpu"), **context.describe()},
         "environment": environment_record(),
     }
     head = model.head
@@ -150,12 +206,25 @@ class Trainer:
         self.config = config
         self.out_dir = Path(out_dir)
         self.data_dir = data_dir
-        self.progress = progress
+        self.device = resolve_device(config.device)
+        self.context = init_distributed(self.device)
+        self.progress = progress and self.context.is_main
+        if self.context.enabled and config.batch_size % self.context.world_size:
+            raise ConfigError(
+                f"batch size {config.batch_size} (the global batch) must be divisible by the "
+                f"{self.context.world_size} ranks"
+            )
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
         if config.threads:
             torch.set_num_threads(config.threads)
         self.data = load_data(config, data_dir)
         seed_everything(config.seed)
-        self.model = model_for_config(config, self.data.info)
+        model = model_for_config(config, self.data.info, device=self.device).to(self.device)
+        if self.context.enabled:
+            model = convert_batchnorm(model, self.device)
+        self.model = model
+        self.train_model = wrap_model(model, self.context, self.device)
         self.loss_fn = loss_function(self.data.info.task)
         self.optimizer = torch.optim.AdamW(
             parameter_groups(self.model, config), lr=config.lr, weight_decay=config.weight_decay
@@ -185,6 +254,8 @@ class Trainer:
         return trainer
 
     def _save_checkpoint(self, epoch: int) -> None:
+        if not self.context.is_main:
+            return
         atomic_torch_save(
             self.out_dir / LAST_CHECKPOINT,
             {
@@ -202,7 +273,7 @@ class Trainer:
 
     def _load_checkpoint(self, path: Path) -> None:
         try:
-            state = torch.load(path, weights_only=False)
+            state = torch.load(path, weights_only=False, map_location=self.device)
         except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is the same error
             raise TrainingError(f"cannot read checkpoint {path}: {exc}") from exc
         self.model.load_state_dict(state["model"])
@@ -215,14 +286,22 @@ class Trainer:
 
     # -- training ----------------------------------------------------------------------------
     def _train_epoch(self, epoch: int) -> dict[str, float]:
-        config, train = self.config, self.data.splits["train"]
-        self.model.train()
-        generator = epoch_generator(config.seed, epoch)
+        config, train, context = self.config, self.data.splits["train"], self.context
+        self.train_model.train()
+        if context.rank > 0:  # rank 0 continues the (checkpointed) single-process stream
+            torch.manual_seed(_rank_generator_seed(config.seed, epoch, context.rank))
         batches = train_batches(
-            train.images, train.labels, config.batch_size, generator, augment=config.augment
+            train.images,
+            train.labels,
+            config.batch_size,
+            config.seed,
+            epoch,
+            augment=config.augment,
+            rank=context.rank,
+            world_size=context.world_size,
         )
         n_batches = max(1, train.images.shape[0] // config.batch_size)
-        total_loss, total_seen = 0.0, 0
+        totals = torch.zeros(2, dtype=torch.float64)  # summed loss, images seen
         seen_logits, seen_labels = [], []
         bar = tqdm(
             batches,
@@ -233,9 +312,13 @@ class Trainer:
             unit="batch",
         )
         for step, (images, labels) in enumerate(bar):
-            logits = self.model(images)
+            images, labels = images.to(self.device), labels.to(self.device)
+            logits = self.train_model(images)
             loss = self.loss_fn(logits, labels)
-            if not torch.isfinite(loss):
+            step_loss = loss.detach().to("cpu", torch.float64).reshape(1)
+            if context.enabled:  # every rank stops together on a non-finite loss anywhere
+                torch.distributed.all_reduce(step_loss)
+            if not torch.isfinite(step_loss).all():
                 raise TrainingError(
                     f"non-finite loss ({loss.item()}) at epoch {epoch}, batch {step}; training "
                     f"stopped and the last good checkpoint ({self.out_dir / LAST_CHECKPOINT}, "
@@ -244,31 +327,36 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            total_loss += loss.item() * images.shape[0]
-            total_seen += images.shape[0]
-            seen_logits.append(logits.detach())
-            seen_labels.append(labels)
+            totals += torch.tensor([loss.item() * images.shape[0], images.shape[0]])
+            seen_logits.append(logits.detach().cpu())
+            seen_labels.append(labels.cpu())
             bar.set_postfix(loss=f"{loss.item():.4f}")
+        if context.enabled:
+            torch.distributed.all_reduce(totals)
         # ACC/AUC of the predictions made while training (augmented, dropout on), for the curves.
         task = self.data.info.task
-        scores = scores_from_logits(torch.cat(seen_logits), task)
+        logits_all = gather_rows(torch.cat(seen_logits), context)
+        labels_all = gather_rows(torch.cat(seen_labels), context)
+        scores = scores_from_logits(logits_all, task)
         try:
-            train = medmnist_metrics(torch.cat(seen_labels).numpy(), scores, task)
+            metrics = medmnist_metrics(labels_all.numpy(), scores, task)
         except ValueError:  # a class absent from this epoch's images: AUC is undefined
-            train = {"acc": None, "auc": None}
+            metrics = {"acc": None, "auc": None}
         return {
-            "train_loss": total_loss / max(total_seen, 1),
-            "train_acc": train["acc"],
-            "train_auc": train["auc"],
+            "train_loss": float(totals[0] / max(float(totals[1]), 1.0)),
+            "train_acc": metrics["acc"],
+            "train_auc": metrics["auc"],
         }
 
     def fit(self) -> dict[str, Any]:
         """Train until the last epoch or early stopping; returns the best validation record."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        config = self.config
-        if self.start_epoch == 1:
+        config, main = self.config, self.context.is_main
+        if main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.start_epoch == 1 and main:
             atomic_write_json(
-                self.out_dir / CONFIG_FILE, _describe_run(config, self.data, self.model)
+                self.out_dir / CONFIG_FILE,
+                _describe_run(config, self.data, self.model, self.context, self.device),
             )
         val = self.data.splits["val"]
         for epoch in range(self.start_epoch, config.epochs + 1):
@@ -277,19 +365,30 @@ class Trainer:
             started = time.perf_counter()
             record: dict[str, Any] = {"epoch": epoch, "lr": self.scheduler.get_last_lr()[0]}
             record.update(self._train_epoch(epoch))
+            record["train_seconds"] = time.perf_counter() - started
             self.scheduler.step()
-            score = score_split(self.model, val.images, val.labels, self.data.info.task)
+            score = score_split(
+                self.model,
+                val.images,
+                val.labels,
+                self.data.info.task,
+                context=self.context,
+                device=self.device,
+            )
             record.update({f"val_{k}": v for k, v in score.metrics().items()})
             record["seconds"] = time.perf_counter() - started
             improved = score.auc > self.best_auc
             if improved:
                 self.best_auc, self.best_epoch = score.auc, epoch
+            if improved and main:
                 atomic_torch_save(
                     self.out_dir / BEST_CHECKPOINT,
                     {"epoch": epoch, "model": self.model.state_dict(), "val": score.metrics()},
                 )
             self.history.append(record)
             self._save_checkpoint(epoch)
+            if not main:
+                continue
             (tqdm.write if self.progress else print)(
                 f"epoch {epoch:3d}/{config.epochs}  loss {record['train_loss']:.4f}  "
                 f"val loss {score.loss:.4f} acc {score.acc:.4f} auc {score.auc:.4f}"

@@ -331,3 +331,85 @@ def test_qcnn_trains_one_epoch(tmp_path, breast_dir):
     assert record["parameters"]["quantum"] == 31 and record["parameters"]["classical"] == 10
     assert record["circuit"]["num_inputs"] == 15
     assert (out / "best.pt").exists() and (out / "metrics_test.json").exists()
+
+
+# -- classical twins -------------------------------------------------------------------------
+def _build(spec, seed=0, channels=1):
+    torch.manual_seed(seed)  # as the Trainer does before building
+    backend = EXACT if spec.is_quantum else None
+    return build_model(spec, in_channels=channels, num_classes=2, backend=backend, seed=seed)
+
+
+@pytest.mark.parametrize(
+    ("options", "quanv_head", "twin_head"),
+    [
+        ({}, 0, 0),  # fixed random filter vs frozen random conv: no trainable weights
+        ({"quanv_filter": "trainable"}, 24, 20),  # 3·4·2 circuit weights vs 2×2×4 + 4
+        ({"quanv_filter": "trainable", "layers": 1}, 12, 20),
+    ],
+)
+def test_quanv_twin_parameter_counts(options, quanv_head, twin_head):
+    quantum = parameter_counts(_build(ModelSpec(model="quanv", **options)))
+    twin = parameter_counts(_build(ModelSpec(model="quanv-classical", **options)))
+    assert quantum["quantum"] == quanv_head and twin["quantum"] == 0
+    # everything but the swapped layer is the same network
+    assert twin["total"] - quantum["total"] == twin_head - quanv_head
+    assert abs(twin["total"] - quantum["total"]) <= 8
+
+
+@pytest.mark.parametrize(("encoding", "twin_weights"), [("angle", 31), ("amplitude", 24)])
+def test_qcnn_twin_parameter_counts(encoding, twin_weights):
+    quantum = parameter_counts(_build(ModelSpec(model="qcnn", encoding=encoding)))
+    twin = parameter_counts(_build(ModelSpec(model="qcnn-classical", encoding=encoding)))
+    assert quantum["quantum"] == 31 and twin["quantum"] == 0 and twin["head"] == twin_weights
+    assert twin["total"] - quantum["total"] == twin_weights - 31
+    assert abs(twin["total"] - quantum["total"]) <= 7  # 15 inputs: widths give 24 or 44
+
+
+def test_matched_width():
+    from qhqcnn.models_quanv import matched_width
+
+    assert matched_width(4, 4, 31) == 3  # 4·3 + 3 + 3·4 + 4 = 31
+    assert matched_width(15, 4, 31) == 1  # 24 (h = 2 would give 44)
+    assert matched_width(2, 2, 1) == 1
+
+
+def test_twins_need_no_backend_and_stand_in_for_the_circuit():
+    for quantum, twin in (("quanv", "quanv-classical"), ("qcnn", "qcnn-classical")):
+        spec = ModelSpec(model=twin)
+        assert not spec.is_quantum
+        assert spec.template().name == ModelSpec(model=quantum).template().name
+        model = build_model(spec, 3, 4, None, seed=0)
+        assert not hasattr(model.head, "template")  # no circuit in its run record
+        assert model(torch.rand(2, 3, 28, 28) * 2 - 1).shape == (2, 4)
+
+
+def test_classical_quanv2d_layout_frozen_filter_and_seeds():
+    from qhqcnn.models_quanv import ClassicalQuanv2d
+
+    layer = ClassicalQuanv2d(2, 2, 4, trainable=False, seed=0)
+    images = torch.rand(2, 3, 6, 6) * 2 - 1
+    out = layer(images)
+    assert out.shape == (2, 12, 3, 3) and out.abs().max() <= 1
+    for c in range(3):  # output channel c·n_out + j is filter j on input channel c
+        expected = torch.tanh(layer.conv(images[:, c : c + 1]))
+        torch.testing.assert_close(out[:, 4 * c : 4 * c + 4], expected)
+    assert layer.is_fixed and not any(p.requires_grad for p in layer.parameters())
+    assert layer.out_channels(3) == 12 and layer.out_size(28) == 14
+    # the frozen twin, like the fixed random filter, depends on filter_seed, not the run seed
+    a = _build(ModelSpec(model="quanv-classical"), seed=0).head.conv.weight
+    b = _build(ModelSpec(model="quanv-classical"), seed=1).head.conv.weight
+    c = _build(ModelSpec(model="quanv-classical", filter_seed=1), seed=0).head.conv.weight
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    trainable = _build(ModelSpec(model="quanv-classical", quanv_filter="trainable")).head
+    assert not trainable.is_fixed and trainable.conv.weight.requires_grad
+
+
+@pytest.mark.parametrize(
+    ("quantum", "twin"), [("quanv", "quanv-classical"), ("qcnn", "qcnn-classical")]
+)
+def test_twin_shares_the_initialisation_of_every_other_layer(quantum, twin):
+    a = _build(ModelSpec(model=quantum), seed=3).state_dict()
+    b = _build(ModelSpec(model=twin), seed=3).state_dict()
+    shared = [k for k in a if not k.startswith("head.") and k in b]
+    assert shared and all(torch.equal(a[k], b[k]) for k in shared)

@@ -1,11 +1,15 @@
-"""The reproduction study command on tiny real-data cells: tables, resume, paired test."""
+"""The reproduction study command on tiny real-data cells: tables, resume, paired tests of each
+quantum model vs its classical twin, the quanv feature cache, and ``--finished-only``."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
+
 from qhqcnn.cli import main
-from qhqcnn.reproduce import paired_test, summarize
+from qhqcnn.errors import ConfigError
+from qhqcnn.reproduce import StudyPlan, paired_test, summarize
 
 TINY = ["--epochs", "1", "--max-train", "32", "--max-eval", "32", "--batch-size", "16"]
 
@@ -22,9 +26,12 @@ def test_reproduce_writes_tables_and_reuses_finished_cells(tmp_path, breast_dir,
     assert len(study["cells"]) == 4
     assert {(c["model"], c["seed"]) for c in study["cells"]} == {
         ("hqcnn", 0), ("hqcnn", 1), ("classical", 0), ("classical", 1)}
-    assert study["paired_tests"]["breastmnist"]["n_pairs"] == 2
+    test = study["paired_tests"]["breastmnist"]["hqcnn"]
+    assert test["n_pairs"] == 2 and (test["quantum"], test["classical"]) == ("hqcnn", "classical")
+    assert study["not_run"] == [] and not study["finished_only"]
     markdown = docs.read_text()
     assert "ResNet-18 (28) (published)" in markdown and "| hqcnn | 2 |" in markdown
+    assert "Wilcoxon signed-rank, hqcnn vs classical, test AUC paired by seed" in markdown
     assert "dermamnist" in markdown  # listed as not run
     assert json.loads(docs.with_suffix(".json").read_text())["seeds"] == [0, 1]
 
@@ -47,3 +54,98 @@ def test_summary_and_paired_test():
     test = paired_test(cells, "d")
     assert test["n_pairs"] == 5 and abs(test["mean_difference"] - 0.1) < 1e-12
     assert abs(test["p_value"] - 0.0625) < 1e-9  # all 5 differences positive: exact p = 2/32
+
+
+def test_each_quantum_model_is_paired_with_its_twin():
+    cells = [_cell("quanv", s, 0.6) for s in range(4)]
+    cells += [_cell("quanv-classical", s, 0.7 + 0.01 * s) for s in range(3)]  # seeds 0-2 only
+    cells += [_cell("classical", s, 0.9) for s in range(4)]  # not quanv's twin: never paired
+    test = paired_test(cells, "d", quantum="quanv")
+    assert (test["quantum"], test["classical"]) == ("quanv", "quanv-classical")
+    assert test["n_pairs"] == 3 and test["seeds"] == [0, 1, 2]
+    assert abs(test["mean_difference"] + 0.11) < 1e-12
+    assert paired_test(cells, "d", quantum="qcnn")["n_pairs"] == 0  # no qcnn-classical cells
+    plan = StudyPlan(["d"], ["hqcnn", "quanv", "qcnn", "qcnn-classical", "quanv-classical"], [0])
+    assert plan.pairs() == [("quanv", "quanv-classical"), ("qcnn", "qcnn-classical")]
+    with pytest.raises(ConfigError, match="unknown model"):
+        StudyPlan(["d"], ["hqcnn", "qunav"], [0])
+
+
+QUANV_FAMILY = "quanv,quanv-classical,qcnn,qcnn-classical"
+
+
+def test_reproduce_quanv_family_uses_the_cache_and_finished_only(tmp_path, breast_dir, capsys):
+    out, docs, cache = tmp_path / "study", tmp_path / "results.md", tmp_path / "cache"
+    base = ["reproduce", "--datasets", "breastmnist", "--models", QUANV_FAMILY, "--out", str(out),
+            "--docs", str(docs), "--data-dir", breast_dir, "--no-progress",
+            "--cache-dir", str(cache), *TINY]  # fmt: skip
+    assert main([*base, "--seeds", "2"]) == 0
+    printed = capsys.readouterr().out
+    # the fixed filter's features: computed once (train, val, test), then cache hits
+    assert printed.count("quanv features") == 6
+    assert printed.count("computed") == 3 and printed.count("cache hit") == 3
+    assert len(list((cache / "quanv").glob("breastmnist-*.npz"))) == 3
+    study = json.loads((out / "results.json").read_text())
+    assert len(study["cells"]) == 8
+    params = {c["model"]: c["parameters"] for c in study["cells"]}
+    assert params["quanv"]["total"] == params["quanv-classical"]["total"]  # 0 trainable in head
+    assert params["qcnn"]["total"] == params["qcnn-classical"]["total"]  # 31 vs 31
+    assert params["qcnn"]["quantum"] == 31 and params["qcnn-classical"]["quantum"] == 0
+    tests = study["paired_tests"]["breastmnist"]
+    assert set(tests) == {"quanv", "qcnn"}
+    assert tests["quanv"]["classical"] == "quanv-classical" and tests["quanv"]["n_pairs"] == 2
+    assert tests["qcnn"]["classical"] == "qcnn-classical" and tests["qcnn"]["n_pairs"] == 2
+    markdown = docs.read_text()
+    assert "| quanv-classical | 2 |" in markdown and "quanv vs quanv-classical" in markdown
+
+    # one twin cell loses its metrics, another seed is half-trained: --finished-only with 3
+    # seeds trains nothing and reports each row's seed count and what is not run
+    (out / "breastmnist" / "qcnn-classical" / "seed1" / "metrics_test.json").unlink()
+    partial = out / "breastmnist" / "quanv" / "seed2"
+    partial.mkdir(parents=True)
+    (partial / "config.json").write_text(json.dumps({"config": {"epochs": 40}}))
+    (partial / "history.json").write_text(json.dumps([{"epoch": 1}, {"epoch": 2}]))
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    assert main([*base, "--seeds", "3", "--finished-only"]) == 0
+    assert "7 finished cells tabulated; not run: 5" in capsys.readouterr().out
+    changed = {p for p, t in stamps.items() if p.stat().st_mtime_ns != t}
+    assert {p.name for p in changed} <= {"results.json", "results.md"}
+    assert not (out / "breastmnist" / "quanv-classical" / "seed2").exists()
+    study = json.loads((out / "results.json").read_text())
+    assert study["finished_only"] and study["seeds"] == [0, 1, 2]
+    assert {(c["model"], c["seed"]) for c in study["not_run"]} == {
+        ("quanv", 2), ("quanv-classical", 2), ("qcnn", 2), ("qcnn-classical", 1),
+        ("qcnn-classical", 2)}  # fmt: skip
+    status = {(c["model"], c["seed"]): c["status"] for c in study["not_run"]}
+    assert status[("quanv", 2)] == "started, 2/40 epochs"
+    assert status[("qcnn-classical", 1)] == "trained, not evaluated"
+    assert status[("qcnn-classical", 2)] == "not started"
+    rows = {r["model"]: r for r in study["summary"]}
+    assert rows["qcnn-classical"]["n_seeds"] == 1 and rows["qcnn-classical"]["seeds"] == [0]
+    assert rows["quanv"]["n_seeds"] == 2
+    tests = study["paired_tests"]["breastmnist"]
+    assert tests["qcnn"]["n_pairs"] == 1 and tests["qcnn"]["p_value"] is None
+    markdown = docs.read_text()
+    assert "| qcnn-classical | 1 |" in markdown and "| quanv | 2 |" in markdown
+    assert "Not run (no test metrics yet): quanv seed 2 (started, 2/40 epochs);" in markdown
+    assert "qcnn-classical seed 1 (trained, not evaluated), seed 2 (not started)." in markdown
+    assert "qcnn vs qcnn-classical: not computed, 1 seed(s)" in markdown
+    assert "another recipe" not in markdown
+
+    # a reused cell trained with another recipe is flagged, not silently mixed in
+    assert main([*base, "--seeds", "1", "--finished-only", "--lr", "0.002"]) == 0
+    study = json.loads((out / "results.json").read_text())
+    assert all(c["recipe_differences"] == {"lr": [0.001, 0.002]} for c in study["cells"])
+    assert "Cells trained with another recipe than the one above: quanv seed 0 (lr=0.001)" in (
+        docs.read_text()
+    )
+
+
+def test_recipe_differences_ignore_what_a_cell_is_and_how_it_ran():
+    from qhqcnn.reproduce import recipe_differences
+
+    recipe = {"dataset": "a", "seed": 0, "epochs": 40, "threads": 1, "new_key": 1,
+              "model": {"model": "hqcnn", "layers": 2}}  # fmt: skip
+    cell = {"dataset": "b", "seed": 3, "epochs": 40, "threads": None,
+            "model": {"model": "quanv", "layers": 1}}  # fmt: skip
+    assert recipe_differences(recipe, cell) == {"model.layers": [1, 2]}

@@ -106,6 +106,16 @@ def _transpile_once(
     return hit[1]
 
 
+def aer_device(requested: str) -> str:
+    """Aer's simulation device for the requested torch device: ``"GPU"`` for ``cuda`` when this
+    qiskit-aer build has one (the qiskit-aer-gpu package), else ``"CPU"``."""
+    if requested != "cuda":
+        return "CPU"
+    from qiskit_aer import AerSimulator
+
+    return "GPU" if "GPU" in AerSimulator().available_devices() else "CPU"
+
+
 class AerBackend(ExecutionBackend):
     """Noisy (or noiseless) simulation of the device's ISA circuit on its active qubits."""
 
@@ -218,6 +228,7 @@ class AerBackend(ExecutionBackend):
         backend_options: dict[str, Any] = {"method": "statevector"}
         if self.noise_model is not None:
             backend_options = {"method": "density_matrix", "noise_model": self.noise_model}
+        backend_options["device"] = aer_device(self.device)
         return EstimatorV2(
             options={
                 "default_precision": 0.0,
