@@ -336,6 +336,13 @@ def _reproduce_parser(sub) -> None:
         help="where to write the Markdown table (results JSON goes beside it)",
     )
     p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="run the (dataset, model, seed) cells in this many worker processes "
+        "(each with --threads torch threads)",
+    )
+    p.add_argument(
         "--finished-only",
         action="store_true",
         help="train nothing: tabulate the cells that have test metrics, list the others as "
@@ -380,6 +387,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         finished_only=args.finished_only,
         cache=not args.no_cache,
         cache_dir=args.cache_dir,
+        workers=args.workers,
     )
     if study["not_run"]:
         print(f"{len(study['cells'])} finished cells tabulated; not run: {len(study['not_run'])}")

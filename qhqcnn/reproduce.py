@@ -424,6 +424,41 @@ def render_markdown(study: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _run_cells_in_parallel(
+    plan: StudyPlan,
+    out: Path,
+    workers: int,
+    *,
+    data_dir: str | None,
+    cache: bool,
+    cache_dir: str | Path | None,
+) -> list[dict[str, Any]]:
+    """Every cell of ``plan`` in ``workers`` spawned processes; results in plan order. A failing
+    cell does not stop the others (they finish and stay reusable); its error is raised after."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = [
+            pool.submit(
+                run_cell,
+                plan,
+                out,
+                dataset,
+                model,
+                seed,
+                data_dir=data_dir,
+                progress=False,
+                cache=cache,
+                cache_dir=cache_dir,
+            )
+            for dataset, model, seed in plan.cells()
+        ]
+        print(f"== {len(futures)} cells in {workers} worker processes")
+        return [future.result() for future in futures]
+
+
 def run_study(
     plan: StudyPlan,
     out: str | Path,
@@ -436,50 +471,59 @@ def run_study(
     finished_only: bool = False,
     cache: bool = True,
     cache_dir: str | Path | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Run every cell of ``plan`` (reusing finished ones) and write the result files.
 
     With ``finished_only``, nothing is trained or evaluated: the cells with test metrics are
-    tabulated and the others listed under ``not_run`` (with their status).
+    tabulated and the others listed under ``not_run`` (with their status). ``workers`` > 1 runs
+    the cells in that many worker processes (no progress bars); the tables are the same.
     """
     if not plan.datasets:
         raise ConfigError("no dataset file found in the data directory; nothing to reproduce")
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}")
     out = Path(out)
     cells, not_run = [], []
-    for dataset, model, seed in plan.cells():
-        run = cell_dir(out, dataset, model, seed)
-        if finished_only:
-            if (run / METRICS_FILE).exists():
-                cells.append(
-                    read_cell(
-                        plan, run, dataset, model, seed, data_dir=data_dir, evaluate_noise=False
-                    )
-                )
-            else:
-                not_run.append(
-                    {
-                        "dataset": dataset,
-                        "model": model,
-                        "seed": seed,
-                        "run": str(run),
-                        "status": cell_status(run),
-                    }
-                )
-            continue
-        print(f"== {dataset} / {model} / seed {seed}")
-        cells.append(
-            run_cell(
-                plan,
-                out,
-                dataset,
-                model,
-                seed,
-                data_dir=data_dir,
-                progress=progress,
-                cache=cache,
-                cache_dir=cache_dir,
-            )
+    if workers > 1 and not finished_only:
+        cells = _run_cells_in_parallel(
+            plan, out, workers, data_dir=data_dir, cache=cache, cache_dir=cache_dir
         )
+    else:
+        for dataset, model, seed in plan.cells():
+            run = cell_dir(out, dataset, model, seed)
+            if finished_only:
+                if (run / METRICS_FILE).exists():
+                    cells.append(
+                        read_cell(
+                            plan, run, dataset, model, seed, data_dir=data_dir, evaluate_noise=False
+                        )
+                    )
+                else:
+                    not_run.append(
+                        {
+                            "dataset": dataset,
+                            "model": model,
+                            "seed": seed,
+                            "run": str(run),
+                            "status": cell_status(run),
+                        }
+                    )
+                continue
+            print(f"== {dataset} / {model} / seed {seed}")
+            cells.append(
+                run_cell(
+                    plan,
+                    out,
+                    dataset,
+                    model,
+                    seed,
+                    data_dir=data_dir,
+                    progress=progress,
+                    cache=cache,
+                    cache_dir=cache_dir,
+                )
+            )
     study = {
         "command": command,
         "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

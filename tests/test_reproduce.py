@@ -149,3 +149,19 @@ def test_recipe_differences_ignore_what_a_cell_is_and_how_it_ran():
     cell = {"dataset": "b", "seed": 3, "epochs": 40, "threads": None,
             "model": {"model": "quanv", "layers": 1}}  # fmt: skip
     assert recipe_differences(recipe, cell) == {"model.layers": [1, 2]}
+
+
+def test_cells_in_worker_processes_equal_the_serial_study(tmp_path, breast_dir, capsys):
+    def study(name, *extra):
+        out = tmp_path / name
+        args = ["reproduce", "--datasets", "breastmnist", "--models", "hqcnn,classical",
+                "--seeds", "2", "--out", str(out), "--docs", str(tmp_path / f"{name}.md"),
+                "--data-dir", breast_dir, "--threads", "1", "--no-progress", *TINY, *extra]
+        assert main(args) == 0
+        cells = json.loads((out / "results.json").read_text())["cells"]
+        return {(c["model"], c["seed"]): (c["test_acc"], c["test_auc"]) for c in cells}
+
+    assert study("parallel", "--workers", "2") == study("serial")
+    capsys.readouterr()
+    assert main(["reproduce", "--workers", "0", "--data-dir", breast_dir, *TINY]) == 2
+    assert "workers must be >= 1" in capsys.readouterr().err
