@@ -197,7 +197,8 @@ def _train_parser(sub) -> None:
     p.add_argument(
         "--model",
         default="hqcnn",
-        help="hqcnn (default), classical (ablation), quanv (quanvolution), qcnn",
+        help="hqcnn (default), classical (its ablation), quanv (quanvolution), qcnn, and the "
+        "quanvolution family's classical twins quanv-classical, qcnn-classical",
     )
     p.add_argument("--seed", type=int, default=0)
     add_recipe_arguments(p)

@@ -75,11 +75,11 @@ def evaluate_run(
 
 def format_metrics_table(results: list[dict[str, Any]]) -> str:
     """A plain-text table of evaluation results."""
-    header = f"{'dataset':<16}{'model':<11}{'backend':<22}{'split':<7}{'n':>6}{'ACC':>8}{'AUC':>8}"
+    header = f"{'dataset':<16}{'model':<16}{'backend':<22}{'split':<7}{'n':>6}{'ACC':>8}{'AUC':>8}"
     lines = [header, "-" * len(header)]
     for r in results:
         lines.append(
-            f"{r['dataset']:<16}{r['model']:<11}{r['backend']:<22}{r['split']:<7}"
+            f"{r['dataset']:<16}{r['model']:<16}{r['backend']:<22}{r['split']:<7}"
             f"{r['n_images']:>6}{r['acc']:>8.4f}{r['auc']:>8.4f}"
         )
     return "\n".join(lines)

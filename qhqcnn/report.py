@@ -142,11 +142,11 @@ def write_figures(run: RunFiles, split: str = "test") -> dict[str, str]:
 
 
 def run_template(run: RunFiles):
-    """The circuit template of a quantum run (``None`` for the classical ablation)."""
+    """The circuit template of a quantum run (``None`` for a classical ablation or twin)."""
     from qhqcnn.train import run_dir_config
 
     config = run_dir_config(run.run_dir)
-    return config.model.template() if config.model.model != "classical" else None
+    return config.model.template() if config.model.is_quantum else None
 
 
 def write_circuit_figure(template, folder: Path) -> str:
