@@ -12,12 +12,15 @@ re-indexed to them (``AerBackend.prepare``). "forward+gradient" is ``EstimatorQN
   and scaled linearly to the batch (the number of PUBs is linear in it);
 * Aer ``EstimatorV2`` + ``BroadcastParamShiftGradient`` (``engine="aer"``): all shifted sets of
   the batch in ONE PUB;
-* the torch density-matrix engine (``engine="density"``): exact values, autograd gradients;
+* the torch density-matrix engine (``engine="density"``): exact values, adjoint gradients;
 * for context, the noiseless exact statevector engine (``--backend exact``).
 
 Then one full HQCNN training step (backbone + quantum layer + head, forward, loss, backward,
-AdamW step) on a batch of real BreastMNIST images: exact vs noisy (both noisy engines).
-Times are medians of ``--repeats`` runs (a single run for rows over 10 s).
+AdamW step) on a batch of real BreastMNIST images: exact vs noisy (both noisy engines), and the
+quantum layer's own ``forward`` and ``backward`` on both engines.
+Times are medians of ``--repeats`` runs (a single run for rows over 10 s); the quantum-layer and
+the exact/density training-step rows are medians of ``--step-repeats`` runs, taking turns after
+a warm-up. ``--skip-aer`` leaves out the Aer rows (minutes) for a quick check.
 """
 
 from __future__ import annotations
@@ -51,6 +54,20 @@ def timed(run: Callable[[], object], repeats: int) -> float:
         if times[0] > 10:
             break
     return statistics.median(times)
+
+
+def interleaved(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each run, after one warm-up each, the runs taking turns (so that all
+    of them see the same load on a shared machine)."""
+    for run in runs.values():
+        run()
+    times: dict[str, list[float]] = {label: [] for label in runs}
+    for _ in range(repeats):
+        for label, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[label].append(time.perf_counter() - start)
+    return {label: statistics.median(values) for label, values in times.items()}
 
 
 def qnn_step(qnn, x: np.ndarray, w: np.ndarray) -> Callable[[], object]:
@@ -103,6 +120,8 @@ def main() -> None:
     parser.add_argument("--qml-samples", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data-dir", default=os.environ.get("QHQCNN_DATA_DIR"))
+    parser.add_argument("--step-repeats", type=int, default=10, help="training steps timed")
+    parser.add_argument("--skip-aer", action="store_true", help="leave out the Aer rows")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     template = hqcnn_template()
@@ -119,60 +138,84 @@ def main() -> None:
     print(
         f"{args.device}: layout {info['layout']}, {info['two_qubit_gates']} two-qubit gates, "
         f"depth {info['depth']}, simulated on {info['simulated_qubits']} qubits; "
-        f"torch threads {torch.get_num_threads()}"
+        f"torch threads {torch.get_num_threads()}; load average "
+        + ", ".join(f"{load:.2f}" for load in os.getloadavg())
     )
 
     rows: list[tuple[str, float, str]] = []
-    aer_estimator = AerEstimator(
-        options={"backend_options": {"method": "density_matrix", "noise_model": aer.noise_model}}
-    )
-    qml = EstimatorQNN(
-        circuit=prepared.circuit,
-        observables=list(prepared.observables),
-        input_params=list(prepared.input_params),
-        weight_params=list(prepared.weight_params),
-        estimator=aer_estimator,
-        gradient=ParamShiftEstimatorGradient(aer_estimator),
-        input_gradients=True,
-        default_precision=0.0,
-    )
-    small = x[: args.qml_samples]
-    seconds = timed(qnn_step(qml, small, w), 1) * args.batch / args.qml_samples
-    rows.append(
-        (
-            "qiskit-ml ParamShift on Aer EstimatorV2 (one PUB per shift)",
-            seconds,
-            f"timed on {args.qml_samples} image(s), scaled x{args.batch / args.qml_samples:g}",
+    if not args.skip_aer:
+        aer_estimator = AerEstimator(
+            options={
+                "backend_options": {"method": "density_matrix", "noise_model": aer.noise_model}
+            }
         )
-    )
-    for label, backend in (
-        ("Aer EstimatorV2 + broadcast param-shift (one PUB)", aer),
-        ("density-matrix engine, autograd (torch)", density),
-        ("noiseless exact engine (context)", exact),
-    ):
+        qml = EstimatorQNN(
+            circuit=prepared.circuit,
+            observables=list(prepared.observables),
+            input_params=list(prepared.input_params),
+            weight_params=list(prepared.weight_params),
+            estimator=aer_estimator,
+            gradient=ParamShiftEstimatorGradient(aer_estimator),
+            input_gradients=True,
+            default_precision=0.0,
+        )
+        small = x[: args.qml_samples]
+        seconds = timed(qnn_step(qml, small, w), 1) * args.batch / args.qml_samples
+        rows.append(
+            (
+                "qiskit-ml ParamShift on Aer EstimatorV2 (one PUB per shift)",
+                seconds,
+                f"timed on {args.qml_samples} image(s), scaled x{args.batch / args.qml_samples:g}",
+            )
+        )
+    engines = [("density-matrix engine, adjoint (torch)", density)]
+    engines.append(("noiseless exact engine (context)", exact))
+    if not args.skip_aer:
+        engines.insert(0, ("Aer EstimatorV2 + broadcast param-shift (one PUB)", aer))
+    layers = {}
+    for label, backend in engines:
         qnn = build_qnn(backend.prepare(template), backend)
+        layers[label] = qnn
         rows.append((label, timed(qnn_step(qnn, x, w), args.repeats), "measured"))
 
-    reference = rows[2][1]
+    reference = next(seconds for label, seconds, _ in rows if label.startswith("density"))
     print(f"\nnoisy QNN forward+gradient, batch {args.batch} ({args.device} noise model)")
     print(f"| path | ms per batch of {args.batch} | ratio to density engine | how |")
     print("|---|---:|---:|---|")
     for label, seconds, how in rows:
         print(f"| {label} | {seconds * 1e3:,.0f} | {_ratio(seconds / reference)} | {how} |")
 
+    layer_runs = {}
+    for label in ("density-matrix engine, adjoint (torch)", "noiseless exact engine (context)"):
+        qnn = layers[label]
+        layer_runs[(label, "forward")] = lambda q=qnn: q.forward(x, w)
+        layer_runs[(label, "backward")] = lambda q=qnn: q.backward(x, w)
+    layer_times = interleaved(layer_runs, args.step_repeats)
+    print(f"\nquantum layer alone, batch {args.batch}: EstimatorQNN forward and backward")
+    print("| engine | forward ms | backward ms |")
+    print("|---|---:|---:|")
+    for label in ("density-matrix engine, adjoint (torch)", "noiseless exact engine (context)"):
+        forward, backward = layer_times[(label, "forward")], layer_times[(label, "backward")]
+        print(f"| {label} | {forward * 1e3:,.1f} | {backward * 1e3:,.1f} |")
+
     images, labels, source = load_batch(args.batch, args.data_dir)
-    steps = []
-    for label, backend in (
-        ("exact (noiseless) engine", make_backend("exact")),
-        (f"aer density engine, {args.device} noise", density),
-        (f"aer EstimatorV2 + broadcast, {args.device} noise", aer),
-    ):
-        steps.append((label, timed(training_step(backend, images, labels), args.repeats)))
-    print(f"\nHQCNN training step, batch {args.batch} of {source}")
+    exact_label = "exact (noiseless) engine"
+    step_runs = {
+        exact_label: training_step(make_backend("exact"), images, labels),
+        f"aer density engine, {args.device} noise": training_step(density, images, labels),
+    }
+    steps = interleaved(step_runs, args.step_repeats)
+    if not args.skip_aer:
+        label = f"aer EstimatorV2 + broadcast, {args.device} noise"
+        steps[label] = timed(training_step(aer, images, labels), args.repeats)
+    print(
+        f"\nHQCNN training step, batch {args.batch} of {source} "
+        f"(median of {args.step_repeats}, exact and density interleaved)"
+    )
     print("| backend | ms per step | ratio to exact |")
     print("|---|---:|---:|")
-    for label, seconds in steps:
-        print(f"| {label} | {seconds * 1e3:,.0f} | {_ratio(seconds / steps[0][1])} |")
+    for label, seconds in steps.items():
+        print(f"| {label} | {seconds * 1e3:,.0f} | {_ratio(seconds / steps[exact_label])} |")
 
 
 if __name__ == "__main__":

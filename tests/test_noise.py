@@ -8,9 +8,16 @@ import json
 import numpy as np
 import pytest
 from qiskit import QuantumCircuit
+from qiskit.circuit import Parameter
 from qiskit.primitives import StatevectorEstimator
-from qiskit.quantum_info import SparsePauliOp, Statevector
+from qiskit.quantum_info import SparseObservable, SparsePauliOp, Statevector
 from qiskit_aer import AerSimulator
+from qiskit_aer.noise import (
+    NoiseModel,
+    amplitude_damping_error,
+    depolarizing_error,
+    thermal_relaxation_error,
+)
 
 from qhqcnn.backends import make_backend
 from qhqcnn.circuits import hqcnn_template
@@ -261,6 +268,178 @@ def test_broadcast_gradient_sends_one_pub(device_backends, template, monkeypatch
     rng = np.random.default_rng(2)
     qnn.backward(rng.uniform(-1, 1, (3, 4)), template.init_weights(rng))
     assert calls == [1]
+
+
+# -- density engine: adjoint gradients, fused programs -------------------------------------------
+def _density():
+    if not density_engine_available():
+        pytest.skip("density engine unavailable")
+    from qhqcnn.noise import density
+
+    return density
+
+
+def _mixed_circuit(aer_gates_only: bool = False) -> QuantumCircuit:
+    """3 qubits, parameters shared between gates, every kind of parameterized step: RZ (phase),
+    RX, RZZ, CP, CRX (exp), U, R, CU (generic); CRX and CU only where Aer is not the reference
+    (its density-matrix method has neither)."""
+    a, b, c, d, e = (Parameter(name) for name in "abcde")
+    circuit = QuantumCircuit(3)
+    circuit.h(0)
+    circuit.sx(1)
+    circuit.x(2)
+    circuit.rx(a, 0)
+    circuit.u(b, 0.3, c, 1)
+    circuit.cx(0, 1)
+    circuit.rzz(d, 1, 2)
+    circuit.rz(a, 2)
+    circuit.cp(e, 2, 0)
+    if not aer_gates_only:
+        circuit.crx(b, 1, 2)
+    circuit.r(c, 0.4 * d, 1)
+    circuit.cz(1, 2)
+    circuit.sx(0)
+    if not aer_gates_only:
+        circuit.cu(a, d, 0.2, e, 0, 2)
+    circuit.rz(e, 1)
+    circuit.sx(2)
+    circuit.h(1)
+    circuit.rz(1.3 * a - e, 0)
+    return circuit
+
+
+def _mixed_noise():
+    """Depolarizing + thermal + amplitude damping (non-unital), all-qubit and local errors."""
+    one = depolarizing_error(0.02, 1).compose(thermal_relaxation_error(50e-6, 40e-6, 1e-6))
+    model = NoiseModel()
+    model.add_all_qubit_quantum_error(one, ["rx", "u", "r", "sx", "h", "x"])
+    two = ["cx", "rzz", "cp", "crx", "cu", "cz"]
+    model.add_all_qubit_quantum_error(depolarizing_error(0.05, 2), two)
+    model.add_quantum_error(amplitude_damping_error(0.1), ["sx"], [0])
+    damping = amplitude_damping_error(0.05).tensor(amplitude_damping_error(0.2))
+    model.add_quantum_error(depolarizing_error(0.1, 2).compose(damping), ["cz"], [1, 2])
+    return model
+
+
+MIXED_OBSERVABLES = [
+    SparsePauliOp(["ZII", "IXY", "YZX"], [0.5, -1.2, 0.3]),
+    SparsePauliOp(["XXI", "III", "ZZZ"], [1.0, 0.25, -0.7]),
+    SparsePauliOp(["IIZ"]),
+]
+
+
+def _mixed_rows(case: str) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    rows = rng.uniform(-np.pi, np.pi, (5, 5))
+    if case == "shared a":  # the first gate is the same for all rows
+        rows[:, 0] = rows[0, 0]
+    elif case == "only e varies":  # rows differ only from the middle of the circuit on
+        rows[:, :4] = rows[0, :4]
+    elif case == "identical":
+        rows[:] = rows[0]
+    elif case == "one row":
+        rows = rows[:1]
+    return rows
+
+
+@pytest.mark.filterwarnings("ignore:.*overrides previously defined")
+@pytest.mark.parametrize("case", ["all vary", "shared a", "only e varies", "identical", "one row"])
+def test_adjoint_gradients_equal_autograd(case):
+    density = _density()
+    circuit = _mixed_circuit()
+    noisy = density.build_noisy_program(circuit, _mixed_noise())
+    kinds = {step.kind for step in noisy.steps}
+    assert kinds == {"const", "phase", "exp", "generic"}
+    weights = density.pauli_weights(MIXED_OBSERVABLES, 3)
+    rows = _mixed_rows(case)
+    values, grads = density.simulate(noisy, rows, weights, gradient=True)
+    plain, _ = density.simulate(noisy, rows, weights)
+    ref_values, ref_grads = density._simulate_autograd(noisy, rows, weights)
+    assert grads.shape == (len(rows), 3, 5) and np.abs(ref_grads).max() > 0.1
+    np.testing.assert_allclose(values, ref_values, atol=1e-12, rtol=0)
+    np.testing.assert_allclose(plain, ref_values, atol=1e-12, rtol=0)
+    np.testing.assert_allclose(grads, ref_grads, atol=1e-10, rtol=0)
+
+
+@pytest.mark.filterwarnings("ignore:.*overrides previously defined")
+def test_fused_mixed_circuit_matches_aer():
+    density = _density()
+    circuit, model = _mixed_circuit(aer_gates_only=True), _mixed_noise()
+    fused = density.build_noisy_program(circuit, model)
+    unfused = density.build_noisy_program(circuit, model, fuse=0)
+    assert len(fused.steps) < len(unfused.steps)
+    weights = density.pauli_weights(MIXED_OBSERVABLES, 3)
+    rows = _mixed_rows("all vary")[:3]
+    values, _ = density.simulate(fused, rows, weights)
+    np.testing.assert_allclose(values, density.simulate(unfused, rows, weights)[0], atol=1e-13)
+    reference = []
+    for row in rows:
+        bound = circuit.assign_parameters(dict(zip(circuit.parameters, row, strict=True)))
+        for k, observable in enumerate(MIXED_OBSERVABLES):
+            bound.save_expectation_value(observable, qubits=range(3), label=f"o{k}")
+        result = AerSimulator(method="density_matrix", noise_model=model).run(bound).result()
+        reference.append([result.data(0)[f"o{k}"] for k in range(len(MIXED_OBSERVABLES))])
+    np.testing.assert_allclose(values, np.array(reference), atol=1e-8, rtol=0)
+
+
+def test_fusion_shrinks_the_device_program(device_backends, rng_values):
+    density = _density()
+    backend, prepared = device_backends["aer"]
+    fused = density.build_noisy_program(prepared.circuit, backend.noise_model)
+    unfused = density.build_noisy_program(prepared.circuit, backend.noise_model, fuse=0)
+    parametric = [step for step in fused.steps if step.ptm is None]
+    assert len(parametric) == sum(step.ptm is None for step in unfused.steps) == 72
+    assert {step.kind for step in parametric} == {"phase"}  # the ISA's parameterized RZ
+    assert len(fused.steps) < 0.4 * len(unfused.steps)
+    assert max(len(step.qubits) for step in fused.steps) == 2
+    rows = _rows(prepared.circuit, rng_values)
+    weights = density.pauli_weights(prepared.observables, fused.num_qubits)
+    np.testing.assert_allclose(
+        density.simulate(fused, rows, weights)[0],
+        density.simulate(unfused, rows, weights)[0],
+        atol=1e-13,
+    )
+
+
+def test_pauli_weights_read_sparse_observables_directly():
+    density = _density()
+    ops = [SparsePauliOp(["IXYZ", "ZZII", "IIII", "XIIX", "XIIX"], [1.0, -0.5, 2.0, 0.25, 0.5])]
+    ops.append(SparsePauliOp(["YYYY"], [-1.5]))
+    sparse = [SparseObservable.from_sparse_pauli_op(op) for op in ops]
+    sparse.append(SparseObservable.from_label("+0IZ"))  # projectors: through SparsePauliOp
+    ops.append(SparsePauliOp.from_sparse_observable(sparse[-1]))
+    direct = density.pauli_weights(sparse, 4).numpy()
+    np.testing.assert_array_equal(direct, density.pauli_weights(ops, 4).numpy())
+    assert direct[0, 0] == 2.0 and direct[0, 3 + 4 * 2 + 16 * 1] == 1.0  # Z on 0, Y on 1, X on 2
+    assert direct[0, 1 + 64] == 0.75 and direct[1, 170] == -1.5
+    with pytest.raises(BackendError, match="complex"):
+        density.pauli_weights([SparseObservable.from_sparse_pauli_op(SparsePauliOp("Z", 1j))], 1)
+
+
+@pytest.mark.filterwarnings("ignore:.*overrides previously defined")
+def test_density_gradient_selects_parameters_and_validates():
+    density = _density()
+    circuit = _mixed_circuit()
+    gradient = density.DensityMatrixGradient(density.DensityMatrixEstimator(_mixed_noise()))
+    rows = _mixed_rows("all vary")[:2]
+    observable = MIXED_OBSERVABLES[0]
+    a, b, c, d, e = circuit.parameters
+    job = gradient.run([circuit] * 2, [observable] * 2, rows, [None, [e, a]])
+    result = job.result()
+    full = density.simulate(
+        density.build_noisy_program(circuit, _mixed_noise()),
+        rows,
+        density.pauli_weights([observable], 3),
+        gradient=True,
+    )[1][:, 0]
+    np.testing.assert_allclose(result.gradients[0], full[0], atol=1e-12)
+    np.testing.assert_allclose(result.gradients[1], full[1, [4, 0]], atol=1e-12)
+    assert list(result.metadata[0]["parameters"]) == [a, b, c, d, e]
+    assert list(result.metadata[1]["parameters"]) == [e, a]
+    with pytest.raises(ValueError, match="number of circuits"):
+        gradient.run([circuit] * 2, [observable], rows)
+    with pytest.raises(ValueError, match="not present"):
+        gradient.run([circuit], [observable], rows[:1], [[Parameter("z")]])
 
 
 # -- command line ---------------------------------------------------------------------------------

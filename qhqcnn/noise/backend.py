@@ -9,10 +9,14 @@ simulated, on 4–6 instead of 127–156 qubits.
 Engines (``engine=``):
 
 * ``"density"``: the vectorized torch density-matrix engine (:mod:`qhqcnn.noise.density`), exact
-  noisy values and autograd gradients for the whole batch (needs :mod:`qhqcnn.engine`);
+  noisy values and adjoint gradients for the whole batch (needs :mod:`qhqcnn.engine`); it runs
+  on the CPU whatever ``device`` says (4ⁿ-dimensional states of a few qubits: no GPU gain);
 * ``"aer"``: Aer ``EstimatorV2`` (``method="density_matrix"`` under noise, exact expectations)
   with :class:`~qhqcnn.noise.gradient.BroadcastParamShiftGradient` (one PUB per backward);
 * ``"auto"`` (default): ``"density"`` when available, else ``"aer"``.
+
+``device="cuda"`` makes the ``"aer"`` engine simulate on the GPU when the installed qiskit-aer
+has one (qiskit-aer-gpu), else on the CPU.
 
 ``shots=N`` samples every expectation value with N shots (binomial, :mod:`.sampling`) in the
 forward pass and in the parameter-shift evaluations of the gradient, as a device would.
@@ -222,7 +226,7 @@ class AerBackend(ExecutionBackend):
         if self.engine == "density":
             from qhqcnn.noise.density import DensityMatrixEstimator
 
-            return DensityMatrixEstimator(self.noise_model, device=self.device)
+            return DensityMatrixEstimator(self.noise_model)
         from qiskit_aer.primitives import EstimatorV2
 
         backend_options: dict[str, Any] = {"method": "statevector"}

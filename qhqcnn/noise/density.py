@@ -1,4 +1,4 @@
-"""Vectorized density-matrix simulation in torch: exact noisy values and autograd gradients.
+"""Vectorized density-matrix simulation in torch: exact noisy values and adjoint gradients.
 
 The unitary part comes from the exact engine's compiled :class:`~qhqcnn.engine.Program` (gate
 models, qubits, the affine parameter → angle map); the noise from the (re-indexed) Aer noise model,
@@ -7,21 +7,29 @@ one, else the all-qubit error of ``name``; error terms of probability ≤ 1e-10 
 
 States are density matrices in the Pauli (Liouville) representation: the real vector
 r_P = Tr(P ρ) over the 4ⁿ Pauli strings, stored as an ``(R, 4, …, 4)`` tensor for a batch of R
-parameter rows. Gates and channels are real Pauli transfer matrices on their qubits (constant gates
-fused with their noise, and with each other when consecutive on the same qubits), so evolution is
-one small real GEMM per step and ⟨P⟩ is read off r directly.
+parameter rows. Gates and channels are real Pauli transfer matrices on their qubits, so evolution
+is one small real GEMM per step and ⟨P⟩ is read off r directly. Constant gates are fused with
+their noise and then with each other into blocks of up to two qubits wherever the circuit's order
+allows (:func:`fuse_blocks`; a parameterized gate is a barrier on its own qubits only): the
+528-instruction FakeTorino ISA circuit of the HQCNN template runs as 165 steps, 72 of them RZ.
 
 Readout errors are NOT applied, exactly like Aer's ``EstimatorV2`` (``save_expectation_value``
 measures nothing); ``AerBackend(readout=True)`` folds them into the observables instead.
-Gradients: torch autograd of all observables with respect to all gate angles of the batch at once
-(``is_grads_batched``), pulled back to the circuit parameters by the program's angle map.
+Gradients: the adjoint method (:func:`_adjoint`), one forward pass of the states and one reverse
+sweep of the co-states of all observables at once, with dT/da of every parameterized gate exact
+(a constant generator for ``exp(−iaH)`` gates, the gate model's generators otherwise); vectors
+stay shared (batch 1) where all rows agree, so with angle-encoded inputs at the start of the
+circuit only the state carries the batch. Pulled back to the circuit parameters by the program's
+angle map. :func:`_simulate_autograd` (torch autograd through :func:`evolve`) is the reference.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import weakref
 from collections.abc import Iterable, Sequence
+from copy import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,15 +39,18 @@ from qiskit.primitives import BaseEstimatorV2
 from qiskit.primitives.containers import DataBin, EstimatorPubLike, PrimitiveResult, PubResult
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
 from qiskit.providers import Options
-from qiskit.quantum_info import SparsePauliOp, SuperOp
+from qiskit.quantum_info import SparseObservable, SparsePauliOp, SuperOp
+from qiskit.quantum_info.operators.base_operator import BaseOperator
 from qiskit_aer.noise import NoiseModel
 from qiskit_machine_learning.gradients import BaseEstimatorGradient, EstimatorGradientResult
 
 from qhqcnn.engine import ControlledGate, ExponentialGate, FixedGate, UGate, compile_circuit
 from qhqcnn.engine.batching import index_by_identity, unique_rows
 from qhqcnn.engine.compile import IGNORED
-from qhqcnn.engine.estimator import parameter_table
-from qhqcnn.engine.jobs import InlineJob
+from qhqcnn.engine.estimator import coerce_pubs, parameter_table
+from qhqcnn.engine.gradient import _rows as gradient_rows
+from qhqcnn.engine.gradient import _validate as validate_gradient_arguments
+from qhqcnn.engine.jobs import InlineAlgorithmJob, InlineJob
 from qhqcnn.engine.program import Program
 from qhqcnn.engine.resolve import resolve
 from qhqcnn.errors import BackendError
@@ -152,16 +163,29 @@ def torch_ptms(unitaries: torch.Tensor, paulis: torch.Tensor) -> torch.Tensor:
 
 
 # -- the noisy program ----------------------------------------------------------------------------
+#: Constant steps (gates fused with their noise) are multiplied into blocks of at most this many
+#: qubits: a 16×16 PTM costs about as much to apply as a 4×4 one, a 64×64 one several times more.
+MAX_FUSED_QUBITS = 2
+
+#: Kinds of parameterized steps: ``phase`` (one-qubit diagonal ``exp(−iaH)``, RZ/P: a rotation of
+#: the qubit's X/Y Pauli components), ``exp`` (any other ``exp(−iaH)``: dT/da = L·T with a constant
+#: generator L), ``generic`` (U gates, …: dT/da from the gate model's generators, per row).
+PARAMETRIC_KINDS = ("phase", "exp", "generic")
+
+
 @dataclass(eq=False)
 class Step:
-    """A constant PTM (gate and its noise, fused), or a parameterized gate and its noise PTM."""
+    """A constant PTM (gates and their noise, fused), or one parameterized gate (noiseless: the
+    noise Aer applies after it is the next, constant, step)."""
 
     qubits: tuple[int, ...]
     ptm: torch.Tensor | None = None  # constant (m², m²)
     model: object = None
     slots: tuple[int, ...] = ()
-    noise: torch.Tensor | None = None  # applied after a parameterized gate
     paulis: torch.Tensor | None = None  # (m², m, m) complex, for parameterized gates
+    kind: str = "const"  # or one of PARAMETRIC_KINDS
+    generator: torch.Tensor | None = None  # ``exp``/``phase``: real (m², m²) L, dT/da = L T
+    scale: float = 0.0  # ``phase``: the X/Y rotation angle is scale · a
 
 
 @dataclass(frozen=True, eq=False)
@@ -176,19 +200,127 @@ class NoisyProgram:
         return self.program.num_qubits
 
 
-def build_noisy_program(circuit: QuantumCircuit, model: NoiseModel | None) -> NoisyProgram:
+def ptm_generator(hamiltonian: np.ndarray) -> np.ndarray:
+    """Real PTM L of ρ ↦ −i[H, ρ], so that d/da PTM(exp(−iaH)) = L · PTM(exp(−iaH))."""
+    eye = np.eye(hamiltonian.shape[0])
+    return ptm_of_superop(-1j * (np.kron(hamiltonian, eye) - np.kron(eye, hamiltonian.T)))
+
+
+def embed_ptm(ptm: np.ndarray, qubits: Sequence[int], target: Sequence[int]) -> np.ndarray:
+    """A PTM on ``qubits`` as the PTM on ``target`` (a superset; identity on the other qubits)."""
+    if tuple(qubits) == tuple(target):
+        return ptm
+    k = len(target)
+    basis = torch.eye(4**k, dtype=torch.float64).reshape((4**k,) + (4,) * k)
+    local = [list(target).index(q) for q in qubits]
+    images = _apply_const(basis, torch.as_tensor(ptm), local)  # images[b] = PTM · e_b
+    return images.reshape(4**k, 4**k).T.numpy().copy()
+
+
+def _exponential_hamiltonian(model) -> np.ndarray | None:
+    """H of a one-angle gate that is exactly ``exp(−iaH)`` (also controlled), else None."""
+    if isinstance(model, ExponentialGate):
+        return model.hamiltonian
+    if isinstance(model, ControlledGate) and _exponential_hamiltonian(model.base) is not None:
+        return 1j * model.constant_generators[0]  # generator −iH embedded in the block
+    return None
+
+
+def _parametric_step(op, paulis: torch.Tensor) -> Step:
+    step = Step(op.qubits, model=op.model, slots=op.slots, paulis=paulis, kind="generic")
+    hamiltonian = _exponential_hamiltonian(op.model)
+    if hamiltonian is None:
+        return step
+    h = np.asarray(hamiltonian)
+    step.generator = torch.as_tensor(ptm_generator(h))
+    step.kind = "exp"
+    if len(op.qubits) == 1 and h[0, 1] == 0 and h[1, 0] == 0:
+        step.kind = "phase"  # RZ(φ) up to a global phase, φ = scale · a
+        step.scale = float((h[0, 0] - h[1, 1]).real)
+    return step
+
+
+@dataclass(eq=False)
+class _Block:
+    """A step while the program is being fused: constant PTM (numpy) or a parameterized op."""
+
+    qubits: tuple[int, ...]
+    ptm: np.ndarray | None = None
+    op: object = None
+
+
+def _merge(first: _Block, then: _Block, limit: int) -> _Block | None:
+    """``then ∘ first`` as one constant block, if both are constant and fit in ``limit`` qubits."""
+    if first.ptm is None or then.ptm is None:
+        return None
+    union = tuple(sorted(set(first.qubits) | set(then.qubits)))
+    if len(union) > limit:
+        return None
+    ptm = embed_ptm(then.ptm, then.qubits, union) @ embed_ptm(first.ptm, first.qubits, union)
+    return _Block(union, ptm)
+
+
+def fuse_blocks(blocks: list[_Block], limit: int = MAX_FUSED_QUBITS) -> list[_Block]:
+    """Multiply constant blocks together where the circuit's order allows it.
+
+    A constant block moves back to just after the latest earlier block that shares a qubit with
+    it (everything in between acts on other qubits, so commutes with it) and is multiplied into
+    that block when the latter is constant and the union has at most ``limit`` qubits; then the
+    same forwards (into the earliest later block sharing a qubit). Parameterized gates are
+    barriers on their own qubits only. Repeated until nothing changes. Each error channel stays
+    right after its own gate, so the product is exactly Aer's sequence of operations.
+    """
+    blocks = list(blocks)
+    changed = True
+    while changed:
+        changed = False
+        out: list[_Block] = []
+        for block in blocks:  # backwards moves
+            target = _last_overlap(out, block.qubits)
+            merged = None if target is None else _merge(out[target], block, limit)
+            if merged is None:
+                out.append(block)
+            else:
+                out[target] = merged
+                changed = True
+        rev: list[_Block] = []
+        for block in reversed(out):  # forwards moves
+            target = _last_overlap(rev, block.qubits)
+            merged = None if target is None else _merge(block, rev[target], limit)
+            if merged is None:
+                rev.append(block)
+            else:
+                rev[target] = merged
+                changed = True
+        blocks = rev[::-1]
+    return blocks
+
+
+def _last_overlap(blocks: list[_Block], qubits: tuple[int, ...]) -> int | None:
+    wanted = set(qubits)
+    for i in range(len(blocks) - 1, -1, -1):
+        if wanted.intersection(blocks[i].qubits):
+            return i
+    return None
+
+
+def build_noisy_program(
+    circuit: QuantumCircuit, model: NoiseModel | None, *, fuse: int = MAX_FUSED_QUBITS
+) -> NoisyProgram:
     """Compile ``circuit`` with the engine and attach the errors of ``model`` to its ops.
 
-    Consecutive constant steps on the same qubits are multiplied into one.
+    Every instruction becomes its gate followed by its error (Aer's order); constant gates carry
+    their error in one PTM, a parameterized gate is followed by a constant step for its error.
+    Constant steps are then fused into blocks of at most ``fuse`` qubits (:func:`fuse_blocks`;
+    ``fuse=0`` keeps one step per gate).
     """
     program = compile_circuit(circuit)
     noisy = model is not None and not model.is_ideal()
     keys = _instruction_keys(circuit) if noisy else [None] * len(program.ops)
     if len(keys) != len(program.ops):
         raise BackendError("compiled program and circuit instructions do not align")
-    steps: list[Step] = []
+    blocks: list[_Block] = []
     noise_ptms: dict[int, np.ndarray] = {}
-    pauli_tensors: dict[int, torch.Tensor] = {}
     for op, key in zip(program.ops, keys, strict=True):
         error = instruction_error(model, *key) if key is not None else None
         if error is not None and id(error) not in noise_ptms:
@@ -196,26 +328,23 @@ def build_noisy_program(circuit: QuantumCircuit, model: NoiseModel | None) -> No
         noise = noise_ptms[id(error)] if error is not None else None
         if op.is_fixed:
             ptm = ptm_of_unitary(op.model.matrix)
-            if noise is not None:
-                ptm = noise @ ptm
-            last = steps[-1] if steps else None
-            if last is not None and last.ptm is not None and last.qubits == op.qubits:
-                last.ptm = torch.as_tensor(ptm) @ last.ptm
-            else:
-                steps.append(Step(op.qubits, ptm=torch.as_tensor(ptm)))
+            blocks.append(_Block(op.qubits, ptm if noise is None else noise @ ptm))
             continue
-        k = len(op.qubits)
+        blocks.append(_Block(op.qubits, op=op))
+        if noise is not None:
+            blocks.append(_Block(op.qubits, noise))
+    if fuse:
+        blocks = fuse_blocks(blocks, fuse)
+    pauli_tensors: dict[int, torch.Tensor] = {}
+    steps: list[Step] = []
+    for block in blocks:
+        if block.op is None:
+            steps.append(Step(block.qubits, ptm=torch.as_tensor(block.ptm)))
+            continue
+        k = len(block.qubits)
         if k not in pauli_tensors:
             pauli_tensors[k] = torch.as_tensor(pauli_matrices(k), dtype=DTYPE)
-        steps.append(
-            Step(
-                op.qubits,
-                model=op.model,
-                slots=op.slots,
-                noise=None if noise is None else torch.as_tensor(noise),
-                paulis=pauli_tensors[k],
-            )
-        )
+        steps.append(_parametric_step(block.op, pauli_tensors[k]))
     return NoisyProgram(program, tuple(steps))
 
 
@@ -244,22 +373,230 @@ _CACHE = _ProgramCache()
 
 
 # -- evolution ------------------------------------------------------------------------------------
+# Pauli vectors are tensors (..., 4, …, 4) whose last n axes are the qubits, qubit q on axis −1 − q
+# (so the flat index is Σ p_q 4^q): states (B, 4, …, 4), co-states (B, M, 4, …, 4), where the
+# batch B is 1 while every row still shares the same vector and R (the rows) after that.
+def _local_axes(qubits: Sequence[int]) -> list[int]:
+    return [-1 - q for q in reversed(qubits)]  # most significant local digit first
+
+
+def _apply_const(x: torch.Tensor, ptm: torch.Tensor, qubits: Sequence[int]) -> torch.Tensor:
+    """Constant local PTM ``(m², m²)`` on ``qubits`` of every vector in ``x``: one GEMM."""
+    axes, front = _local_axes(qubits), list(range(len(qubits)))
+    t = x.movedim(axes, front)
+    shape = t.shape
+    return (ptm @ t.reshape(ptm.shape[1], -1)).reshape(shape).movedim(front, axes)
+
+
+def _apply_rows(x: torch.Tensor, ptm: torch.Tensor, qubits: Sequence[int]) -> torch.Tensor:
+    """Per-row local PTMs ``(R, m², m²)`` on ``x (1 or R, …)``: one batched GEMM."""
+    if x.shape[0] != ptm.shape[0]:
+        x = x.expand((ptm.shape[0],) + x.shape[1:])
+    axes, front = _local_axes(qubits), list(range(1, len(qubits) + 1))
+    t = x.movedim(axes, front)
+    shape = t.shape
+    out = torch.bmm(ptm, t.reshape(ptm.shape[0], ptm.shape[1], -1))
+    return out.reshape(shape).movedim(front, axes)
+
+
+#: One-qubit PTM of a rotation by φ about Z: _KEEP + cos φ · _TURN_COS + sin φ · _TURN_SIN.
+_KEEP = torch.diag(torch.tensor([1.0, 0.0, 0.0, 1.0], dtype=torch.float64))
+_TURN_COS = torch.diag(torch.tensor([0.0, 1.0, 1.0, 0.0], dtype=torch.float64))
+_TURN_SIN = torch.tensor(
+    [[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, -1.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]],
+    dtype=torch.float64,
+)
+
+
+def _step_ptms(step: Step, angles: torch.Tensor) -> torch.Tensor:
+    """``(B, m², m²)`` PTMs of a parameterized step for angles ``(B, num_angles)``."""
+    if step.kind == "phase":  # X' = cos φ X − sin φ Y, Y' = sin φ X + cos φ Y
+        phi = (angles[:, 0] * step.scale)[:, None, None]
+        return _KEEP + torch.cos(phi) * _TURN_COS + torch.sin(phi) * _TURN_SIN
+    return torch_ptms(torch_matrices(step.model, angles), step.paulis)
+
+
+def _apply(x: torch.Tensor, ptm: torch.Tensor, qubits: Sequence[int]) -> torch.Tensor:
+    """``x`` through a local PTM, shared ``(m², m²)`` or per row ``(R, m², m²)``."""
+    return _apply_const(x, ptm, qubits) if ptm.dim() == 2 else _apply_rows(x, ptm, qubits)
+
+
+def _parametric_ptms(
+    steps: Sequence[Step], angles: torch.Tensor
+) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+    """Angles ``(1 or R, k)`` and PTMs of every parameterized step, by step index: the PTM is
+    ``(m², m²)`` when all rows share the step's angles, else ``(R, m², m²)``. Shared RZ-like
+    steps are built all at once."""
+    varies = (angles != angles[:1]).any(dim=0).numpy()
+    local: dict[int, torch.Tensor] = {}
+    ptms: dict[int, torch.Tensor] = {}
+    phases: list[int] = []
+    for i, step in enumerate(steps):
+        if step.ptm is not None:
+            continue
+        slots = list(step.slots)
+        local[i] = angles[:, slots] if varies[slots].any() else angles[:1, slots]
+        if step.kind == "phase" and local[i].shape[0] == 1:
+            phases.append(i)
+            continue
+        ptm = _step_ptms(step, local[i])
+        ptms[i] = ptm[0] if ptm.shape[0] == 1 else ptm
+    if phases:
+        scale = torch.tensor([steps[i].scale for i in phases], dtype=torch.float64)
+        phi = (angles[0, [steps[i].slots[0] for i in phases]] * scale)[:, None, None]
+        table = _KEEP + torch.cos(phi) * _TURN_COS + torch.sin(phi) * _TURN_SIN
+        ptms.update(zip(phases, table, strict=True))
+    return local, ptms
+
+
+def _ptm_derivatives(step: Step, angles: torch.Tensor) -> torch.Tensor:
+    """``(B, num_angles, m², m²)`` d PTM / d angle from the gate model's generators
+    G_k = U† dU/da_k: dR_ij = 2 Re Tr(P_i U G_k P_j U†) / m."""
+    values = angles.numpy()
+    u = torch.as_tensor(step.model.matrices(values), dtype=DTYPE)  # (B, m, m)
+    du = u[:, None] @ torch.as_tensor(step.model.generators(values), dtype=DTYPE)
+    paulis = step.paulis
+    images = du[:, :, None] @ paulis[None, None] @ u.conj().transpose(-1, -2)[:, None, None]
+    return 2 * torch.einsum("iab,rkjba->rkij", paulis, images).real / u.shape[-1]
+
+
+def _pair(costate: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+    """⟨λ_m, v⟩ for co-states ``(1 or R, M, K)`` and vectors ``(1 or R, K)``: ``(1 or R, M)``."""
+    if costate.shape[0] == 1:
+        return vectors @ costate[0].T
+    return (costate @ vectors[..., None])[..., 0]
+
+
+def _step_gradients(
+    step: Step,
+    angles: torch.Tensor,
+    before: torch.Tensor,
+    after: torch.Tensor,
+    costate: torch.Tensor,
+) -> list[torch.Tensor]:
+    """dF_m/da_k = ⟨λ_m, (dT/da_k) r⟩ for each angle of a parameterized step, each ``(B, M)``:
+    ``before``/``after`` are the states around the step, ``costate`` λ = ∂F/∂(state after)."""
+    lam = costate.reshape(costate.shape[0], costate.shape[1], -1)
+    if step.generator is not None:  # exp(−iaH) gates: dT/da = L · T
+        moved = _apply_const(after, step.generator, step.qubits)
+        return [_pair(lam, moved.reshape(moved.shape[0], -1))]
+    derivatives = _ptm_derivatives(step, angles)  # (B, k, m², m²)
+    grads = []
+    for k in range(derivatives.shape[1]):
+        d = derivatives[:, k]
+        moved = (
+            _apply_const(before, d[0], step.qubits)
+            if d.shape[0] == 1
+            else _apply_rows(before, d, step.qubits)
+        )
+        grads.append(_pair(lam, moved.reshape(moved.shape[0], -1)))
+    return grads
+
+
+def _to_local(x: torch.Tensor, qubits: Sequence[int], n: int) -> torch.Tensor:
+    """Vectors ``x (…, 4, …, 4)`` as ``(m², …, K)``: the Pauli digits of ``qubits`` first, all
+    leading axes as one (a view, no copy, when ``x`` is the output of a step on ``qubits``)."""
+    k = len(qubits)
+    t = x.movedim(_local_axes(qubits), list(range(k)))
+    return t.reshape(1 << (2 * k), math.prod(x.shape[: x.dim() - n]), -1)
+
+
+#: The Pauli digits (X, Y) that the derivative of a one-qubit Z rotation touches.
+_XY = slice(1, 3)
+
+
+def _shared_derivatives(
+    step: Step, angles: torch.Tensor, costate: torch.Tensor, n: int
+) -> list[tuple[torch.Tensor, slice, bool]]:
+    """For a step whose angles ``(1, k)`` all rows share, and a shared co-state ``(1, M, …)``:
+    per angle, μ_k = (dT/da_k)ᵀ λ in the step's local frame ``(digits, M, K)`` (only the local
+    Pauli ``digits`` where it can be non-zero) and whether it pairs with the state after the step
+    (``exp``/``phase``: dT/da = L T) or before it, so that dF/da_k = ⟨μ_k, r⟩."""
+    if step.generator is not None:
+        moved = _apply_const(costate, step.generator.mT, step.qubits)
+        digits = _XY if step.kind == "phase" else slice(None)
+        return [(_to_local(moved, step.qubits, n)[digits], digits, True)]
+    derivatives = _ptm_derivatives(step, angles)[0]  # (k, m², m²)
+    return [
+        (_to_local(_apply_const(costate, d.mT, step.qubits), step.qubits, n), slice(None), False)
+        for d in derivatives
+    ]
+
+
+def _adjoint(
+    noisy: NoisyProgram, angles: torch.Tensor, weights: torch.Tensor, gradient: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Values ``(R, M)`` and, with ``gradient``, d values / d angles ``(R, M, S)``.
+
+    Vectors are shared (batch 1) while every row has the same history: the state up to the first
+    gate whose angles differ between rows, the co-states λ of the observables back from the end
+    to the last such gate (``split``). So:
+
+    1. the observables go backwards from the end to ``split`` (shared, cheap); with gradients,
+       each parameterized gate there leaves μ_k = (dT/da_k)ᵀ λ;
+    2. the state goes forwards; after ``split`` (gradients only) every parameterized gate's
+       gradient is ⟨μ_k, r⟩, one small GEMM, and no per-row state is kept;
+    3. values: ⟨λ, r⟩ at ``split``; gradients before ``split``: a reverse sweep of the per-row
+       co-states through the states kept there.
+
+    Values alone with at least as many observables as rows go forwards to the end instead.
+    """
+    n, rows, num_obs = noisy.num_qubits, angles.shape[0], weights.shape[0]
+    grads = torch.zeros((rows, num_obs, angles.shape[1]), dtype=torch.float64)
+    if num_obs == 0:
+        return torch.zeros((rows, 0), dtype=torch.float64), grads if gradient else None
+    steps = noisy.steps
+    local, ptms = _parametric_ptms(steps, angles)
+    matrices = [step.ptm if step.ptm is not None else ptms[i] for i, step in enumerate(steps)]
+    last = max((i for i, a in local.items() if a.shape[0] > 1), default=-1)
+    split = last + 1 if gradient or num_obs < rows else len(steps)
+    costate = weights.reshape((1, num_obs) + (4,) * n)
+    pending: dict[int, list[tuple[torch.Tensor, slice, bool]]] = {}
+    for i in range(len(steps) - 1, split - 1, -1):
+        step = steps[i]
+        if gradient and step.ptm is None:
+            pending[i] = _shared_derivatives(step, local[i], costate, n)
+        costate = _apply_const(costate, matrices[i].mT, step.qubits)
+    state = initial_state(1, n)
+    saved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    values = None
+    for i, step in enumerate(steps):
+        if i == split:
+            values = _pair(costate.reshape(1, num_obs, -1), state.reshape(state.shape[0], -1))
+            if not gradient:
+                break
+        before, state = state, _apply(state, matrices[i], step.qubits)
+        if not gradient or step.ptm is not None:
+            continue
+        if i < split:
+            saved[i] = (before, state)
+            continue
+        for slot, (mu, digits, with_after) in zip(step.slots, pending.pop(i), strict=True):
+            r = _to_local(state if with_after else before, step.qubits, n)[digits]
+            grads[:, :, slot] += torch.bmm(r, mu.mT).sum(0)  # Σ over the local digits
+    if values is None:  # split == len(steps)
+        values = _pair(costate.reshape(1, num_obs, -1), state.reshape(state.shape[0], -1))
+    values = values.expand(rows, num_obs)
+    if not gradient:
+        return values, None
+    for i in range(split - 1, -1, -1):  # per-row co-states through the kept states
+        step = steps[i]
+        if step.ptm is None:
+            before, after = saved.pop(i)
+            derivatives = _step_gradients(step, local[i], before, after, costate)
+            for slot, grad in zip(step.slots, derivatives, strict=True):
+                grads[:, :, slot] += grad
+        if i:
+            costate = _apply(costate, matrices[i].mT, step.qubits)
+    return values, grads
+
+
 def apply_ptm(r: torch.Tensor, ptm: torch.Tensor, qubits: Sequence[int], n: int) -> torch.Tensor:
     """Pauli vectors ``r (R, 4, …, 4)`` (axis 1 + n − 1 − q is qubit q) through a local PTM,
     constant ``(m², m²)`` or per row ``(R, m², m²)``, on ``qubits``."""
-    k = len(qubits)
-    axes = [n - q for q in reversed(qubits)]  # most significant local digit first
-    if ptm.dim() == 2:  # one GEMM over the whole batch
-        front = list(range(k))
-        t = r.movedim(axes, front)
-        shape = t.shape
-        out = (ptm @ t.reshape(1 << (2 * k), -1)).reshape(shape)
-        return out.movedim(front, axes)
-    front = list(range(1, k + 1))
-    t = r.movedim(axes, front)
-    shape = t.shape
-    out = torch.bmm(ptm, t.reshape(r.shape[0], 1 << (2 * k), -1)).reshape(shape)
-    return out.movedim(front, axes)
+    if ptm.dim() == 2:
+        return _apply_const(r, ptm, qubits)
+    return _apply_rows(r, ptm, qubits)
 
 
 def initial_state(rows: int, n: int) -> torch.Tensor:
@@ -272,7 +609,9 @@ def initial_state(rows: int, n: int) -> torch.Tensor:
 
 
 def evolve(noisy: NoisyProgram, angles: torch.Tensor) -> torch.Tensor:
-    """Final Pauli vectors r_P = Tr(P ρ), ``(R, 4ⁿ)``, for gate angles ``(R, S)``."""
+    """Final Pauli vectors r_P = Tr(P ρ), ``(R, 4ⁿ)``, for gate angles ``(R, S)``: the plain,
+    differentiable forward pass (every parameterized PTM built per row through autograd-able
+    torch ops); :func:`simulate` uses the faster :func:`_adjoint` instead."""
     n = noisy.num_qubits
     r = initial_state(angles.shape[0], n)
     for step in noisy.steps:
@@ -280,63 +619,97 @@ def evolve(noisy: NoisyProgram, angles: torch.Tensor) -> torch.Tensor:
             r = apply_ptm(r, step.ptm, step.qubits, n)
             continue
         unitaries = torch_matrices(step.model, angles[:, list(step.slots)])
-        ptm = torch_ptms(unitaries, step.paulis)
-        if step.noise is not None:
-            ptm = step.noise @ ptm
-        r = apply_ptm(r, ptm, step.qubits, n)
+        r = apply_ptm(r, torch_ptms(unitaries, step.paulis), step.qubits, n)
     return r.reshape(angles.shape[0], -1)
+
+
+#: Pauli digit (I 0, X 1, Y 2, Z 3) of a ``SparseObservable.BitTerm`` value (X 2, Y 3, Z 1).
+_BIT_TERM_DIGIT = np.array([0, 3, 1, 2])
+
+
+def _observable_row(obs, num_qubits: int) -> np.ndarray:
+    """Pauli weights of one Hermitian observable (``SparseObservable`` or ``SparsePauliOp``)."""
+    if obs.num_qubits != num_qubits:
+        raise BackendError(f"observable on {obs.num_qubits} qubits, circuit has {num_qubits}")
+    row = np.zeros(4**num_qubits)
+    if isinstance(obs, SparseObservable):
+        bits = np.asarray(obs.bit_terms, dtype=np.int64)
+        if bits.size == 0 or bits.max() <= 3:  # Pauli terms only (no projectors)
+            coeffs = np.asarray(obs.coeffs)
+            if np.abs(coeffs.imag).max(initial=0.0) > 1e-12:
+                raise BackendError("observable has a complex coefficient")
+            terms = np.repeat(
+                np.arange(coeffs.size), np.diff(np.asarray(obs.boundaries, dtype=np.int64))
+            )
+            index = np.zeros(coeffs.size, dtype=np.int64)
+            np.add.at(
+                index, terms, _BIT_TERM_DIGIT[bits] << (2 * np.asarray(obs.indices, dtype=np.int64))
+            )
+            np.add.at(row, index, coeffs.real)
+            return row
+        obs = SparsePauliOp.from_sparse_observable(obs)
+    for label, coeff in zip(obs.paulis.to_labels(), obs.coeffs, strict=True):
+        if abs(coeff.imag) > 1e-12:
+            raise BackendError(f"observable term {label} has a complex coefficient {coeff}")
+        index = sum(_PAULI_INDEX[c] << (2 * q) for q, c in enumerate(reversed(label)))
+        row[index] += coeff.real
+    return row
 
 
 def pauli_weights(observables: Iterable, num_qubits: int) -> torch.Tensor:
     """``(M, 4ⁿ)`` real weights w with ⟨O_m⟩ = Σ_P w[m, P] r_P (Hermitian observables only)."""
-    weights = np.zeros((0, 4**num_qubits))
-    rows = []
-    for obs in observables:
-        op = obs if isinstance(obs, SparsePauliOp) else SparsePauliOp.from_sparse_observable(obs)
-        if op.num_qubits != num_qubits:
-            raise BackendError(f"observable on {op.num_qubits} qubits, circuit has {num_qubits}")
-        row = np.zeros(4**num_qubits)
-        for label, coeff in zip(op.paulis.to_labels(), op.coeffs, strict=True):
-            if abs(coeff.imag) > 1e-12:
-                raise BackendError(f"observable term {label} has a complex coefficient {coeff}")
-            index = sum(_PAULI_INDEX[c] << (2 * q) for q, c in enumerate(reversed(label)))
-            row[index] += coeff.real
-        rows.append(row)
-    if rows:
-        weights = np.stack(rows)
+    rows = [_observable_row(obs, num_qubits) for obs in observables]
+    weights = np.stack(rows) if rows else np.zeros((0, 4**num_qubits))
     return torch.as_tensor(weights, dtype=torch.float64)
 
 
 def _chunk_rows(noisy: NoisyProgram, num_obs: int, gradient: bool) -> int:
-    per_row = (len(noisy.steps) * 3 + (num_obs if gradient else 0)) * 8 << (2 * noisy.num_qubits)
-    return max(1, MEMORY_BUDGET // per_row)
+    """Rows per chunk so that the kept states (two per parameterized gate) and the per-row
+    co-states of a chunk stay within :data:`MEMORY_BUDGET`."""
+    vectors = 4
+    if gradient:
+        vectors += 2 * sum(step.ptm is None for step in noisy.steps) + 3 * num_obs
+    return max(1, MEMORY_BUDGET // (vectors * 8 << (2 * noisy.num_qubits)))
 
 
 def simulate(
     noisy: NoisyProgram, values: np.ndarray, weights: torch.Tensor, gradient: bool = False
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Values ``(R, M)`` and, with ``gradient``, d values / d parameters ``(R, M, P)``."""
+    """Values ``(R, M)`` and, with ``gradient``, d values / d parameters ``(R, M, P)``.
+
+    Gradients by the adjoint method (:func:`_adjoint`): one forward pass and one reverse sweep
+    for all observables, pulled back to the circuit parameters by the program's angle map.
+    """
     angle_map = noisy.program.angle_map
     rows = values.shape[0]
     num_obs = weights.shape[0]
     out = np.empty((rows, num_obs))
     grads = np.empty((rows, num_obs, values.shape[1])) if gradient else None
     chunk = _chunk_rows(noisy, num_obs, gradient)
-    for start in range(0, rows, chunk):
-        part = values[start : start + chunk]
-        angles = torch.as_tensor(angle_map.evaluate(part), dtype=torch.float64)
-        if not gradient:
-            with torch.no_grad():
-                out[start : start + chunk] = (evolve(noisy, angles) @ weights.T).numpy()
-            continue
-        angles.requires_grad_(True)
-        f = evolve(noisy, angles) @ weights.T  # (r, M)
-        eye = torch.eye(num_obs, dtype=f.dtype)[:, None, :].expand(num_obs, f.shape[0], num_obs)
-        (angle_grads,) = torch.autograd.grad(f, angles, grad_outputs=eye, is_grads_batched=True)
-        out[start : start + chunk] = f.detach().numpy()
-        per_angle = angle_grads.permute(1, 0, 2).numpy()  # (r, M, S)
-        grads[start : start + chunk] = angle_map.pullback(part, per_angle)
+    with torch.no_grad():
+        for start in range(0, rows, chunk):
+            part = values[start : start + chunk]
+            angles = torch.as_tensor(angle_map.evaluate(part), dtype=torch.float64)
+            f, angle_grads = _adjoint(noisy, angles, weights, gradient)
+            out[start : start + chunk] = f.numpy()
+            if gradient:
+                grads[start : start + chunk] = angle_map.pullback(part, angle_grads.numpy())
     return out, grads
+
+
+def _simulate_autograd(
+    noisy: NoisyProgram, values: np.ndarray, weights: torch.Tensor
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reference for tests: values and gradients by torch autograd through :func:`evolve` (the
+    batched vector–Jacobian products of all observables at once; slower than the adjoint)."""
+    angles = torch.as_tensor(noisy.program.angle_map.evaluate(values), dtype=torch.float64)
+    angles.requires_grad_(True)
+    f = evolve(noisy, angles) @ weights.T  # (R, M)
+    num_obs = weights.shape[0]
+    eye = torch.eye(num_obs, dtype=f.dtype)[:, None, :].expand(num_obs, f.shape[0], num_obs)
+    (angle_grads,) = torch.autograd.grad(f, angles, grad_outputs=eye, is_grads_batched=True)
+    per_angle = angle_grads.permute(1, 0, 2).numpy()  # (R, M, S)
+    return f.detach().numpy(), noisy.program.angle_map.pullback(values, per_angle)
 
 
 # -- primitives -----------------------------------------------------------------------------------
@@ -371,7 +744,7 @@ class DensityMatrixEstimator(BaseEstimatorV2):
 
     def run(self, pubs: Iterable[EstimatorPubLike], *, precision: float | None = None) -> InlineJob:
         precision = self.default_precision if precision is None else precision
-        coerced = [EstimatorPub.coerce(pub, precision) for pub in pubs]
+        coerced = coerce_pubs(pubs, precision)
         job = InlineJob(self._run, coerced)
         job._submit()
         return job
@@ -414,42 +787,70 @@ class DensityMatrixEstimator(BaseEstimatorV2):
 
 
 class DensityMatrixGradient(BaseEstimatorGradient):
-    """Exact gradients of noisy expectation values by autograd through the density engine."""
+    """Exact gradients of noisy expectation values by the density engine's adjoint sweep.
+
+    ``run`` validates once per distinct circuit/observable/parameter-list object (the base class
+    checks every row, tens of milliseconds per ``EstimatorQNN`` batch) and runs inline; results,
+    order and metadata follow qiskit-machine-learning's gradients.
+    """
 
     def __init__(self, estimator: DensityMatrixEstimator, options: Options | None = None) -> None:
         if not isinstance(estimator, DensityMatrixEstimator):
             raise BackendError("DensityMatrixGradient needs a DensityMatrixEstimator")
         super().__init__(estimator, options=options)
 
+    def run(
+        self,
+        circuits: Sequence[QuantumCircuit],
+        observables: Sequence[BaseOperator],
+        parameter_values: Sequence[Sequence[float]] | np.ndarray,
+        parameters: Sequence[Sequence[Parameter] | None] | None = None,
+        **options,
+    ) -> InlineAlgorithmJob:
+        """Gradients for every ``(circuits[i], observables[i], parameter_values[i])``."""
+        if isinstance(circuits, QuantumCircuit):
+            circuits = (circuits,)
+        if isinstance(observables, BaseOperator):
+            observables = (observables,)
+        if parameters is None:
+            parameters = [None] * len(circuits)
+        validate_gradient_arguments(circuits, observables, parameter_values, parameters)
+        opts = copy(self._default_options)
+        opts.update_options(**options)
+        job = InlineAlgorithmJob(
+            self._run, circuits, observables, parameter_values, parameters, **opts.__dict__
+        )
+        job.submit()
+        return job
+
     def _run(
         self,
         circuits: Sequence[QuantumCircuit],
-        observables: Sequence[SparsePauliOp],
+        observables: Sequence[BaseOperator],
         parameter_values: Sequence[Sequence[float]] | np.ndarray,
-        parameters: Sequence[Sequence[Parameter]],
+        parameters: Sequence[Sequence[Parameter] | None],
         **options,
     ) -> EstimatorGradientResult:
         gradients: list[np.ndarray | None] = [None] * len(circuits)
+        metadata: list[dict | None] = [None] * len(circuits)
         distinct, circuit_of = index_by_identity(circuits)
-        for k in range(len(distinct)):
-            members = np.flatnonzero(circuit_of == k).tolist()
-            circuit = circuits[members[0]]
+        for k, circuit in enumerate(distinct):
+            members = np.flatnonzero(circuit_of == k)
             noisy = self._estimator.program(circuit)
-            table = np.asarray([parameter_values[i] for i in members], dtype=float)
-            rows, row_of = unique_rows(table)
-            keys: dict[int, int] = {}
-            obs_list = []
-            for i in members:
-                if id(observables[i]) not in keys:
-                    keys[id(observables[i])] = len(obs_list)
-                    obs_list.append(observables[i])
+            rows, row_of = unique_rows(gradient_rows(parameter_values, members))
+            obs_list, obs_of = index_by_identity([observables[i] for i in members])
             weights = pauli_weights(obs_list, noisy.num_qubits)
             _, grads = simulate(noisy, rows, weights, gradient=True)
-            position = {p: j for j, p in enumerate(circuit.parameters)}
-            for local, i in enumerate(members):
-                cols = [position[p] for p in parameters[i]]
-                gradients[i] = grads[row_of[local], keys[id(observables[i])], cols]
-        metadata = [{"parameters": p} for p in parameters]
+            full = grads[row_of, obs_of]  # (members, P) in circuit.parameters order
+            everything = circuit.parameters
+            position = {p: j for j, p in enumerate(everything)}
+            choices, choice_of = index_by_identity([parameters[i] for i in members])
+            columns = [None if c is None else [position[p] for p in c] for c in choices]
+            chosen = [everything if c is None else c for c in choices]
+            for local, (i, c) in enumerate(zip(members.tolist(), choice_of.tolist(), strict=True)):
+                cols = columns[c]
+                gradients[i] = full[local] if cols is None else full[local, cols]
+                metadata[i] = {"parameters": chosen[c]}
         return EstimatorGradientResult(
             gradients=gradients, metadata=metadata, options=Options(**options)
         )
