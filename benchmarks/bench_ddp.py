@@ -7,7 +7,8 @@ training images (the first ``--images`` of the split; global batch ``--batch-siz
 127.0.0.1, ``--threads`` torch threads per rank). Throughput is training images per second of the
 training part of each epoch after the first (warm-up), median over epochs, from the run's
 ``history.json``. Rows: 1 rank × 1 thread, 1 rank × 2 threads (intra-op parallelism, for
-context), 2 ranks × 1 thread. All rows run in one invocation, one after the other.
+context), 2 ranks × 1 thread with per-rank BatchNorm (the default) and with
+``--sync-batchnorm``. All rows run in one invocation, one after the other.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run(ranks: int, threads: int, args: argparse.Namespace, workdir: Path) -> dict:
-    out = workdir / f"r{ranks}t{threads}"
+def run(ranks: int, threads: int, sync: bool, args: argparse.Namespace, workdir: Path) -> dict:
+    out = workdir / f"r{ranks}t{threads}{'s' if sync else ''}"
     command = [
         sys.executable,
         "-m",
@@ -64,7 +65,7 @@ def run(ranks: int, threads: int, args: argparse.Namespace, workdir: Path) -> di
         "--no-progress",
         "--out",
         str(out),
-    ]
+    ] + (["--sync-batchnorm"] if sync else [])
     if args.data_dir:
         command += ["--data-dir", args.data_dir]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
@@ -79,6 +80,7 @@ def run(ranks: int, threads: int, args: argparse.Namespace, workdir: Path) -> di
     return {
         "ranks": ranks,
         "threads": threads,
+        "sync": sync,
         "images_per_s": args.images / seconds,
         "epoch_train_s": seconds,
         "wall_s": wall,
@@ -100,13 +102,16 @@ def main() -> None:
         f"{args.batch_size}, {args.epochs} epochs (first = warm-up), {os.cpu_count()} CPUs"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [run(r, t, args, Path(tmp)) for r, t in [(1, 1), (1, 2), (2, 1)]]
+        configurations = [(1, 1, False), (1, 2, False), (2, 1, False), (2, 1, True)]
+        rows = [run(r, t, sync, args, Path(tmp)) for r, t, sync in configurations]
     base = rows[0]["images_per_s"]
-    print(f"{'configuration':<24}{'images/s':>10}{'s/epoch':>10}{'speed-up':>10}{'wall s':>9}")
+    print(f"{'configuration':<48}{'images/s':>10}{'s/epoch':>10}{'speed-up':>10}{'wall s':>9}")
     for row in rows:
         name = f"{row['ranks']} rank(s) x {row['threads']} thread(s)"
+        if row["ranks"] > 1:
+            name += ", global BatchNorm" if row["sync"] else ", per-rank BatchNorm"
         print(
-            f"{name:<24}{row['images_per_s']:>10.1f}{row['epoch_train_s']:>10.2f}"
+            f"{name:<48}{row['images_per_s']:>10.1f}{row['epoch_train_s']:>10.2f}"
             f"{row['images_per_s'] / base:>9.2f}x{row['wall_s']:>9.1f}"
         )
 

@@ -118,6 +118,12 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
         help="where the backbone and the quantum engine run (auto: CUDA when torch sees a GPU)",
     )
     p.add_argument(
+        "--sync-batchnorm",
+        action="store_true",
+        help="torchrun: BatchNorm over the global batch (same updates as one process; slower) "
+        "instead of each rank's share",
+    )
+    p.add_argument(
         "--size",
         type=int,
         default=28,
@@ -161,6 +167,7 @@ def config_from_args(args: argparse.Namespace, *, dataset: str, model: str, seed
         seed=seed,
         threads=args.threads,
         device=args.device,
+        sync_batchnorm=args.sync_batchnorm,
         size=args.size,
         max_train=args.max_train,
         max_eval=args.max_eval,

@@ -35,6 +35,9 @@ class TrainConfig:
     threads: int | None = None
     #: ``auto`` (CUDA when torch sees a GPU), ``cpu`` or ``cuda``: backbone and quantum engine.
     device: str = "auto"
+    #: torchrun runs: BatchNorm statistics of the global batch (equal to the single-process run)
+    #: instead of each rank's share (PyTorch's DDP default, faster). No effect on one process.
+    sync_batchnorm: bool = False
     #: image side: 28 (MedMNIST v2) or a MedMNIST+ size (64, 128, 224; memory-mapped).
     size: int = 28
     max_train: int | None = None

@@ -5,10 +5,13 @@ sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_ADDR``; :func:`init_distrib
 the process group (gloo on CPU, nccl on CUDA). Without those variables everything here is a
 no-op and training is the ordinary single-process run.
 
-BatchNorm: on CUDA, ``nn.SyncBatchNorm``. PyTorch's SyncBatchNorm refuses CPU tensors, so on CPU
-the BatchNorm layers become :class:`AllReduceBatchNorm`, which normalises with the statistics of
-the whole global batch through a differentiable all-reduce. With it an N-rank run computes the
-same updates as the single-process run with the same global batch (up to float summation order).
+BatchNorm: by default each rank normalises with its own share of the batch (PyTorch's DDP
+default: no extra communication). With ``sync_batchnorm`` (``--sync-batchnorm``) the statistics
+are those of the whole global batch: ``nn.SyncBatchNorm`` on CUDA and, since PyTorch's
+SyncBatchNorm refuses CPU tensors, :class:`AllReduceBatchNorm` on CPU (a differentiable
+all-reduce). An N-rank run then computes the same updates as the single-process run with the
+same global batch (up to float summation order), at the cost of one collective per BatchNorm
+layer per pass.
 """
 
 from __future__ import annotations
@@ -136,12 +139,16 @@ class AllReduceBatchNorm(nn.modules.batchnorm._BatchNorm):
         dims = [0] + list(range(2, input.dim()))
         channels = input.shape[1]
         shape = [1, channels] + [1] * (input.dim() - 2)
-        count = torch.tensor([input.numel() / channels], dtype=input.dtype, device=input.device)
-        sums = sum_across_ranks(torch.cat([input.sum(dims), count]))  # two passes: stable variance
+        # One all-reduce per pass (collectives dominate the cost): sums and sums of squares in
+        # float64, so E[x²] − E[x]² keeps float32 BatchNorm's precision.
+        wide = input.double()
+        count = torch.tensor([input.numel() / channels], dtype=wide.dtype, device=input.device)
+        sums = sum_across_ranks(torch.cat([wide.sum(dims), (wide * wide).sum(dims), count]))
         n = sums[-1]
-        mean = sums[:channels] / n
+        mean64 = sums[:channels] / n
+        var64 = (sums[channels : 2 * channels] / n - mean64 * mean64).clamp(min=0)
+        mean, var = mean64.to(input.dtype), var64.to(input.dtype)
         centred = input - mean.view(shape)
-        var = sum_across_ranks((centred * centred).sum(dims)) / n
         if self.track_running_stats and self.running_mean is not None:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)

@@ -221,7 +221,7 @@ class Trainer:
         self.data = load_data(config, data_dir)
         seed_everything(config.seed)
         model = model_for_config(config, self.data.info, device=self.device).to(self.device)
-        if self.context.enabled:
+        if self.context.enabled and config.sync_batchnorm:
             model = convert_batchnorm(model, self.device)
         self.model = model
         self.train_model = wrap_model(model, self.context, self.device)

@@ -87,7 +87,7 @@ def test_allreduce_batchnorm_equals_batchnorm(single_rank_group, shape):
     synced = convert_batchnorm(nn.Sequential(reference), torch.device("cpu"))[0]
     assert isinstance(synced, AllReduceBatchNorm)
     x = torch.randn(*shape, dtype=torch.float64) * 3 + 1
-    reference, synced = reference.double(), synced.double()
+    reference, synced = reference.double(), synced.double()  # compare at float64 precision
     for _ in range(2):  # running statistics after two updates
         a = x.clone().requires_grad_(True)
         b = x.clone().requires_grad_(True)
@@ -115,6 +115,7 @@ def _short_config(**changes) -> TrainConfig:
         max_eval=40,
         threads=1,
         device="cpu",
+        sync_batchnorm=True,
     )
     values.update(changes)
     return TrainConfig(**values)
