@@ -176,6 +176,22 @@ def test_two_ranks_agree_and_match_a_single_process_run(tmp_path, breast_dir):
     ]
 
 
+def test_two_ranks_resume_after_an_interrupt_as_if_uninterrupted(tmp_path, breast_dir):
+    config = _short_config(epochs=2, sync_batchnorm=False, model=ModelSpec(dropout=0.3))
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(config.to_dict()))
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    _torchrun([str(WORKER), str(config_path), str(straight), breast_dir], tmp_path)
+    _torchrun([str(WORKER), str(config_path), str(broken), breast_dir, "interrupt"], tmp_path)
+    assert json.loads((broken / "run" / "history.json").read_text())[-1]["epoch"] == 1
+    _torchrun([str(WORKER), str(config_path), str(broken), breast_dir, "resume"], tmp_path)
+    for rank in (0, 1):
+        expected = torch.load(straight / f"rank{rank}.pt")
+        got = torch.load(broken / f"rank{rank}.pt")
+        for key in expected:
+            assert torch.equal(got[key], expected[key]), (rank, key)
+
+
 def test_torchrun_cli_writes_once_and_evaluates(tmp_path, breast_dir):
     out = tmp_path / "run"
     done = _torchrun(
