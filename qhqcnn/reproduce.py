@@ -438,22 +438,12 @@ def _run_cells_in_parallel(
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    options = {"data_dir": data_dir, "cache": cache, "cache_dir": cache_dir}
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = [
-            pool.submit(
-                run_cell,
-                plan,
-                out,
-                dataset,
-                model,
-                seed,
-                data_dir=data_dir,
-                progress=False,
-                cache=cache,
-                cache_dir=cache_dir,
-            )
-            for dataset, model, seed in plan.cells()
+            pool.submit(run_cell, plan, out, *cell, progress=False, **options)
+            for cell in plan.cells()
         ]
         print(f"== {len(futures)} cells in {workers} worker processes")
         return [future.result() for future in futures]

@@ -28,7 +28,41 @@ from .jobs import InlineAlgorithmJob
 from .observables import pauli_sum
 
 
-class FastEstimatorGradient(BaseEstimatorGradient):
+class InlineGradient(BaseEstimatorGradient):
+    """A qiskit-ml estimator gradient whose ``run`` validates each distinct circuit, observable
+    and parameter list once (the base class checks every row: tens of milliseconds per
+    ``EstimatorQNN`` batch) and computes inline; subclasses implement ``_run``."""
+
+    def run(
+        self,
+        circuits: Sequence[QuantumCircuit],
+        observables: Sequence[BaseOperator],
+        parameter_values: Sequence[Sequence[float]] | np.ndarray,
+        parameters: Sequence[Sequence[Parameter] | None] | None = None,
+        **options,
+    ) -> InlineAlgorithmJob:
+        """Gradients for every ``(circuits[i], observables[i], parameter_values[i])``.
+
+        ``parameters[i]`` (optional) selects and orders the parameters of row ``i``; the result's
+        ``gradients[i][j]`` is the derivative with respect to ``parameters[i][j]``.
+        """
+        if isinstance(circuits, QuantumCircuit):
+            circuits = (circuits,)
+        if isinstance(observables, BaseOperator):
+            observables = (observables,)
+        if parameters is None:
+            parameters = [None] * len(circuits)
+        validate_gradient_arguments(circuits, observables, parameter_values, parameters)
+        opts = copy(self._default_options)
+        opts.update_options(**options)
+        job = InlineAlgorithmJob(
+            self._run, circuits, observables, parameter_values, parameters, **opts.__dict__
+        )
+        job.submit()
+        return job
+
+
+class FastEstimatorGradient(InlineGradient):
     """Reverse-mode (adjoint) gradients of expectation values, exact and batched.
 
     Args:
@@ -52,34 +86,6 @@ class FastEstimatorGradient(BaseEstimatorGradient):
         super().__init__(estimator, options, derivative_type, pass_manager)
         self._simulator = estimator.engine_options.simulator()
 
-    def run(
-        self,
-        circuits: Sequence[QuantumCircuit],
-        observables: Sequence[BaseOperator],
-        parameter_values: Sequence[Sequence[float]] | np.ndarray,
-        parameters: Sequence[Sequence[Parameter] | None] | None = None,
-        **options,
-    ) -> InlineAlgorithmJob:
-        """Gradients for every ``(circuits[i], observables[i], parameter_values[i])``.
-
-        ``parameters[i]`` (optional) selects and orders the parameters of row ``i``; the result's
-        ``gradients[i][j]`` is the derivative with respect to ``parameters[i][j]``.
-        """
-        if isinstance(circuits, QuantumCircuit):
-            circuits = (circuits,)
-        if isinstance(observables, BaseOperator):
-            observables = (observables,)
-        if parameters is None:
-            parameters = [None] * len(circuits)
-        _validate(circuits, observables, parameter_values, parameters)
-        opts = copy(self._default_options)
-        opts.update_options(**options)
-        job = InlineAlgorithmJob(
-            self._run, circuits, observables, parameter_values, parameters, **opts.__dict__
-        )
-        job.submit()
-        return job
-
     def _run(
         self,
         circuits: Sequence[QuantumCircuit],
@@ -93,7 +99,7 @@ class FastEstimatorGradient(BaseEstimatorGradient):
         distinct, circuit_of = index_by_identity(circuits)
         for k, circuit in enumerate(distinct):
             indices = np.flatnonzero(circuit_of == k) if len(distinct) > 1 else None
-            values = _rows(parameter_values, indices)
+            values = parameter_rows(parameter_values, indices)
             grads, meta = self._circuit_gradients(
                 circuit, _pick(observables, indices), values, _pick(parameters, indices)
             )
@@ -159,7 +165,7 @@ def _pick(items: Sequence, indices: np.ndarray | None) -> Sequence:
     return items if indices is None else [items[i] for i in indices]
 
 
-def _rows(parameter_values, indices: np.ndarray | None) -> np.ndarray:
+def parameter_rows(parameter_values, indices: np.ndarray | None) -> np.ndarray:
     """Parameter rows ``indices`` (``None``: all) as a float array ``(N, P)``."""
     if isinstance(parameter_values, np.ndarray) and parameter_values.ndim == 2:
         chosen = parameter_values if indices is None else parameter_values[indices]
@@ -169,7 +175,7 @@ def _rows(parameter_values, indices: np.ndarray | None) -> np.ndarray:
     return np.asarray([parameter_values[i] for i in indices], dtype=float)
 
 
-def _validate(circuits, observables, parameter_values, parameters) -> None:
+def validate_gradient_arguments(circuits, observables, parameter_values, parameters) -> None:
     """The checks of ``BaseEstimatorGradient._validate_arguments``, once per distinct object."""
     if len(circuits) != len(parameter_values):
         raise ValueError(

@@ -29,7 +29,6 @@ import math
 import threading
 import weakref
 from collections.abc import Iterable, Sequence
-from copy import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,15 +41,15 @@ from qiskit.providers import Options
 from qiskit.quantum_info import SparseObservable, SparsePauliOp, SuperOp
 from qiskit.quantum_info.operators.base_operator import BaseOperator
 from qiskit_aer.noise import NoiseModel
-from qiskit_machine_learning.gradients import BaseEstimatorGradient, EstimatorGradientResult
+from qiskit_machine_learning.gradients import EstimatorGradientResult
 
 from qhqcnn.engine import ControlledGate, ExponentialGate, FixedGate, UGate, compile_circuit
 from qhqcnn.engine.batching import index_by_identity, unique_rows
 from qhqcnn.engine.compile import IGNORED
 from qhqcnn.engine.estimator import coerce_pubs, parameter_table
-from qhqcnn.engine.gradient import _rows as gradient_rows
-from qhqcnn.engine.gradient import _validate as validate_gradient_arguments
-from qhqcnn.engine.jobs import InlineAlgorithmJob, InlineJob
+from qhqcnn.engine.gradient import InlineGradient
+from qhqcnn.engine.gradient import parameter_rows as gradient_rows
+from qhqcnn.engine.jobs import InlineJob
 from qhqcnn.engine.program import Program
 from qhqcnn.engine.resolve import resolve
 from qhqcnn.errors import BackendError
@@ -786,42 +785,15 @@ class DensityMatrixEstimator(BaseEstimatorV2):
         return PrimitiveResult(results, metadata={"version": 2})
 
 
-class DensityMatrixGradient(BaseEstimatorGradient):
-    """Exact gradients of noisy expectation values by the density engine's adjoint sweep.
-
-    ``run`` validates once per distinct circuit/observable/parameter-list object (the base class
-    checks every row, tens of milliseconds per ``EstimatorQNN`` batch) and runs inline; results,
-    order and metadata follow qiskit-machine-learning's gradients.
-    """
+class DensityMatrixGradient(InlineGradient):
+    """Exact gradients of noisy expectation values by the density engine's adjoint sweep
+    (inline, validated once per distinct object: :class:`~qhqcnn.engine.gradient.InlineGradient`);
+    results, order and metadata follow qiskit-machine-learning's gradients."""
 
     def __init__(self, estimator: DensityMatrixEstimator, options: Options | None = None) -> None:
         if not isinstance(estimator, DensityMatrixEstimator):
             raise BackendError("DensityMatrixGradient needs a DensityMatrixEstimator")
         super().__init__(estimator, options=options)
-
-    def run(
-        self,
-        circuits: Sequence[QuantumCircuit],
-        observables: Sequence[BaseOperator],
-        parameter_values: Sequence[Sequence[float]] | np.ndarray,
-        parameters: Sequence[Sequence[Parameter] | None] | None = None,
-        **options,
-    ) -> InlineAlgorithmJob:
-        """Gradients for every ``(circuits[i], observables[i], parameter_values[i])``."""
-        if isinstance(circuits, QuantumCircuit):
-            circuits = (circuits,)
-        if isinstance(observables, BaseOperator):
-            observables = (observables,)
-        if parameters is None:
-            parameters = [None] * len(circuits)
-        validate_gradient_arguments(circuits, observables, parameter_values, parameters)
-        opts = copy(self._default_options)
-        opts.update_options(**options)
-        job = InlineAlgorithmJob(
-            self._run, circuits, observables, parameter_values, parameters, **opts.__dict__
-        )
-        job.submit()
-        return job
 
     def _run(
         self,
