@@ -165,3 +165,15 @@ def test_cells_in_worker_processes_equal_the_serial_study(tmp_path, breast_dir, 
     capsys.readouterr()
     assert main(["reproduce", "--workers", "0", "--data-dir", breast_dir, *TINY]) == 2
     assert "workers must be >= 1" in capsys.readouterr().err
+
+
+def test_markdown_reports_targets_met_or_missed_and_the_paper_note():
+    from qhqcnn.reproduce import PAPER_CLAIMS_NOTE, _target_lines
+
+    study = {"summary": [{"dataset": "breastmnist", "model": "hqcnn", "n_seeds": 3,
+                          "acc_mean": 0.9, "auc_mean": 0.91}]}
+    (line, _) = _target_lines(study, "breastmnist")
+    assert "ACC 0.900 vs ≥ 0.88 (met)" in line and "AUC 0.910 vs ≥ 0.92 (missed)" in line
+    assert "3 seed(s)" in line
+    assert _target_lines(study, "dermamnist") == []
+    assert "not quoted from memory" in PAPER_CLAIMS_NOTE
