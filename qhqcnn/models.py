@@ -28,6 +28,8 @@ from qhqcnn.errors import ConfigError
 from qhqcnn.qnn import QuantumLayer
 
 MODEL_NAMES = ("hqcnn", "classical", "quanv", "qcnn", "quanv-classical", "qcnn-classical")
+#: Each quantum model -> its parameter-matched classical twin (the honest baseline).
+CLASSICAL_TWINS = {"hqcnn": "classical", "quanv": "quanv-classical", "qcnn": "qcnn-classical"}
 #: Models with a quantum layer (they need an execution backend).
 QUANTUM_MODELS = ("hqcnn", "quanv", "qcnn")
 #: The quanvolution family and its classical twins, built by :mod:`qhqcnn.models_quanv`.

@@ -44,16 +44,17 @@ from qhqcnn.backends import ExecutionBackend
 from qhqcnn.circuits.quanv import amplitude_angles, qcnn_template, quanv_template
 from qhqcnn.circuits.template import CircuitTemplate
 from qhqcnn.errors import ConfigError
-from qhqcnn.models import AngleMap, ModelSpec, conv_block
+from qhqcnn.models import CLASSICAL_TWINS, AngleMap, ModelSpec, conv_block
 from qhqcnn.qnn import QuantumLayer
 from qhqcnn.quanv import Quanv2d
 
 #: The normalised pixel range of the package's image tensors.
 PIXEL_RANGE = (-1.0, 1.0)
 #: quantum model -> its classical twin (the same network with the quantum part swapped).
-CLASSICAL_TWINS = {"quanv": "quanv-classical", "qcnn": "qcnn-classical"}
-#: classical twin -> the quantum model it stands in for.
-QUANTUM_OF_TWIN = {twin: quantum for quantum, twin in CLASSICAL_TWINS.items()}
+#: classical twin of the quanvolution family -> the quantum model it stands in for.
+QUANTUM_OF_TWIN = {
+    twin: quantum for quantum, twin in CLASSICAL_TWINS.items() if quantum in ("quanv", "qcnn")
+}
 
 
 def spec_template(spec: ModelSpec) -> CircuitTemplate:

@@ -29,12 +29,11 @@ from qhqcnn.data import dataset_info, resolve_data_dir
 from qhqcnn.errors import ConfigError
 from qhqcnn.evaluate import evaluate_run
 from qhqcnn.io import atomic_write_json, atomic_write_text, environment_record, read_json
-from qhqcnn.models import MODEL_NAMES, QUANTUM_MODELS
-from qhqcnn.models_quanv import CLASSICAL_TWINS
+from qhqcnn.models import CLASSICAL_TWINS, MODEL_NAMES, QUANTUM_MODELS
 from qhqcnn.train import CONFIG_FILE, HISTORY_FILE, Trainer
 
 #: quantum model -> its parameter-matched classical twin (paired in the Wilcoxon test).
-TWINS: dict[str, str] = {"hqcnn": "classical", **CLASSICAL_TWINS}
+TWINS: dict[str, str] = CLASSICAL_TWINS
 METRICS_FILE = "metrics_test.json"
 #: Config keys that may differ between a cell and the study recipe: what the cell is, and how
 #: the machine ran it (not what was trained).

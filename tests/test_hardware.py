@@ -522,3 +522,41 @@ def test_real_device_states_through_the_service(done_record, tmp_path, capsys):
     del service.jobs_by_id["job-a"]  # results already saved: the service is not asked again
     record = retrieve(copy, resubmit=False, service=service)
     assert record.chunks[0]["status"] == DONE
+
+
+def test_qcnn_runs_are_validated_like_hqcnn_and_quanv_is_refused_clearly(
+    breast_dir, tmp_path, capsys
+):
+    def train(model):
+        out = tmp_path / model
+        code = main(
+            ["train", "--dataset", "breastmnist", "--model", model, "--max-train", "64",
+             "--max-eval", "32", "--epochs", "1", "--out", str(out), "--no-progress",
+             "--data-dir", breast_dir]
+        )  # fmt: skip
+        assert code == 0
+        return out
+
+    qcnn = train("qcnn")
+    jobs_dir = tmp_path / "jobs"
+    code = main(
+        ["hardware", "submit", str(qcnn), "--backend", DEVICE, "--limit", "8", "--shots", "256",
+         "--max-params-per-pub", "8", "--seed-simulator", "7", "--jobs-dir", str(jobs_dir),
+         "--name", "q", "--data-dir", breast_dir]
+    )  # fmt: skip
+    assert code == 0
+    jobs.forget_local_jobs()
+    assert main(["hardware", "report", str(jobs_dir / "q")]) == 0
+    report = json.loads((jobs_dir / "q" / "report.json").read_text())
+    own = np.load(qcnn / "predictions_test.npz")["y_score"][:8]
+    np.testing.assert_allclose(report["predictions"]["y_score_exact"], own, atol=1e-5)
+    assert set(report["comparison"]["sources"]) == {"exact", "noisy", "hardware"}
+
+    quanv = train("quanv")
+    capsys.readouterr()
+    code = main(
+        ["hardware", "plan", str(quanv), "--backend", DEVICE, "--limit", "4",
+         "--data-dir", breast_dir]
+    )  # fmt: skip
+    assert code == 2
+    assert "one circuit per image (hqcnn, qcnn)" in capsys.readouterr().err

@@ -20,9 +20,12 @@ from qhqcnn.backends import make_backend
 from qhqcnn.errors import ConfigError
 from qhqcnn.evaluate import SPLITS, load_trained_model
 from qhqcnn.metrics import medmnist_metrics, scores_from_logits
-from qhqcnn.models import ModelSpec, build_model
+from qhqcnn.models import CLASSICAL_TWINS, ModelSpec, build_model
 from qhqcnn.plots import predicted_labels
 from qhqcnn.train import load_data, run_dir_config
+
+#: Models whose quantum layer is one circuit per image, fed by ``model.angles(images)``.
+HARDWARE_MODELS = ("hqcnn", "qcnn")
 
 
 @dataclass
@@ -63,12 +66,20 @@ def load_run_inputs(
     offset: int = 0,
     data_dir: str | None = None,
 ) -> RunInputs:
-    """Load a trained HQCNN run and compute the circuit inputs of the chosen images."""
+    """Load a trained run with one circuit per image (HQCNN, QCNN) and compute the circuit
+    inputs of the chosen images."""
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     config = run_dir_config(run_dir)
-    if config.model.model != "hqcnn":
+    if not config.model.is_quantum:
         raise ConfigError(f"{run_dir} is a {config.model.model!r} run: it has no quantum circuit")
+    if config.model.model not in HARDWARE_MODELS:
+        raise ConfigError(
+            f"{run_dir} is a {config.model.model!r} run: its circuit runs on every image patch "
+            f"(196 circuits per 28×28 image), and hardware validation supports the models with "
+            f"one circuit per image ({', '.join(HARDWARE_MODELS)}). Evaluate it under device "
+            "noise instead: qhqcnn evaluate RUN --backend aer --noise <device>"
+        )
     # The whole split (training may have capped it with --max-eval), then the chosen slice.
     data = load_data(replace(config, max_train=None, max_eval=None), data_dir, splits=(split,))
     tensors = data.splits[split]
@@ -130,7 +141,7 @@ def build_classifier(
     spec: ModelSpec, n_channels: int, n_classes: int, state: dict[str, Any]
 ) -> nn.Module:
     """The trained layers after the circuit (``HybridNet.classifier``), in eval mode."""
-    shell = build_model(replace(spec, model="classical"), n_channels, n_classes)
+    shell = build_model(replace(spec, model=CLASSICAL_TWINS[spec.model]), n_channels, n_classes)
     classifier = shell.classifier
     tensors = {k: torch.as_tensor(np.asarray(v, dtype=np.float32)) for k, v in state.items()}
     classifier.load_state_dict(tensors)
