@@ -452,7 +452,7 @@ def _target_lines(study: dict[str, Any], dataset: str) -> list[str]:
         ("ACC", target[0], row["acc_mean"]),
         ("AUC", target[1], row["auc_mean"]),
     ):
-        parts.append(f"{name} {value:.3f} vs ≥ {goal} ({'met' if value >= goal else 'missed'})")
+        parts.append(f"{name} {value:.4f} vs ≥ {goal} ({'met' if value >= goal else 'missed'})")
     return [f"Target for HQCNN (mean of {row['n_seeds']} seed(s)): " + "; ".join(parts) + ".", ""]
 
 

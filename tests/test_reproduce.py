@@ -173,7 +173,7 @@ def test_markdown_reports_targets_met_or_missed_and_the_paper_note():
     study = {"summary": [{"dataset": "breastmnist", "model": "hqcnn", "n_seeds": 3,
                           "acc_mean": 0.9, "auc_mean": 0.91}]}
     (line, _) = _target_lines(study, "breastmnist")
-    assert "ACC 0.900 vs ≥ 0.88 (met)" in line and "AUC 0.910 vs ≥ 0.92 (missed)" in line
+    assert "ACC 0.9000 vs ≥ 0.88 (met)" in line and "AUC 0.9100 vs ≥ 0.92 (missed)" in line
     assert "3 seed(s)" in line
     assert _target_lines(study, "dermamnist") == []
     assert "not quoted from memory" in PAPER_CLAIMS_NOTE
