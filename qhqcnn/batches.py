@@ -69,13 +69,8 @@ def epoch_order(n: int, seed: int, epoch: int, rank: int = 0, world_size: int = 
     return list(sampler)
 
 
-def random_flips(
-    images: torch.Tensor, generator: torch.Generator, flips: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Flip each image horizontally and/or vertically with probability 1/2 each (``flips``:
-    precomputed ``(N, 2)`` booleans instead of drawing them)."""
-    if flips is None:
-        flips = torch.rand(images.shape[0], 2, generator=generator) < 0.5
+def apply_flips(images: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """Flip image i horizontally where ``flips[i, 0]`` and vertically where ``flips[i, 1]``."""
     out = images.clone()
     horizontal, vertical = flips[:, 0], flips[:, 1]
     out[horizontal] = out[horizontal].flip(-1)
@@ -116,7 +111,7 @@ def train_batches(
         batch = images[index]
         if augment == "flip":
             flips = torch.rand((stop - start) * world_size, 2, generator=generator) < 0.5
-            batch = random_flips(batch, generator, flips[rank::world_size])
+            batch = apply_flips(batch, flips[rank::world_size])
         yield batch, labels[index]
 
 

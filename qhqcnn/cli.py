@@ -238,7 +238,7 @@ def default_run_dir(dataset: str, relabel: str | None, model: str, seed: int) ->
 def _cmd_train(args: argparse.Namespace) -> int:
     """Train (single process, or one rank of a ``torchrun`` job: rank 0 alone prints, writes
     and evaluates the test split)."""
-    from qhqcnn.distributed import barrier, launched_by_torchrun, shutdown
+    from qhqcnn.distributed import barrier, shutdown
     from qhqcnn.evaluate import evaluate_run, format_metrics_table
     from qhqcnn.models import parameter_counts
     from qhqcnn.train import Trainer
@@ -278,7 +278,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             print(
                 f"\ninterrupted: {out / 'last.pt'} holds the last finished epoch; continue "
                 f"with\n  qhqcnn train --resume --out {out}"
-                + ("  (under the same torchrun command)" if launched_by_torchrun() else ""),
+                + ("  (under the same torchrun command)" if context.enabled else ""),
                 file=sys.stderr,
             )
         return 130

@@ -6,11 +6,11 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from qhqcnn.data import IMAGE_SIZES
+from qhqcnn.distributed import DEVICES
 from qhqcnn.errors import ConfigError
 from qhqcnn.models import ModelSpec
 
 AUGMENTATIONS = ("none", "flip")
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass

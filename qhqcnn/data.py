@@ -390,31 +390,36 @@ def _extracted_member(archive: zipfile.ZipFile, key: str, target: Path) -> Path:
         if fortran or dtype.hasobject:
             raise ValueError(f"{key}: only C-ordered plain arrays can be memory-mapped")
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
-        flat = out.reshape(-1).view(np.uint8)
-        chunk, done = 1 << 24, 0
-        while done < flat.size:
-            data = member.read(min(chunk, flat.size - done))
-            if not data:
-                raise EOFError(f"{key}.npy is truncated")
-            flat[done : done + len(data)] = np.frombuffer(data, dtype=np.uint8)
-            done += len(data)
-        out.flush()
-        del out, flat
-    os.replace(tmp, target)
+        try:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+            flat = out.reshape(-1).view(np.uint8)
+            chunk, done = 1 << 24, 0
+            while done < flat.size:
+                data = member.read(min(chunk, flat.size - done))
+                if not data:
+                    raise EOFError(f"{key}.npy is truncated")
+                flat[done : done + len(data)] = np.frombuffer(data, dtype=np.uint8)
+                done += len(data)
+            out.flush()
+            del out, flat
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)  # a failed extraction leaves nothing behind
     return target
 
 
-def _memory_mapped(path: Path, keys: list[str], md5: str) -> dict[str, np.ndarray]:
-    """The arrays ``keys`` of an npz, memory-mapped from ``.npy`` copies in the cache."""
+def _memory_mapped(
+    archive: np.lib.npyio.NpzFile, path: Path, keys: list[str], md5: str
+) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` of the open npz ``archive`` (file ``path``), memory-mapped from
+    ``.npy`` copies in the cache."""
     from qhqcnn.io import default_cache_dir
 
     folder = default_cache_dir() / "npy" / f"{path.stem}-{md5[:12]}"
-    with zipfile.ZipFile(path) as archive:
-        return {
-            key: np.load(_extracted_member(archive, key, folder / f"{key}.npy"), mmap_mode="r")
-            for key in keys
-        }
+    return {
+        key: np.load(_extracted_member(archive.zip, key, folder / f"{key}.npy"), mmap_mode="r")
+        for key in keys
+    }
 
 
 def load_npz_file(
@@ -450,7 +455,7 @@ def load_npz_file(
             image_keys = [k for k in keys if k.endswith("_images")] if mmap else []
             arrays = {key: archive[key] for key in keys if key not in image_keys}
             if image_keys:
-                arrays.update(_memory_mapped(path, image_keys, info.md5))
+                arrays.update(_memory_mapped(archive, path, image_keys, info.md5))
         except _ARCHIVE_ERRORS as exc:
             raise DataError(f"{broken}: {exc}") from exc
     return {

@@ -34,7 +34,6 @@ class DistributedContext:
 
     rank: int = 0
     world_size: int = 1
-    local_rank: int = 0
     backend: str | None = None
 
     @property
@@ -51,6 +50,8 @@ class DistributedContext:
 
 
 SINGLE_PROCESS = DistributedContext()
+#: ``--device`` choices.
+DEVICES = ("auto", "cpu", "cuda")
 
 
 def launched_by_torchrun() -> bool:
@@ -67,7 +68,6 @@ def init_distributed(device: torch.device) -> DistributedContext:
     return DistributedContext(
         rank=dist.get_rank(),
         world_size=dist.get_world_size(),
-        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
         backend=backend,
     )
 
@@ -205,8 +205,8 @@ def wrap_model(model: nn.Module, context: DistributedContext, device: torch.devi
 def resolve_device(name: str) -> torch.device:
     """``auto`` → CUDA when torch sees a GPU, else CPU; ``cuda`` without a GPU is an error.
     Under torchrun each rank takes GPU ``LOCAL_RANK``."""
-    if name not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"device must be auto, cpu or cuda, got {name!r}")
+    if name not in DEVICES:
+        raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {name!r}")
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
@@ -216,6 +216,7 @@ def resolve_device(name: str) -> torch.device:
 
 __all__ = [
     "AllReduceBatchNorm",
+    "DEVICES",
     "DistributedContext",
     "SINGLE_PROCESS",
     "barrier",

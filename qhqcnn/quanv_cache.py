@@ -35,7 +35,7 @@ from qhqcnn.quanv import Quanv2d
 
 __all__ = ["CACHE_ENV", "default_cache_dir"]
 CACHE_VERSION = 1
-#: Image variants: name -> transform of a (N, C, H, W) batch (matching ``random_flips``).
+#: Image variants: name -> transform of a (N, C, H, W) batch (matching ``apply_flips``).
 VARIANTS = {
     "none": lambda x: x,
     "h": lambda x: x.flip(-1),

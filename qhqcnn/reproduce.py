@@ -32,8 +32,6 @@ from qhqcnn.io import atomic_write_json, atomic_write_text, environment_record, 
 from qhqcnn.models import CLASSICAL_TWINS, MODEL_NAMES, QUANTUM_MODELS
 from qhqcnn.train import CONFIG_FILE, HISTORY_FILE, Trainer
 
-#: quantum model -> its parameter-matched classical twin (paired in the Wilcoxon test).
-TWINS: dict[str, str] = CLASSICAL_TWINS
 METRICS_FILE = "metrics_test.json"
 #: Config keys that may differ between a cell and the study recipe: what the cell is, and how
 #: the machine ran it (not what was trained).
@@ -103,7 +101,7 @@ class StudyPlan:
 
     def pairs(self) -> list[tuple[str, str]]:
         """(quantum model, classical twin) pairs whose both models are in the study."""
-        return [(q, c) for q, c in TWINS.items() if q in self.models and c in self.models]
+        return [(q, c) for q, c in CLASSICAL_TWINS.items() if q in self.models and c in self.models]
 
 
 def present_datasets(requested: list[str] | None, data_dir: str | None) -> tuple[list, list]:
@@ -291,10 +289,10 @@ def paired_test(
     classical: str | None = None,
 ) -> dict:
     """Wilcoxon signed-rank test of ``quantum`` vs ``classical`` (default: its twin in
-    :data:`TWINS`) over the seeds both have finished (paired by seed)."""
+    :data:`~qhqcnn.models.CLASSICAL_TWINS`) over the seeds both have finished (paired by seed)."""
     from scipy.stats import wilcoxon
 
-    classical = classical or TWINS[quantum]
+    classical = classical or CLASSICAL_TWINS[quantum]
     by_seed: dict[str, dict[int, float]] = {quantum: {}, classical: {}}
     for cell in cells:
         if cell["dataset"] == dataset and cell["model"] in by_seed:

@@ -315,22 +315,23 @@ class Trainer:
             images, labels = images.to(self.device), labels.to(self.device)
             logits = self.train_model(images)
             loss = self.loss_fn(logits, labels)
-            step_loss = loss.detach().to("cpu", torch.float64).reshape(1)
+            value = loss.item()
+            step_loss = torch.tensor([value], dtype=torch.float64)
             if context.enabled:  # every rank stops together on a non-finite loss anywhere
                 torch.distributed.all_reduce(step_loss)
             if not torch.isfinite(step_loss).all():
                 raise TrainingError(
-                    f"non-finite loss ({loss.item()}) at epoch {epoch}, batch {step}; training "
+                    f"non-finite loss ({value}) at epoch {epoch}, batch {step}; training "
                     f"stopped and the last good checkpoint ({self.out_dir / LAST_CHECKPOINT}, "
                     f"epoch {epoch - 1}) is kept. Try a lower --lr."
                 )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            totals += torch.tensor([loss.item() * images.shape[0], images.shape[0]])
+            totals += torch.tensor([value * images.shape[0], images.shape[0]])
             seen_logits.append(logits.detach().cpu())
             seen_labels.append(labels.cpu())
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+            bar.set_postfix(loss=f"{value:.4f}")
         if context.enabled:
             torch.distributed.all_reduce(totals)
         # ACC/AUC of the predictions made while training (augmented, dropout on), for the curves.
