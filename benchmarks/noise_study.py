@@ -45,6 +45,7 @@ def train_run(config: TrainConfig, out: Path, data_dir: str | None) -> Path:
     """Train ``config`` into ``out`` unless a finished run is already there."""
     if finished(out, config):
         return out
+    print(f"{config.dataset} seed {config.seed}: training {config.backend} -> {out}", flush=True)
     if (out / HISTORY_FILE).exists():
         trainer = Trainer.resume(out, data_dir=data_dir, progress=False)
     else:
@@ -179,7 +180,6 @@ def main() -> None:
                     run = study_run
                     reused.append(str(run))
                 else:
-                    print(f"{dataset} seed {seed}: training {trained} -> {out}", flush=True)
                     run = train_run(config, out, args.data_dir)
                 table.append(
                     {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -390,7 +391,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         missing=missing,
         docs_path=args.docs,
-        command="qhqcnn " + " ".join(sys.argv[1:]) if sys.argv[1:] else "qhqcnn reproduce",
+        command=recorded_command(args.argv),
         progress=not args.no_progress,
         finished_only=args.finished_only,
         cache=not args.no_cache,
@@ -401,6 +402,20 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         print(f"{len(study['cells'])} finished cells tabulated; not run: {len(study['not_run'])}")
     print(f"results written to {args.out}/results.md and {args.docs}")
     return 0
+
+
+def recorded_command(argv: Sequence[str]) -> str:
+    """The command line as results record it: without ``--data-dir`` (where the verified files
+    sit on one machine is not part of the result, and machine paths stay out of docs)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--data-dir":
+            skip = True
+        elif not arg.startswith("--data-dir="):
+            kept.append(shlex.quote(arg))
+    return " ".join(["qhqcnn", *kept])
 
 
 def _info_parser(sub) -> None:
@@ -448,6 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.handler(args) or 0)
     except QhqcnnError as exc:

@@ -177,3 +177,10 @@ def test_markdown_reports_targets_met_or_missed_and_the_paper_note():
     assert "3 seed(s)" in line
     assert _target_lines(study, "dermamnist") == []
     assert "not quoted from memory" in PAPER_CLAIMS_NOTE
+
+
+def test_recorded_command_leaves_out_the_data_directory():
+    from qhqcnn.cli import recorded_command
+
+    argv = ["reproduce", "--data-dir", "/d/x", "--out", "runs/s", "--data-dir=/y", "--seeds", "5"]
+    assert recorded_command(argv) == "qhqcnn reproduce --out runs/s --seeds 5"
