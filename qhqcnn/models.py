@@ -183,6 +183,10 @@ class HybridNet(nn.Module):
         """The classical features sent to the head (the circuit's input angles)."""
         return self.angle_map(self.bridge(self.backbone(images)))
 
+    def readout(self) -> nn.Module:
+        """The trained layers after the head: the head's outputs → class logits."""
+        return self.classifier
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.head(self.angles(images)))
 

@@ -46,7 +46,7 @@ from qhqcnn.circuits.template import CircuitTemplate
 from qhqcnn.errors import ConfigError
 from qhqcnn.models import CLASSICAL_TWINS, AngleMap, ModelSpec, conv_block
 from qhqcnn.qnn import QuantumLayer
-from qhqcnn.quanv import Quanv2d
+from qhqcnn.quanv import Quanv2d, fold_patch_outputs
 
 #: The normalised pixel range of the package's image tensors.
 PIXEL_RANGE = (-1.0, 1.0)
@@ -163,6 +163,7 @@ class QuanvNet(nn.Module):
     ) -> None:
         super().__init__()
         self.head = quanv  # the quantum part (run records and parameter counts read ``head``)
+        self.in_channels, self.image_size = in_channels, image_size
         side = quanv.out_size(image_size) // 2
         if side < 1:
             raise ConfigError(f"the quanv output of {image_size}px images is too small to pool")
@@ -179,8 +180,37 @@ class QuanvNet(nn.Module):
             nn.Linear(128, num_classes),
         )
 
+    def angles(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B·C·P, n_inputs)``: the filter circuit's input angles of every image patch."""
+        if not isinstance(self.head, Quanv2d):
+            raise ConfigError("the classical twin has no circuit inputs")
+        return self.head.circuit_inputs(images)
+
+    def readout(self) -> nn.Module:
+        """The trained layers after the filter: per-patch outputs → feature maps → logits."""
+        return PatchReadout(self)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(self.head(images)))
+
+
+class PatchReadout(nn.Module):
+    """``QuanvNet`` after its filter: ``(B·C·P, n_out)`` per-patch outputs (as a hardware job
+    returns them) → ``(B, C·n_out, H', W')`` feature maps → CNN → class logits.
+
+    It shares (does not copy) the network's ``features`` and ``classifier``, so its state dict
+    is theirs.
+    """
+
+    def __init__(self, net: QuanvNet) -> None:
+        super().__init__()
+        self.features, self.classifier = net.features, net.classifier
+        self.channels = net.in_channels
+        self.side = net.head.out_size(net.image_size)
+
+    def forward(self, values: torch.Tensor) -> torch.Tensor:
+        maps = fold_patch_outputs(values, self.channels, self.side, self.side)
+        return self.classifier(self.features(maps))
 
 
 class QCNNNet(nn.Module):
@@ -218,6 +248,10 @@ class QCNNNet(nn.Module):
             pooled = F.adaptive_avg_pool2d(pixels, self.side).flatten(1)
             return amplitude_angles(pooled)
         return self.bridge(F.adaptive_avg_pool2d(images, self.side).flatten(1))
+
+    def readout(self) -> nn.Module:
+        """The trained layer after the circuit: its outputs → class logits."""
+        return self.classifier
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.head(self.angles(images)))

@@ -90,6 +90,26 @@ class FeatureMemory:
         return torch.stack(rows).to(device=images.device, dtype=images.dtype)
 
 
+def fold_patch_outputs(
+    values: torch.Tensor, channels: int, out_height: int, out_width: int
+) -> torch.Tensor:
+    """``(B·C·P, n_out)`` per-patch circuit outputs → ``(B, C·n_out, H', W')`` feature maps.
+
+    Rows are in :meth:`Quanv2d.patches` order (image, channel, patch row-major); output channel
+    c·n_out + j is observable j of input channel c.
+    """
+    outputs = values.shape[-1]
+    per_image = channels * out_height * out_width
+    if values.ndim != 2 or values.shape[0] % per_image:
+        raise ConfigError(
+            f"{tuple(values.shape)} circuit outputs are not whole images of {channels} "
+            f"channel(s) × {out_height}×{out_width} patches"
+        )
+    batch = values.shape[0] // per_image
+    values = values.reshape(batch, channels, out_height * out_width, outputs).permute(0, 1, 3, 2)
+    return values.reshape(batch, channels * outputs, out_height, out_width)
+
+
 class Quanv2d(nn.Module):
     """Quanvolution: ``template`` applied to every ``window``×``window`` patch with ``stride``.
 
@@ -146,6 +166,15 @@ class Quanv2d(nn.Module):
         return self.quantum.prepared
 
     @property
+    def weight(self) -> torch.Tensor:
+        """The filter circuit's trainable weights (empty for a fixed filter)."""
+        return self.quantum.weight
+
+    @property
+    def num_outputs(self) -> int:
+        return self.template.num_outputs
+
+    @property
     def is_fixed(self) -> bool:
         """True for filters without trainable weights (e.g. Henderson's random circuits)."""
         return self.template.num_weights == 0
@@ -189,14 +218,15 @@ class Quanv2d(nn.Module):
         columns = columns.view(batch, channels, self.window * self.window, count)
         return columns.permute(0, 1, 3, 2).reshape(-1, self.window * self.window)
 
+    def circuit_inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B·C·P, n_inputs)``: the circuit's input angles of every patch of every image."""
+        return self.encoder(self.patches(images))
+
     def quanvolve(self, images: torch.Tensor) -> torch.Tensor:
         """Every patch of every image through the circuit in one batched evaluation."""
-        batch, channels, height, width = images.shape
-        out_h, out_w = self.out_size(height), self.out_size(width)
-        values = self.quantum(self.encoder(self.patches(images)))
-        outputs = self.template.num_outputs
-        values = values.view(batch, channels, out_h * out_w, outputs).permute(0, 1, 3, 2)
-        return values.reshape(batch, channels * outputs, out_h, out_w)
+        _, channels, height, width = images.shape
+        values = self.quantum(self.circuit_inputs(images))
+        return fold_patch_outputs(values, channels, self.out_size(height), self.out_size(width))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.memoizing and not images.requires_grad:

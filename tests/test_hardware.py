@@ -119,6 +119,13 @@ def _snapshot(path: Path) -> dict[str, bytes]:
 
 
 # -- units ---------------------------------------------------------------------------------------
+def test_chunks_hold_whole_images():
+    # quanv: 196 parameter sets per image; a PUB never splits an image, even past the cap.
+    chunks = make_chunks(5 * 196, 500, 2, rows_per_image=196)
+    assert [c["pubs"] for c in chunks] == [[[0, 392], [392, 784]], [[784, 980]]]
+    assert [c["pubs"] for c in make_chunks(2 * 588, 500, 1, 588)] == [[[0, 588]], [[588, 1176]]]
+
+
 def test_chunks_cover_every_parameter_set_once():
     chunks = make_chunks(23, max_params_per_pub=5, max_pubs_per_job=2)
     assert [(c["start"], c["stop"]) for c in chunks] == [(0, 10), (10, 20), (20, 23)]
@@ -524,9 +531,7 @@ def test_real_device_states_through_the_service(done_record, tmp_path, capsys):
     assert record.chunks[0]["status"] == DONE
 
 
-def test_qcnn_runs_are_validated_like_hqcnn_and_quanv_is_refused_clearly(
-    breast_dir, tmp_path, capsys
-):
+def test_qcnn_and_quanv_runs_are_validated_like_hqcnn(breast_dir, tmp_path):
     def train(model):
         out = tmp_path / model
         code = main(
@@ -537,26 +542,34 @@ def test_qcnn_runs_are_validated_like_hqcnn_and_quanv_is_refused_clearly(
         assert code == 0
         return out
 
-    qcnn = train("qcnn")
-    jobs_dir = tmp_path / "jobs"
-    code = main(
-        ["hardware", "submit", str(qcnn), "--backend", DEVICE, "--limit", "8", "--shots", "256",
-         "--max-params-per-pub", "8", "--seed-simulator", "7", "--jobs-dir", str(jobs_dir),
-         "--name", "q", "--data-dir", breast_dir]
-    )  # fmt: skip
-    assert code == 0
-    jobs.forget_local_jobs()
-    assert main(["hardware", "report", str(jobs_dir / "q")]) == 0
-    report = json.loads((jobs_dir / "q" / "report.json").read_text())
-    own = np.load(qcnn / "predictions_test.npz")["y_score"][:8]
-    np.testing.assert_allclose(report["predictions"]["y_score_exact"], own, atol=1e-5)
-    assert set(report["comparison"]["sources"]) == {"exact", "noisy", "hardware"}
+    def validate(run, limit, per_pub):
+        jobs_dir = tmp_path / "jobs"
+        code = main(
+            ["hardware", "submit", str(run), "--backend", DEVICE, "--limit", str(limit),
+             "--shots", "256", "--max-params-per-pub", str(per_pub), "--seed-simulator", "7",
+             "--jobs-dir", str(jobs_dir), "--name", run.name, "--data-dir", breast_dir]
+        )  # fmt: skip
+        assert code == 0
+        jobs.forget_local_jobs()
+        assert main(["hardware", "report", str(jobs_dir / run.name)]) == 0
+        report = json.loads((jobs_dir / run.name / "report.json").read_text())
+        # The exact source reproduces the run's own test predictions of those images.
+        own = np.load(run / "predictions_test.npz")["y_score"][:limit]
+        np.testing.assert_allclose(report["predictions"]["y_score_exact"], own, atol=1e-5)
+        assert report["predictions"]["image_indices"] == list(range(limit))
+        assert set(report["comparison"]["sources"]) == {"exact", "noisy", "hardware"}
+        return load_record(jobs_dir / run.name), report
 
-    quanv = train("quanv")
-    capsys.readouterr()
-    code = main(
-        ["hardware", "plan", str(quanv), "--backend", DEVICE, "--limit", "4",
-         "--data-dir", breast_dir]
-    )  # fmt: skip
-    assert code == 2
-    assert "one circuit per image (hqcnn, qcnn)" in capsys.readouterr().err
+    record, report = validate(train("qcnn"), 8, 8)
+    assert record.rows_per_image == 1 and report["n_images"] == 8
+
+    # quanv: one parameter set per 2×2 patch (196 per image); PUBs hold whole images, so 400
+    # parameter sets per PUB gives 2 images in the first job and 1 in the second.
+    record, report = validate(train("quanv"), 3, 400)
+    assert record.rows_per_image == 196 and report["n_images"] == 3
+    assert [(c["start"], c["stop"]) for c in record.chunks] == [(0, 392), (392, 588)]
+    assert [record.image_span(c) for c in record.chunks] == [(0, 2), (2, 3)]
+    result = record.read_result(1)
+    assert result["image_indices"] == [2] and np.asarray(result["evs"]).shape == (196, 4)
+    hardware = report["comparison"]["sources"]["hardware"]
+    assert hardware["mae_vs_exact"] < 0.2  # a 4-qubit filter under fake_manila's noise

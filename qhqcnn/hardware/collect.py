@@ -56,7 +56,8 @@ def _save_result(record: JobRecord, chunk: dict[str, Any], job: Any, result: Any
         applied = applied_mitigation(EXECUTOR, record.local, execution["options"], options)
     else:
         applied = execution["mitigation_applied"]
-    indices = record.manifest["inputs"]["indices"][chunk["start"] : chunk["stop"]]
+    first, stop = record.image_span(chunk)
+    indices = record.manifest["inputs"]["indices"][first:stop]
     record.write_result(
         chunk["index"],
         {

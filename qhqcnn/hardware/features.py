@@ -1,8 +1,11 @@
 """The circuit inputs of a trained run: classical features computed locally, trained weights.
 
-Only the circuit goes to the device. The backbone, bridge and angle map of the trained model run
-here (``HybridNet.angles``), giving each image's input angles; the trained circuit weights come
-from the quantum layer. The classical layer after the circuit is kept to score the outputs.
+Only the circuit goes to the device. The classical layers before it run here
+(``model.angles``), giving the circuit's input angles: one parameter set ("row") per image for
+``hqcnn`` and ``qcnn``, one per image patch and channel for ``quanv`` (196 per 28×28
+grey-scale image with the 2×2/stride-2 filter). The trained circuit weights come from the
+quantum layer, and the trained layers after the circuit (``model.readout()``) are kept to turn
+the rows' outputs back into each image's class scores.
 """
 
 from __future__ import annotations
@@ -24,13 +27,17 @@ from qhqcnn.models import CLASSICAL_TWINS, ModelSpec, build_model
 from qhqcnn.plots import predicted_labels
 from qhqcnn.train import load_data, run_dir_config
 
-#: Models whose quantum layer is one circuit per image, fed by ``model.angles(images)``.
-HARDWARE_MODELS = ("hqcnn", "qcnn")
+#: Models whose circuit inputs are ``model.angles(images)`` and whose outputs are scored by
+#: ``model.readout()``.
+HARDWARE_MODELS = ("hqcnn", "qcnn", "quanv")
 
 
 @dataclass
 class RunInputs:
-    """Everything a hardware job needs from a trained run, for the chosen images."""
+    """Everything a hardware job needs from a trained run, for the chosen images.
+
+    ``angles`` has ``rows_per_image`` rows (circuit parameter sets) per image, image by image.
+    """
 
     run_dir: str
     dataset: str
@@ -46,6 +53,12 @@ class RunInputs:
     angles: np.ndarray
     weights: np.ndarray
     classifier_state: dict[str, Any]
+    rows_per_image: int = 1
+    image_size: int = 28
+
+    @property
+    def n_images(self) -> int:
+        return int(len(self.indices))
 
 
 def select_indices(n_available: int, limit: int | None, offset: int = 0) -> np.ndarray:
@@ -66,8 +79,8 @@ def load_run_inputs(
     offset: int = 0,
     data_dir: str | None = None,
 ) -> RunInputs:
-    """Load a trained run with one circuit per image (HQCNN, QCNN) and compute the circuit
-    inputs of the chosen images."""
+    """Load a trained HQCNN, QCNN or quanv run and compute the circuit inputs of the chosen
+    images."""
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     config = run_dir_config(run_dir)
@@ -75,10 +88,8 @@ def load_run_inputs(
         raise ConfigError(f"{run_dir} is a {config.model.model!r} run: it has no quantum circuit")
     if config.model.model not in HARDWARE_MODELS:
         raise ConfigError(
-            f"{run_dir} is a {config.model.model!r} run: its circuit runs on every image patch "
-            f"(196 circuits per 28×28 image), and hardware validation supports the models with "
-            f"one circuit per image ({', '.join(HARDWARE_MODELS)}). Evaluate it under device "
-            "noise instead: qhqcnn evaluate RUN --backend aer --noise <device>"
+            f"{run_dir} is a {config.model.model!r} run; hardware validation supports "
+            f"{', '.join(HARDWARE_MODELS)}"
         )
     # The whole split (training may have capped it with --max-eval), then the chosen slice.
     data = load_data(replace(config, max_train=None, max_eval=None), data_dir, splits=(split,))
@@ -89,7 +100,8 @@ def load_run_inputs(
     with torch.no_grad():
         angles = model.angles(tensors.images[torch.as_tensor(indices)]).double().numpy()
     weights = model.head.weight.detach().double().numpy().copy()
-    classifier = {k: v.detach().cpu().numpy() for k, v in model.classifier.state_dict().items()}
+    readout = model.readout().state_dict()
+    classifier = {k: v.detach().cpu().numpy() for k, v in readout.items()}
     return RunInputs(
         run_dir=str(run_dir),
         dataset=config.dataset,
@@ -105,6 +117,8 @@ def load_run_inputs(
         angles=angles,
         weights=weights,
         classifier_state=classifier,
+        rows_per_image=angles.shape[0] // len(indices),
+        image_size=config.size,
     )
 
 
@@ -138,11 +152,16 @@ def parameter_values(
 
 
 def build_classifier(
-    spec: ModelSpec, n_channels: int, n_classes: int, state: dict[str, Any]
+    spec: ModelSpec,
+    n_channels: int,
+    n_classes: int,
+    state: dict[str, Any],
+    image_size: int = 28,
 ) -> nn.Module:
-    """The trained layers after the circuit (``HybridNet.classifier``), in eval mode."""
-    shell = build_model(replace(spec, model=CLASSICAL_TWINS[spec.model]), n_channels, n_classes)
-    classifier = shell.classifier
+    """The trained layers after the circuit (``model.readout()``), in eval mode: circuit
+    outputs, ``rows_per_image`` rows per image, → class logits."""
+    twin = replace(spec, model=CLASSICAL_TWINS[spec.model])
+    classifier = build_model(twin, n_channels, n_classes, image_size=image_size).readout()
     tensors = {k: torch.as_tensor(np.asarray(v, dtype=np.float32)) for k, v in state.items()}
     classifier.load_state_dict(tensors)
     return classifier.eval()

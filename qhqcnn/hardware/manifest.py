@@ -4,8 +4,9 @@ Layout of a job directory::
 
     manifest.json       schema, run, backend, circuit facts, settings, chunks (job id, status)
     circuit.qpy         the ISA circuit, transpiled once (QPY keeps parameters and layout)
-    inputs.json         image indices, labels, circuit input angles, trained circuit weights
-    classifier.json     the trained classical layer after the circuit (for the report)
+    inputs.json         image indices, labels, circuit input angles (``rows_per_image`` parameter
+                        sets per image), trained circuit weights
+    classifier.json     the trained classical layers after the circuit (for the report)
     results/chunk-NNNN.json   one file per chunk, written when its job's result arrives
     report.md, report.json, report.png   written by ``qhqcnn hardware report``
 
@@ -145,7 +146,7 @@ def validate_manifest(manifest: Any, path: Path) -> dict[str, Any]:
     chunks = manifest["chunks"]
     if not isinstance(chunks, list) or not chunks:
         raise fail("no chunks")
-    n_images = len(manifest["inputs"].get("indices", []))
+    rows = len(manifest["inputs"].get("indices", [])) * rows_per_image(manifest)
     expected_start = 0
     for position, chunk in enumerate(chunks):
         if not isinstance(chunk, dict):
@@ -155,9 +156,14 @@ def validate_manifest(manifest: Any, path: Path) -> dict[str, Any]:
         if chunk.get("status") not in STATUSES:
             raise fail(f"chunk {position} has unknown status {chunk.get('status')!r}")
         expected_start = chunk.get("stop")
-    if expected_start != n_images:
-        raise fail(f"chunks cover {expected_start} of {n_images} images")
+    if expected_start != rows:
+        raise fail(f"chunks cover {expected_start} of {rows} parameter sets")
     return manifest
+
+
+def rows_per_image(manifest: dict[str, Any]) -> int:
+    """Circuit parameter sets per image: 1 (HQCNN, QCNN), patches × channels (quanv)."""
+    return int(manifest["inputs"].get("rows_per_image", 1))
 
 
 class JobRecord:
@@ -176,6 +182,15 @@ class JobRecord:
     @property
     def chunks(self) -> list[dict[str, Any]]:
         return self.manifest["chunks"]
+
+    @property
+    def rows_per_image(self) -> int:
+        return rows_per_image(self.manifest)
+
+    def image_span(self, chunk: dict[str, Any]) -> tuple[int, int]:
+        """Positions ``[first, stop)`` (in the record's image list) of the images a chunk covers."""
+        rows = self.rows_per_image
+        return chunk["start"] // rows, -(-chunk["stop"] // rows)
 
     @property
     def backend_name(self) -> str:
@@ -266,6 +281,7 @@ class JobRecord:
                 "angles": np.asarray(data["angles"], dtype=float),
                 "weights": np.asarray(data["weights"], dtype=float),
                 "parameter_values": np.asarray(data["parameter_values"], dtype=float),
+                "rows_per_image": int(data.get("rows_per_image", 1)),
             }
         except (KeyError, TypeError, ValueError) as exc:
             raise JobRecordError(f"{self.path / INPUTS_FILE} is corrupt: {exc}") from None

@@ -1,8 +1,10 @@
 """What a hardware job sends: the ISA circuit (transpiled once), PUBs, jobs and QPU usage.
 
-Every image is one parameter set. Parameter sets are cut into PUBs of at most
-``max_params_per_pub`` and PUBs into jobs (chunks) of at most ``max_pubs_per_job``: a chunk is
-the unit that is submitted, saved and, if needed, submitted again.
+Every image is one parameter set (HQCNN, QCNN) or ``rows_per_image`` of them (quanv: one per
+patch and channel). Parameter sets are cut into PUBs of at most ``max_params_per_pub``, rounded
+down to whole images (at least one image), and PUBs into jobs (chunks) of at most
+``max_pubs_per_job``: a chunk is the unit that is submitted, saved and, if needed, submitted
+again, and always holds whole images.
 """
 
 from __future__ import annotations
@@ -64,12 +66,21 @@ class HardwarePlan:
 
     @property
     def n_images(self) -> int:
+        return self.inputs.n_images
+
+    @property
+    def n_rows(self) -> int:
+        """Circuit parameter sets: images × ``inputs.rows_per_image``."""
         return int(self.values.shape[0])
 
 
-def make_chunks(n: int, max_params_per_pub: int, max_pubs_per_job: int) -> list[dict[str, Any]]:
-    """Chunks (jobs) of PUBs covering parameter sets ``0 … n−1`` in order."""
-    pubs = [(s, min(n, s + max_params_per_pub)) for s in range(0, n, max_params_per_pub)]
+def make_chunks(
+    n: int, max_params_per_pub: int, max_pubs_per_job: int, rows_per_image: int = 1
+) -> list[dict[str, Any]]:
+    """Chunks (jobs) of PUBs covering parameter sets ``0 … n−1`` in order, each PUB holding
+    whole images of ``rows_per_image`` parameter sets."""
+    size = max(1, max_params_per_pub // rows_per_image) * rows_per_image
+    pubs = [(s, min(n, s + size)) for s in range(0, n, size)]
     chunks = []
     for index, first in enumerate(range(0, len(pubs), max_pubs_per_job)):
         group = pubs[first : first + max_pubs_per_job]
@@ -175,7 +186,9 @@ def build_plan(
     applied = applied_mitigation(
         primitive, is_local_backend(backend), options, finalized_options(estimator)
     )
-    chunks = make_chunks(len(values), settings.max_params_per_pub, settings.max_pubs_per_job)
+    chunks = make_chunks(
+        len(values), settings.max_params_per_pub, settings.max_pubs_per_job, inputs.rows_per_image
+    )
     usage = estimate_usage(prepared, backend, len(values), len(chunks), settings)
     return HardwarePlan(
         inputs=inputs,
@@ -223,7 +236,13 @@ def format_plan(plan: HardwarePlan) -> str:
         f"run          {inputs.run_dir} ({inputs.dataset}, checkpoint epoch "
         f"{inputs.checkpoint_epoch})",
         f"images       {plan.n_images} of the {inputs.split} split (indices "
-        f"{int(inputs.indices[0])}–{int(inputs.indices[-1])}); features computed locally",
+        f"{int(inputs.indices[0])}–{int(inputs.indices[-1])}); features computed locally"
+        + (
+            f"; {inputs.rows_per_image} parameter sets (patches × channels) per image, "
+            f"{plan.n_rows:,} in all"
+            if inputs.rows_per_image > 1
+            else ""
+        ),
         f"backend      {plan.backend_name}: {plan.backend.num_qubits} qubits, {mode}",
         f"circuit      {plan.template.num_qubits} qubits on physical {info['layout']}; depth "
         f"{info['depth']}; {info['two_qubit_gates']} two-qubit gates; {ops}",

@@ -43,8 +43,9 @@ COLORS = {"exact": "#2ca02c", "noisy": "#ff7f0e", "hardware": "#1f77b4"}
 
 
 def hardware_outputs(record: JobRecord, allow_partial: bool = False) -> dict[str, np.ndarray]:
-    """Saved expectation values of every chunk, with the positions of the images they cover."""
-    positions, evs, stds, missing = [], [], [], []
+    """Saved expectation values of every chunk, with the positions of the parameter sets (rows)
+    and of the images they cover."""
+    positions, images, evs, stds, missing = [], [], [], [], []
     for chunk in record.chunks:
         result = record.read_result(chunk["index"])
         if result is None:
@@ -52,6 +53,7 @@ def hardware_outputs(record: JobRecord, allow_partial: bool = False) -> dict[str
             continue
         values = np.asarray(result["evs"], dtype=float)
         positions.append(np.arange(chunk["start"], chunk["stop"]))
+        images.append(np.arange(*record.image_span(chunk)))
         evs.append(values)
         stds.append(np.asarray(result.get("stds", np.full_like(values, np.nan)), dtype=float))
     if missing and (not allow_partial or not evs):
@@ -62,6 +64,7 @@ def hardware_outputs(record: JobRecord, allow_partial: bool = False) -> dict[str
         )
     return {
         "positions": np.concatenate(positions),
+        "image_positions": np.concatenate(images),
         "evs": np.concatenate(evs),
         "stds": np.concatenate(stds),
         "missing_chunks": np.asarray(missing, dtype=int),
@@ -292,6 +295,13 @@ def format_markdown(report: dict[str, Any]) -> str:
     if "unavailable" in noisy:
         lines += ["", f"Noisy simulation unavailable: {noisy['unavailable']}"]
     names = report["outputs"]
+    rows = report.get("rows_per_image", 1)
+    over = (
+        f"the {report['n_images'] * rows:,} circuit evaluations ({report['n_images']} images × "
+        f"{rows} patches and channels)"
+        if rows > 1
+        else "the images"
+    )
     lines += [
         "",
         "## Per-output expectation error",
@@ -309,7 +319,7 @@ def format_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {std:.4f} |")
     lines += [
         "",
-        "Errors are mean |⟨O⟩ − ⟨O⟩ exact| over the images; the standard error is the mean "
+        f"Errors are mean |⟨O⟩ − ⟨O⟩ exact| over {over}; the standard error is the mean "
         "`stds` the estimator reported.",
         "",
         f"![hardware vs exact vs noisy simulation]({REPORT_PNG})",
@@ -378,9 +388,9 @@ def build_report(
     """Compare hardware, exact and noisy predictions; write report.md/.json/.png."""
     record = load_record(job_dir)
     hardware = hardware_outputs(record, allow_partial)
-    positions = hardware["positions"]
+    positions, images = hardware["positions"], hardware["image_positions"]
     inputs = record.inputs()
-    angles, labels = inputs["angles"][positions], inputs["labels"][positions]
+    angles, labels = inputs["angles"][positions], inputs["labels"][images]
     run = record.manifest["run"]
     spec = ModelSpec(**run["model"])
     classifier = build_classifier(
@@ -388,6 +398,7 @@ def build_report(
         run["n_channels"],
         run["n_classes"],
         read_json_file(record.path / CLASSIFIER_FILE, "the trained classifier"),
+        image_size=run.get("image_size", 28),
     )
     outputs: dict[str, np.ndarray] = {}
     references: dict[str, Any] = {}
@@ -410,7 +421,8 @@ def build_report(
         "split": record.manifest["inputs"]["split"],
         "backend": record.backend_name,
         "local": record.local,
-        "n_images": int(len(positions)),
+        "n_images": int(len(images)),
+        "rows_per_image": record.rows_per_image,
         "missing_chunks": hardware["missing_chunks"].tolist(),
         "outputs": names,
         "what_ran": _what_ran(record, references),
@@ -418,7 +430,7 @@ def build_report(
         "comparison": summary,
         "hardware_mean_std": np.nanmean(hardware["stds"], axis=0).tolist(),
         "predictions": {
-            "image_indices": inputs["indices"][positions],
+            "image_indices": inputs["indices"][images],
             "y_true": labels,
             **{f"y_pred_{k}": v["y_pred"] for k, v in scored.items()},
             **{f"y_score_{k}": v["y_score"] for k, v in scored.items()},

@@ -42,10 +42,11 @@ def chunk_states(
         if live and chunk["status"] == SUBMITTED and chunk["job_id"]:
             job = jobs.find_job(chunk["job_id"], local=record.local, service=service)
             live_state = jobs.job_state(job) if job is not None else jobs.NOT_FOUND
+        first, stop = record.image_span(chunk)
         states.append(
             {
                 "index": chunk["index"],
-                "images": f"{chunk['start']}–{chunk['stop'] - 1}",
+                "images": f"{first}–{stop - 1}",
                 "status": chunk["status"],
                 "job_id": chunk["job_id"],
                 "job_state": live_state,

@@ -99,6 +99,7 @@ def _manifest(plan: HardwarePlan, record_id: str) -> dict[str, Any]:
             "n_classes": inputs.n_classes,
             "model": inputs.spec.to_dict(),
             "checkpoint_epoch": inputs.checkpoint_epoch,
+            "image_size": inputs.image_size,
             "checkpoint_sha256": _sha256(checkpoint) if checkpoint.exists() else None,
         },
         "backend": {
@@ -133,6 +134,7 @@ def _manifest(plan: HardwarePlan, record_id: str) -> dict[str, Any]:
             "file": INPUTS_FILE,
             "split": inputs.split,
             "n_images": plan.n_images,
+            "rows_per_image": inputs.rows_per_image,
             "indices": inputs.indices,
         },
         "chunks": [
@@ -169,6 +171,7 @@ def create_record(
             "labels": inputs.labels,
             "angles": inputs.angles,
             "weights": inputs.weights,
+            "rows_per_image": inputs.rows_per_image,
             "parameter_order": record.manifest["circuit"]["parameter_order"],
             "parameter_values": plan.values,
         },
