@@ -338,6 +338,25 @@ def test_corrupted_manifest_gives_clear_error_and_nothing_is_overwritten(
         create_record(None, tmp_path, "copy")  # type: ignore[arg-type]
 
 
+def test_classifier_file_missing_corrupt_or_from_an_older_record(done_record, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(done_record, copy)
+    assert main(["hardware", "report", str(copy), "--no-noisy"]) == 0
+    expected = json.loads((copy / "report.json").read_text())["comparison"]
+    saved = load_record(copy).classifier_state()
+    (copy / "classifier.npz").write_bytes(b"PK\x03\x04 truncated")
+    assert main(["hardware", "report", str(copy), "--no-noisy"]) == 2
+    assert "classifier.npz is corrupt" in capsys.readouterr().err
+    (copy / "classifier.npz").unlink()
+    assert main(["hardware", "report", str(copy), "--no-noisy"]) == 2
+    assert "classifier.npz is missing" in capsys.readouterr().err
+    # Records written before the .npz file keep the classifier as JSON, and still report.
+    (copy / "classifier.json").write_text(json.dumps({k: v.tolist() for k, v in saved.items()}))
+    assert main(["hardware", "report", str(copy), "--no-noisy"]) == 0
+    report = json.loads((copy / "report.json").read_text())["comparison"]
+    assert report["sources"]["hardware"]["auc"] == expected["sources"]["hardware"]["auc"]
+
+
 def test_unknown_backend(trained_run, breast_dir, tmp_path, capsys):
     with pytest.raises(BackendError, match="unknown fake backend"):
         get_backend("fake_nowhere")

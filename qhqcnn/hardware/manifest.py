@@ -6,7 +6,8 @@ Layout of a job directory::
     circuit.qpy         the ISA circuit, transpiled once (QPY keeps parameters and layout)
     inputs.json         image indices, labels, circuit input angles (``rows_per_image`` parameter
                         sets per image), trained circuit weights
-    classifier.json     the trained classical layers after the circuit (for the report)
+    classifier.npz      the trained classical layers after the circuit (for the report; records
+                        written before November 2026 have it as classifier.json)
     results/chunk-NNNN.json   one file per chunk, written when its job's result arrives
     report.md, report.json, report.png   written by ``qhqcnn hardware report``
 
@@ -26,13 +27,14 @@ from typing import Any
 import numpy as np
 
 from qhqcnn.errors import QhqcnnError, RunNotFoundError
-from qhqcnn.io import atomic_write, atomic_write_text
+from qhqcnn.io import atomic_save_npz, atomic_write, atomic_write_text
 
 SCHEMA = "qhqcnn.hardware-job/1"
 MANIFEST_FILE = "manifest.json"
 CIRCUIT_FILE = "circuit.qpy"
 INPUTS_FILE = "inputs.json"
-CLASSIFIER_FILE = "classifier.json"
+CLASSIFIER_FILE = "classifier.npz"
+LEGACY_CLASSIFIER_FILE = "classifier.json"
 RESULTS_DIR = "results"
 
 PENDING = "pending"  # never submitted
@@ -270,6 +272,25 @@ class JobRecord:
             )
             for obs in info["observables"]
         ]
+
+    def write_classifier(self, state: dict[str, Any]) -> None:
+        """Save the trained layers after the circuit (a state dict of arrays)."""
+        atomic_save_npz(self.path / CLASSIFIER_FILE, **{k: np.asarray(v) for k, v in state.items()})
+
+    def classifier_state(self) -> dict[str, Any]:
+        """The trained layers after the circuit, as saved by :meth:`write_classifier`."""
+        path = self.path / CLASSIFIER_FILE
+        if not path.exists() and (self.path / LEGACY_CLASSIFIER_FILE).exists():
+            return read_json_file(self.path / LEGACY_CLASSIFIER_FILE, "the trained classifier")
+        try:
+            with np.load(path) as data:
+                return {key: data[key] for key in data.files}
+        except FileNotFoundError:
+            raise JobRecordError(
+                f"{path} is missing: the trained layers after the circuit"
+            ) from None
+        except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
+            raise JobRecordError(f"{path} is corrupt: {exc}") from None
 
     def inputs(self) -> dict[str, np.ndarray]:
         """Indices, labels, input angles and circuit weights as arrays."""

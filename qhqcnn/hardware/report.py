@@ -22,11 +22,9 @@ from qhqcnn.devices import is_fake_name, normalize_fake_name
 from qhqcnn.errors import QhqcnnError
 from qhqcnn.hardware.features import build_classifier, score_outputs
 from qhqcnn.hardware.manifest import (
-    CLASSIFIER_FILE,
     JobRecord,
     load_record,
     now,
-    read_json_file,
     write_json,
     write_text,
 )
@@ -397,7 +395,7 @@ def build_report(
         spec,
         run["n_channels"],
         run["n_classes"],
-        read_json_file(record.path / CLASSIFIER_FILE, "the trained classifier"),
+        record.classifier_state(),
         image_size=run.get("image_size", 28),
     )
     outputs: dict[str, np.ndarray] = {}

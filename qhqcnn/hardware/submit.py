@@ -24,7 +24,6 @@ from qhqcnn.hardware import jobs
 from qhqcnn.hardware.collect import collect
 from qhqcnn.hardware.manifest import (
     CIRCUIT_FILE,
-    CLASSIFIER_FILE,
     FAILED,
     INPUTS_FILE,
     MANIFEST_FILE,
@@ -176,7 +175,7 @@ def create_record(
             "parameter_values": plan.values,
         },
     )
-    write_json(path / CLASSIFIER_FILE, inputs.classifier_state)
+    record.write_classifier(inputs.classifier_state)
     record.note(f"record created for {plan.n_images} images in {len(plan.chunks)} chunk(s)")
     record.save()
     return record
