@@ -82,7 +82,13 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     add_backend_arguments(p, "exact")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="learning rate of the classical parameters (default 1e-3; qcnn and "
+        "qcnn-classical 3e-2, chosen on validation)",
+    )
     p.add_argument(
         "--quantum-lr",
         type=float,
@@ -138,7 +144,7 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace, *, dataset: str, model: str, seed: int):
     """The TrainConfig that the recipe flags in ``args`` describe."""
-    from qhqcnn.config import TrainConfig
+    from qhqcnn.config import TrainConfig, default_lr
     from qhqcnn.models import ModelSpec
 
     return TrainConfig(
@@ -160,7 +166,7 @@ def config_from_args(args: argparse.Namespace, *, dataset: str, model: str, seed
         backend_options=backend_options_from_args(args),
         epochs=args.epochs,
         batch_size=args.batch_size,
-        lr=args.lr,
+        lr=default_lr(model) if args.lr is None else args.lr,
         quantum_lr=args.quantum_lr,
         weight_decay=args.weight_decay,
         augment=args.augment,
@@ -384,7 +390,14 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         model=models[0] if models else "hqcnn",
         seed=0,
     )
-    plan = StudyPlan(present, models, list(range(args.seeds)), recipe, noise=args.eval_noise)
+    plan = StudyPlan(
+        present,
+        models,
+        list(range(args.seeds)),
+        recipe,
+        noise=args.eval_noise,
+        model_lr=args.lr is None,
+    )
     study = run_study(
         plan,
         args.out,

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from qhqcnn.config import TrainConfig
+from qhqcnn.config import DEFAULT_LR, TrainConfig, default_lr
 from qhqcnn.data import dataset_info, resolve_data_dir
 from qhqcnn.errors import ConfigError
 from qhqcnn.evaluate import evaluate_run
@@ -86,6 +86,9 @@ class StudyPlan:
     seeds: list[int]
     recipe: TrainConfig = field(default_factory=TrainConfig)
     noise: str | None = None
+    #: each model at its own default learning rate (:data:`qhqcnn.config.MODEL_LR`) instead of
+    #: ``recipe.lr`` (the CLI's choice when no ``--lr`` is given)
+    model_lr: bool = False
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.models if m not in MODEL_NAMES]
@@ -95,6 +98,22 @@ class StudyPlan:
             )
         if not self.models:
             raise ConfigError("no model to run")
+
+    def cell_config(self, dataset: str, model: str, seed: int) -> TrainConfig:
+        """The recipe as one cell trains it."""
+        lr = default_lr(model) if self.model_lr else self.recipe.lr
+        spec = replace(self.recipe.model, model=model)
+        return replace(self.recipe, dataset=dataset, seed=seed, model=spec, lr=lr)
+
+    def recipe_record(self) -> dict[str, Any]:
+        """The shared recipe (without the per-cell dataset and seed); ``lr`` is a per-model
+        table when models differ in it."""
+        record = {k: v for k, v in self.recipe.to_dict().items() if k not in ("dataset", "seed")}
+        if self.model_lr:
+            record["lr"] = {m: default_lr(m) for m in self.models}
+            if len(set(record["lr"].values())) == 1:
+                record["lr"] = next(iter(record["lr"].values()))
+        return record
 
     def cells(self) -> list[tuple[str, str, int]]:
         return [(d, m, s) for d in self.datasets for m in self.models for s in self.seeds]
@@ -144,12 +163,7 @@ def run_cell(
         if (run / CONFIG_FILE).exists():
             trainer = Trainer.resume(run, data_dir=data_dir, progress=progress)
         else:
-            config = replace(
-                plan.recipe,
-                dataset=dataset,
-                seed=seed,
-                model=replace(plan.recipe.model, model=model),
-            )
+            config = plan.cell_config(dataset, model, seed)
             trainer = Trainer(config, run, data_dir=data_dir, progress=progress)
         if cache:
             from qhqcnn.quanv_cache import precompute_for_trainer
@@ -192,7 +206,8 @@ def read_cell(
         "parameters": record["parameters"],
         "config": record["config"],
     }
-    differences = recipe_differences(plan.recipe.to_dict(), record["config"])
+    planned = plan.cell_config(dataset, model, seed).to_dict()
+    differences = recipe_differences(planned, record["config"])
     if differences:
         cell["recipe_differences"] = differences
     if plan.noise and model in QUANTUM_MODELS:
@@ -322,6 +337,9 @@ def describe_recipe(recipe: dict[str, Any]) -> str:
         for k, v in recipe.items()
         if k not in ("model", "relabel", "max_train", "max_eval", "threads")
     }
+    if isinstance(flat.get("lr"), dict):
+        own = {m: lr for m, lr in flat["lr"].items() if lr != DEFAULT_LR}
+        flat["lr"] = f"{DEFAULT_LR:g} (" + ", ".join(f"{m} {lr:g}" for m, lr in own.items()) + ")"
     return ", ".join(f"{k}={v}" for k, v in {**flat, **spec}.items())
 
 
@@ -355,7 +373,15 @@ def render_markdown(study: dict[str, Any]) -> str:
         "n = seeds finished for that row. Test split read once per run "
         "(best-validation-AUC checkpoint). Raw numbers and every config: `results.json`.",
         "",
-        "Recipe (shared by every model): " + describe_recipe(study["recipe"]) + ".",
+        "Recipe (shared by every model"
+        + (
+            "; per-model lr chosen on validation, docs/recipe.md"
+            if isinstance(study["recipe"].get("lr"), dict)
+            else ""
+        )
+        + "): "
+        + describe_recipe(study["recipe"])
+        + ".",
         "",
         "Each quantum model is compared with its parameter-matched classical twin, the same",
         "network with the quantum part replaced by a classical layer: hqcnn ↔ classical,",
@@ -553,7 +579,7 @@ def run_study(
         "models": plan.models,
         "seeds": plan.seeds,
         "noise": plan.noise,
-        "recipe": {k: v for k, v in plan.recipe.to_dict().items() if k not in ("dataset", "seed")},
+        "recipe": plan.recipe_record(),
         "cells": cells,
         "not_run": not_run,
         "summary": summarize(cells),

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from qhqcnn.cli import main
+from qhqcnn.config import TrainConfig
 from qhqcnn.errors import ConfigError
 from qhqcnn.reproduce import StudyPlan, paired_test, summarize
 
@@ -16,16 +17,34 @@ TINY = ["--epochs", "1", "--max-train", "32", "--max-eval", "32", "--batch-size"
 
 def test_reproduce_writes_tables_and_reuses_finished_cells(tmp_path, breast_dir, capsys):
     out, docs = tmp_path / "study", tmp_path / "docs" / "results.md"
-    args = ["reproduce", "--datasets", "breastmnist,dermamnist", "--models", "hqcnn,classical",
-            "--seeds", "2", "--out", str(out), "--docs", str(docs), "--data-dir", breast_dir,
-            "--no-progress", *TINY]
+    args = [
+        "reproduce",
+        "--datasets",
+        "breastmnist,dermamnist",
+        "--models",
+        "hqcnn,classical",
+        "--seeds",
+        "2",
+        "--out",
+        str(out),
+        "--docs",
+        str(docs),
+        "--data-dir",
+        breast_dir,
+        "--no-progress",
+        *TINY,
+    ]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "skipping (no file in the data directory): dermamnist" in printed
     study = json.loads((out / "results.json").read_text())
     assert len(study["cells"]) == 4
     assert {(c["model"], c["seed"]) for c in study["cells"]} == {
-        ("hqcnn", 0), ("hqcnn", 1), ("classical", 0), ("classical", 1)}
+        ("hqcnn", 0),
+        ("hqcnn", 1),
+        ("classical", 0),
+        ("classical", 1),
+    }
     test = study["paired_tests"]["breastmnist"]["hqcnn"]
     assert test["n_pairs"] == 2 and (test["quantum"], test["classical"]) == ("hqcnn", "classical")
     assert study["not_run"] == [] and not study["finished_only"]
@@ -42,8 +61,15 @@ def test_reproduce_writes_tables_and_reuses_finished_cells(tmp_path, breast_dir,
 
 
 def _cell(model, seed, auc, acc=0.5):
-    return {"dataset": "d", "model": model, "seed": seed, "test_auc": auc, "test_acc": acc,
-            "parameters": {"classical": 1, "quantum": 0}, "train_seconds": 1.0}
+    return {
+        "dataset": "d",
+        "model": model,
+        "seed": seed,
+        "test_auc": auc,
+        "test_acc": acc,
+        "parameters": {"classical": 1, "quantum": 0},
+        "train_seconds": 1.0,
+    }
 
 
 def test_summary_and_paired_test():
@@ -69,6 +95,28 @@ def test_each_quantum_model_is_paired_with_its_twin():
     assert plan.pairs() == [("quanv", "quanv-classical"), ("qcnn", "qcnn-classical")]
     with pytest.raises(ConfigError, match="unknown model"):
         StudyPlan(["d"], ["hqcnn", "qunav"], [0])
+
+
+def test_the_qcnn_pair_has_its_own_learning_rate_unless_lr_is_given():
+    from qhqcnn.cli import build_parser, config_from_args
+    from qhqcnn.reproduce import describe_recipe
+
+    plan = StudyPlan(["d"], ["hqcnn", "qcnn", "qcnn-classical"], [0], model_lr=True)
+    assert [plan.cell_config("d", m, 0).lr for m in plan.models] == [1e-3, 3e-2, 3e-2]
+    assert plan.recipe_record()["lr"] == {"hqcnn": 1e-3, "qcnn": 3e-2, "qcnn-classical": 3e-2}
+    assert "lr=0.001 (qcnn 0.03, qcnn-classical 0.03)" in describe_recipe(plan.recipe_record())
+    assert StudyPlan(["d"], ["qcnn"], [0], model_lr=True).recipe_record()["lr"] == 3e-2
+    # An explicit --lr is every model's.
+    fixed = StudyPlan(["d"], ["hqcnn", "qcnn"], [0], TrainConfig(lr=5e-3))
+    assert [fixed.cell_config("d", m, 0).lr for m in fixed.models] == [5e-3, 5e-3]
+    parser = build_parser()
+    for argv, model, lr in (
+        ([], "qcnn", 3e-2),
+        ([], "hqcnn", 1e-3),
+        (["--lr", "0.002"], "qcnn", 2e-3),
+    ):
+        args = parser.parse_args(["train", "--dataset", "breastmnist", *argv])
+        assert config_from_args(args, dataset="breastmnist", model=model, seed=0).lr == lr
 
 
 QUANV_FAMILY = "quanv,quanv-classical,qcnn,qcnn-classical"
@@ -135,7 +183,9 @@ def test_reproduce_quanv_family_uses_the_cache_and_finished_only(tmp_path, breas
     # a reused cell trained with another recipe is flagged, not silently mixed in
     assert main([*base, "--seeds", "1", "--finished-only", "--lr", "0.002"]) == 0
     study = json.loads((out / "results.json").read_text())
-    assert all(c["recipe_differences"] == {"lr": [0.001, 0.002]} for c in study["cells"])
+    trained_lr = {"quanv": 1e-3, "quanv-classical": 1e-3, "qcnn": 3e-2, "qcnn-classical": 3e-2}
+    for cell in study["cells"]:  # the QCNN pair trained at its own default lr
+        assert cell["recipe_differences"] == {"lr": [trained_lr[cell["model"]], 0.002]}
     assert "Cells trained with another recipe than the one above: quanv seed 0 (lr=0.001)" in (
         docs.read_text()
     )
@@ -154,9 +204,26 @@ def test_recipe_differences_ignore_what_a_cell_is_and_how_it_ran():
 def test_cells_in_worker_processes_equal_the_serial_study(tmp_path, breast_dir, capsys):
     def study(name, *extra):
         out = tmp_path / name
-        args = ["reproduce", "--datasets", "breastmnist", "--models", "hqcnn,classical",
-                "--seeds", "2", "--out", str(out), "--docs", str(tmp_path / f"{name}.md"),
-                "--data-dir", breast_dir, "--threads", "1", "--no-progress", *TINY, *extra]
+        args = [
+            "reproduce",
+            "--datasets",
+            "breastmnist",
+            "--models",
+            "hqcnn,classical",
+            "--seeds",
+            "2",
+            "--out",
+            str(out),
+            "--docs",
+            str(tmp_path / f"{name}.md"),
+            "--data-dir",
+            breast_dir,
+            "--threads",
+            "1",
+            "--no-progress",
+            *TINY,
+            *extra,
+        ]
         assert main(args) == 0
         cells = json.loads((out / "results.json").read_text())["cells"]
         return {(c["model"], c["seed"]): (c["test_acc"], c["test_auc"]) for c in cells}
@@ -170,8 +237,17 @@ def test_cells_in_worker_processes_equal_the_serial_study(tmp_path, breast_dir, 
 def test_markdown_reports_targets_met_or_missed_and_the_paper_note():
     from qhqcnn.reproduce import PAPER_CLAIMS_NOTE, _target_lines
 
-    study = {"summary": [{"dataset": "breastmnist", "model": "hqcnn", "n_seeds": 3,
-                          "acc_mean": 0.9, "auc_mean": 0.91}]}
+    study = {
+        "summary": [
+            {
+                "dataset": "breastmnist",
+                "model": "hqcnn",
+                "n_seeds": 3,
+                "acc_mean": 0.9,
+                "auc_mean": 0.91,
+            }
+        ]
+    }
     (line, _) = _target_lines(study, "breastmnist")
     assert "ACC 0.9000 vs ≥ 0.88 (met)" in line and "AUC 0.9100 vs ≥ 0.92 (missed)" in line
     assert "3 seed(s)" in line
