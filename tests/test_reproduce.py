@@ -17,34 +17,16 @@ TINY = ["--epochs", "1", "--max-train", "32", "--max-eval", "32", "--batch-size"
 
 def test_reproduce_writes_tables_and_reuses_finished_cells(tmp_path, breast_dir, capsys):
     out, docs = tmp_path / "study", tmp_path / "docs" / "results.md"
-    args = [
-        "reproduce",
-        "--datasets",
-        "breastmnist,dermamnist",
-        "--models",
-        "hqcnn,classical",
-        "--seeds",
-        "2",
-        "--out",
-        str(out),
-        "--docs",
-        str(docs),
-        "--data-dir",
-        breast_dir,
-        "--no-progress",
-        *TINY,
-    ]
+    args = ["reproduce", "--datasets", "breastmnist,dermamnist", "--models", "hqcnn,classical",
+            "--seeds", "2", "--out", str(out), "--docs", str(docs), "--data-dir", breast_dir,
+            "--no-progress", *TINY]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "skipping (no file in the data directory): dermamnist" in printed
     study = json.loads((out / "results.json").read_text())
     assert len(study["cells"]) == 4
     assert {(c["model"], c["seed"]) for c in study["cells"]} == {
-        ("hqcnn", 0),
-        ("hqcnn", 1),
-        ("classical", 0),
-        ("classical", 1),
-    }
+        ("hqcnn", 0), ("hqcnn", 1), ("classical", 0), ("classical", 1)}
     test = study["paired_tests"]["breastmnist"]["hqcnn"]
     assert test["n_pairs"] == 2 and (test["quantum"], test["classical"]) == ("hqcnn", "classical")
     assert study["not_run"] == [] and not study["finished_only"]
@@ -61,15 +43,8 @@ def test_reproduce_writes_tables_and_reuses_finished_cells(tmp_path, breast_dir,
 
 
 def _cell(model, seed, auc, acc=0.5):
-    return {
-        "dataset": "d",
-        "model": model,
-        "seed": seed,
-        "test_auc": auc,
-        "test_acc": acc,
-        "parameters": {"classical": 1, "quantum": 0},
-        "train_seconds": 1.0,
-    }
+    return {"dataset": "d", "model": model, "seed": seed, "test_auc": auc, "test_acc": acc,
+            "parameters": {"classical": 1, "quantum": 0}, "train_seconds": 1.0}
 
 
 def test_summary_and_paired_test():
@@ -204,26 +179,9 @@ def test_recipe_differences_ignore_what_a_cell_is_and_how_it_ran():
 def test_cells_in_worker_processes_equal_the_serial_study(tmp_path, breast_dir, capsys):
     def study(name, *extra):
         out = tmp_path / name
-        args = [
-            "reproduce",
-            "--datasets",
-            "breastmnist",
-            "--models",
-            "hqcnn,classical",
-            "--seeds",
-            "2",
-            "--out",
-            str(out),
-            "--docs",
-            str(tmp_path / f"{name}.md"),
-            "--data-dir",
-            breast_dir,
-            "--threads",
-            "1",
-            "--no-progress",
-            *TINY,
-            *extra,
-        ]
+        args = ["reproduce", "--datasets", "breastmnist", "--models", "hqcnn,classical",
+                "--seeds", "2", "--out", str(out), "--docs", str(tmp_path / f"{name}.md"),
+                "--data-dir", breast_dir, "--threads", "1", "--no-progress", *TINY, *extra]
         assert main(args) == 0
         cells = json.loads((out / "results.json").read_text())["cells"]
         return {(c["model"], c["seed"]): (c["test_acc"], c["test_auc"]) for c in cells}
@@ -237,17 +195,8 @@ def test_cells_in_worker_processes_equal_the_serial_study(tmp_path, breast_dir, 
 def test_markdown_reports_targets_met_or_missed_and_the_paper_note():
     from qhqcnn.reproduce import PAPER_CLAIMS_NOTE, _target_lines
 
-    study = {
-        "summary": [
-            {
-                "dataset": "breastmnist",
-                "model": "hqcnn",
-                "n_seeds": 3,
-                "acc_mean": 0.9,
-                "auc_mean": 0.91,
-            }
-        ]
-    }
+    study = {"summary": [{"dataset": "breastmnist", "model": "hqcnn", "n_seeds": 3,
+                          "acc_mean": 0.9, "auc_mean": 0.91}]}
     (line, _) = _target_lines(study, "breastmnist")
     assert "ACC 0.9000 vs ≥ 0.88 (met)" in line and "AUC 0.9100 vs ≥ 0.92 (missed)" in line
     assert "3 seed(s)" in line
