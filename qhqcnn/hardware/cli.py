@@ -9,7 +9,9 @@ from qhqcnn.hardware.submit import DEFAULT_JOBS_DIR
 
 
 def _add_job_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", help="run directory written by `qhqcnn train` (an hqcnn model)")
+    p.add_argument(
+        "run", help="run directory written by `qhqcnn train` (an hqcnn, qcnn or quanv model)"
+    )
     p.add_argument(
         "--backend",
         required=True,
