@@ -144,7 +144,7 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace, *, dataset: str, model: str, seed: int):
     """The TrainConfig that the recipe flags in ``args`` describe."""
-    from qhqcnn.config import TrainConfig, default_lr
+    from qhqcnn.config import TrainConfig
     from qhqcnn.models import ModelSpec
 
     return TrainConfig(
@@ -166,7 +166,7 @@ def config_from_args(args: argparse.Namespace, *, dataset: str, model: str, seed
         backend_options=backend_options_from_args(args),
         epochs=args.epochs,
         batch_size=args.batch_size,
-        lr=default_lr(model) if args.lr is None else args.lr,
+        lr=args.lr,
         quantum_lr=args.quantum_lr,
         weight_decay=args.weight_decay,
         augment=args.augment,

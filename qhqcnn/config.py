@@ -13,7 +13,7 @@ from qhqcnn.models import ModelSpec
 AUGMENTATIONS = ("none", "flip")
 #: Learning rate of the classical parameters (``--lr``) unless the model has its own below.
 DEFAULT_LR = 1e-3
-#: Models whose ``--lr`` default differs, chosen on BreastMNIST's validation split
+#: Models whose default ``lr`` (``--lr``) differs, chosen on BreastMNIST's validation split
 #: (docs/recipe.md): the QCNN pair is a ~31-weight model after a fixed downsampling, and at 1e-3
 #: the classical twin predicts one class in every seed. Both models of the pair get 3e-2.
 MODEL_LR = {"qcnn": 3e-2, "qcnn-classical": 3e-2}
@@ -35,8 +35,8 @@ class TrainConfig:
     backend_options: dict[str, Any] = field(default_factory=dict)
     epochs: int = 40
     batch_size: int = 32
-    #: classical parameters' learning rate (the CLI's default is :func:`default_lr`)
-    lr: float = DEFAULT_LR
+    #: classical parameters' learning rate; ``None`` = the model's default (:func:`default_lr`)
+    lr: float | None = None
     #: learning rate of the circuit weights (rotation angles); ``None`` = ``lr``. 3e-2 was chosen
     #: on BreastMNIST's validation split (docs/recipe.md): at 1e-3 the angles barely move.
     quantum_lr: float | None = 3e-2
@@ -58,6 +58,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
             self.model = ModelSpec(**self.model)
+        if self.lr is None:
+            self.lr = default_lr(self.model.model)
         checks = [
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),

@@ -86,8 +86,8 @@ class StudyPlan:
     seeds: list[int]
     recipe: TrainConfig = field(default_factory=TrainConfig)
     noise: str | None = None
-    #: each model at its own default learning rate (:data:`qhqcnn.config.MODEL_LR`) instead of
-    #: ``recipe.lr`` (the CLI's choice when no ``--lr`` is given)
+    #: each model at its own default learning rate (:func:`qhqcnn.config.default_lr`) instead
+    #: of ``recipe.lr`` (the CLI's choice when no ``--lr`` is given)
     model_lr: bool = False
 
     def __post_init__(self) -> None:
@@ -101,7 +101,7 @@ class StudyPlan:
 
     def cell_config(self, dataset: str, model: str, seed: int) -> TrainConfig:
         """The recipe as one cell trains it."""
-        lr = default_lr(model) if self.model_lr else self.recipe.lr
+        lr = None if self.model_lr else self.recipe.lr  # None: the model's default
         spec = replace(self.recipe.model, model=model)
         return replace(self.recipe, dataset=dataset, seed=seed, model=spec, lr=lr)
 

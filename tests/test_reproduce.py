@@ -10,6 +10,7 @@ import pytest
 from qhqcnn.cli import main
 from qhqcnn.config import TrainConfig
 from qhqcnn.errors import ConfigError
+from qhqcnn.models import ModelSpec
 from qhqcnn.reproduce import StudyPlan, paired_test, summarize
 
 TINY = ["--epochs", "1", "--max-train", "32", "--max-eval", "32", "--batch-size", "16"]
@@ -81,6 +82,8 @@ def test_the_qcnn_pair_has_its_own_learning_rate_unless_lr_is_given():
     assert plan.recipe_record()["lr"] == {"hqcnn": 1e-3, "qcnn": 3e-2, "qcnn-classical": 3e-2}
     assert "lr=0.001 (qcnn 0.03, qcnn-classical 0.03)" in describe_recipe(plan.recipe_record())
     assert StudyPlan(["d"], ["qcnn"], [0], model_lr=True).recipe_record()["lr"] == 3e-2
+    # The default lives in the config itself, so the Python API agrees with the CLI.
+    assert TrainConfig(model=ModelSpec(model="qcnn")).lr == 3e-2 and TrainConfig().lr == 1e-3
     # An explicit --lr is every model's.
     fixed = StudyPlan(["d"], ["hqcnn", "qcnn"], [0], TrainConfig(lr=5e-3))
     assert [fixed.cell_config("d", m, 0).lr for m in fixed.models] == [5e-3, 5e-3]

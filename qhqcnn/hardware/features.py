@@ -27,10 +27,6 @@ from qhqcnn.models import CLASSICAL_TWINS, ModelSpec, build_model
 from qhqcnn.plots import predicted_labels
 from qhqcnn.train import load_data, run_dir_config
 
-#: Models whose circuit inputs are ``model.angles(images)`` and whose outputs are scored by
-#: ``model.readout()``.
-HARDWARE_MODELS = ("hqcnn", "qcnn", "quanv")
-
 
 @dataclass
 class RunInputs:
@@ -86,11 +82,6 @@ def load_run_inputs(
     config = run_dir_config(run_dir)
     if not config.model.is_quantum:
         raise ConfigError(f"{run_dir} is a {config.model.model!r} run: it has no quantum circuit")
-    if config.model.model not in HARDWARE_MODELS:
-        raise ConfigError(
-            f"{run_dir} is a {config.model.model!r} run; hardware validation supports "
-            f"{', '.join(HARDWARE_MODELS)}"
-        )
     # The whole split (training may have capped it with --max-eval), then the chosen slice.
     data = load_data(replace(config, max_train=None, max_eval=None), data_dir, splits=(split,))
     tensors = data.splits[split]

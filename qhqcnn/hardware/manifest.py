@@ -302,7 +302,6 @@ class JobRecord:
                 "angles": np.asarray(data["angles"], dtype=float),
                 "weights": np.asarray(data["weights"], dtype=float),
                 "parameter_values": np.asarray(data["parameter_values"], dtype=float),
-                "rows_per_image": int(data.get("rows_per_image", 1)),
             }
         except (KeyError, TypeError, ValueError) as exc:
             raise JobRecordError(f"{self.path / INPUTS_FILE} is corrupt: {exc}") from None

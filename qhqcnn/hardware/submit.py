@@ -170,7 +170,6 @@ def create_record(
             "labels": inputs.labels,
             "angles": inputs.angles,
             "weights": inputs.weights,
-            "rows_per_image": inputs.rows_per_image,
             "parameter_order": record.manifest["circuit"]["parameter_order"],
             "parameter_values": plan.values,
         },
