@@ -38,10 +38,10 @@ from qiskit_aer.primitives import EstimatorV2 as AerEstimator
 from qiskit_machine_learning.gradients import ParamShiftEstimatorGradient
 from qiskit_machine_learning.neural_networks import EstimatorQNN
 
-from qhqcnn.backends import make_backend
+from qhqcnn.backends.base import make_backend
 from qhqcnn.circuits import hqcnn_template
-from qhqcnn.models import ModelSpec, build_model
-from qhqcnn.qnn import build_qnn
+from qhqcnn.models.hqcnn import ModelSpec, build_model
+from qhqcnn.nn.quantum_layer import build_qnn
 
 
 def timed(run: Callable[[], object], repeats: int) -> float:
@@ -80,8 +80,8 @@ def qnn_step(qnn, x: np.ndarray, w: np.ndarray) -> Callable[[], object]:
 
 def load_batch(batch: int, data_dir: str | None) -> tuple[torch.Tensor, torch.Tensor, str]:
     try:
-        from qhqcnn.batches import images_to_tensor, labels_to_tensor
-        from qhqcnn.data import load_split
+        from qhqcnn.data.batches import images_to_tensor, labels_to_tensor
+        from qhqcnn.data.medmnist import load_split
 
         split = load_split("breastmnist", "train", data_dir, download=False)
         images = images_to_tensor(split.images[:batch])

@@ -32,9 +32,9 @@ import torch
 from qiskit.primitives import StatevectorEstimator
 from qiskit_machine_learning.gradients import ParamShiftEstimatorGradient
 
-from qhqcnn.backends import make_backend
+from qhqcnn.backends.base import make_backend
 from qhqcnn.circuits.quanv import pixel_angles, quanv_template
-from qhqcnn.quanv import Quanv2d
+from qhqcnn.nn.quanv2d import Quanv2d
 
 PIXEL_RANGE = (-1.0, 1.0)
 
@@ -42,8 +42,8 @@ PIXEL_RANGE = (-1.0, 1.0)
 def load_images(batch: int, data_dir: str | None) -> tuple[torch.Tensor, str]:
     """``batch`` normalised images in [−1, 1]: real BreastMNIST if present, else random."""
     try:
-        from qhqcnn.batches import images_to_tensor
-        from qhqcnn.data import load_split
+        from qhqcnn.data.batches import images_to_tensor
+        from qhqcnn.data.medmnist import load_split
 
         split = load_split("breastmnist", "test", data_dir, download=False)
         return images_to_tensor(split.images[:batch]), "BreastMNIST test images"

@@ -3,7 +3,8 @@
     python benchmarks/bench_training_step.py [--batch 64] [--repeats 30] [--threads 1]
         [--backends exact statevector]
 
-Both models are the package's own (`qhqcnn.models.build_model`), on a batch of 28×28 grey images,
+Both models are the package's own (`qhqcnn.models.hqcnn.build_model`), on a batch of 28×28
+grey images,
 with the HQCNN's quantum layer going through EstimatorQNN + TorchConnector exactly as in
 training. The rows are interleaved (A, B, A, B, ...) so both see the same machine load; medians
 and the HQCNN / classical ratio come from the same run. The ``statevector`` row (Qiskit's
@@ -20,8 +21,8 @@ import time
 
 import torch
 
-from qhqcnn.backends import make_backend
-from qhqcnn.models import ModelSpec, build_model, parameter_counts
+from qhqcnn.backends.base import make_backend
+from qhqcnn.models.hqcnn import ModelSpec, build_model, parameter_counts
 
 
 def make_step(model: torch.nn.Module, batch: int, channels: int = 1):

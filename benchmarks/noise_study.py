@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from qhqcnn.config import TrainConfig
-from qhqcnn.evaluate import evaluate_run
-from qhqcnn.train import HISTORY_FILE, Trainer, run_dir_config
+from qhqcnn.evaluation.evaluate import evaluate_run
+from qhqcnn.training.trainer import HISTORY_FILE, Trainer, run_dir_config
 
 
 def finished(run: Path, config: TrainConfig) -> bool:

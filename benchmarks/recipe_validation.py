@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from qhqcnn.config import TrainConfig
-from qhqcnn.io import atomic_write_text
-from qhqcnn.models import ModelSpec
-from qhqcnn.train import Trainer
+from qhqcnn.io.files import atomic_write_text
+from qhqcnn.models.hqcnn import ModelSpec
+from qhqcnn.training.trainer import Trainer
 
 #: name -> (model, TrainConfig overrides, ModelSpec overrides)
 VARIANTS: dict[str, tuple[str, dict, dict]] = {

@@ -2,6 +2,6 @@
 
 import sys
 
-from qhqcnn.cli import main
+from qhqcnn.cli.main import main
 
 sys.exit(main())

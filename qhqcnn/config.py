@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from qhqcnn.data import IMAGE_SIZES
-from qhqcnn.distributed import DEVICES
+from qhqcnn.data.medmnist import IMAGE_SIZES
 from qhqcnn.errors import ConfigError
-from qhqcnn.models import ModelSpec
+from qhqcnn.models.hqcnn import ModelSpec
+from qhqcnn.training.distributed import DEVICES
 
 AUGMENTATIONS = ("none", "flip")
 #: Learning rate of the classical parameters (``--lr``) unless the model has its own below.

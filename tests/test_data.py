@@ -1,4 +1,4 @@
-"""Tests of qhqcnn.data: dataset table, MD5/download handling, npz validation, relabelling."""
+"""Tests of qhqcnn.data.medmnist: dataset table, MD5/download handling, npz checks, relabelling."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ import numpy as np
 import pooch
 import pytest
 
-from qhqcnn import _medmnist, data
-from qhqcnn.data import (
+from qhqcnn.data import medmnist as data
+from qhqcnn.data import medmnist_info as _medmnist
+from qhqcnn.data.medmnist import (
     SPLITS,
     DatasetInfo,
     Relabel,
@@ -569,8 +570,8 @@ def test_no_torchvision_and_nothing_printed(tmp_path: Path) -> None:
     write_npz(tmp_path / "breastmnist.npz")
     script = f"""
 import sys
-import qhqcnn.data as data
-from qhqcnn import _medmnist
+import qhqcnn.data.medmnist as data
+from qhqcnn.data import medmnist_info as _medmnist
 split = data.load_split("breastmnist", "test", {str(tmp_path)!r}, download=False, verify_md5=False)
 assert len(split) == 6
 assert _medmnist.getACC(split.labels, split.labels.astype(float), "binary-class") == 1.0

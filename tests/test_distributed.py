@@ -14,11 +14,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from qhqcnn.batches import epoch_generator, epoch_order, train_batches
 from qhqcnn.config import TrainConfig
-from qhqcnn.distributed import AllReduceBatchNorm, convert_batchnorm, shard
-from qhqcnn.models import ModelSpec
-from qhqcnn.train import Trainer
+from qhqcnn.data.batches import epoch_generator, epoch_order, train_batches
+from qhqcnn.models.hqcnn import ModelSpec
+from qhqcnn.training.distributed import AllReduceBatchNorm, convert_batchnorm, shard
+from qhqcnn.training.trainer import Trainer
 
 WORKER = Path(__file__).parent / "workers" / "ddp_rank.py"
 
@@ -57,7 +57,7 @@ def test_batch_size_must_split_evenly_across_ranks():
 
 
 def test_shards_cover_every_row_once():
-    from qhqcnn.distributed import DistributedContext
+    from qhqcnn.training.distributed import DistributedContext
 
     for n in (0, 1, 7, 40):
         rows = []

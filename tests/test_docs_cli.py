@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from qhqcnn.cli import build_parser
-from qhqcnn.docs_cli import cli_markdown, main, python_version, walk_parsers
+from qhqcnn.cli.docs import cli_markdown, main, python_version, walk_parsers
+from qhqcnn.cli.main import build_parser
 
 CLI_PAGE = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
-STALE = "docs/cli.md is stale: regenerate it with `python -m qhqcnn.docs_cli`"
+STALE = "docs/cli.md is stale: regenerate it with `python -m qhqcnn.cli.docs`"
 
 
 def test_cli_page_matches_the_parsers() -> None:

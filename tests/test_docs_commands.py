@@ -21,7 +21,7 @@ How they run: per file, in a fresh temporary working directory (``runs/`` and
 to the real data directory (an ``export QHQCNN_DATA_DIR=…`` line, whose path in the docs is a
 placeholder, sets it to that directory too; other ``export`` lines are applied as written).
 A plain ``qhqcnn …`` line (no shell syntax beyond quoting) runs in this process through
-``qhqcnn.cli.main`` — one start-up instead of one per command — with the local hardware job
+``qhqcnn.cli.main.main`` — one start-up instead of one per command — with the local hardware job
 handles dropped afterwards, as ending a process does; any other line runs under ``bash -e``.
 A file whose commands name a ``--dataset`` missing from the data directory is skipped.
 """
@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from qhqcnn.cli import main
+from qhqcnn.cli.main import main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 README_SECTIONS = ("Data directory", "A short tour of the CLI")

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from qiskit import qasm3
 
-from qhqcnn.cli import main
+from qhqcnn.cli.main import main
 from qhqcnn.errors import QhqcnnError
-from qhqcnn.export import (
+from qhqcnn.export.library import (
     ExportOptions,
     check_library,
     circuit_fingerprint,

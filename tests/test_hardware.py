@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qhqcnn.cli import main
-from qhqcnn.devices import get_backend, get_fake_backend
+from qhqcnn.backends.devices import get_backend, get_fake_backend
+from qhqcnn.cli.main import main
 from qhqcnn.errors import BackendError, ConfigError
 from qhqcnn.hardware import jobs
 from qhqcnn.hardware.manifest import (
@@ -390,7 +390,7 @@ def test_no_credentials_fail_before_any_work(
 def test_rejected_credentials_give_a_clear_error_without_the_token(monkeypatch):
     import qiskit_ibm_runtime
 
-    from qhqcnn.devices import runtime_service
+    from qhqcnn.backends.devices import runtime_service
 
     class Rejecting:
         def __init__(self, **kwargs):

@@ -19,10 +19,11 @@ from qiskit_aer.noise import (
     thermal_relaxation_error,
 )
 
-from qhqcnn.backends import make_backend
+from qhqcnn.backends.base import make_backend
 from qhqcnn.circuits import hqcnn_template
-from qhqcnn.cli import main
+from qhqcnn.cli.main import main
 from qhqcnn.errors import BackendError, ConfigError
+from qhqcnn.nn.quantum_layer import build_qnn
 from qhqcnn.noise.backend import AerBackend, density_engine_available
 from qhqcnn.noise.models import (
     load_noise,
@@ -30,7 +31,6 @@ from qhqcnn.noise.models import (
     trim_noise_model,
 )
 from qhqcnn.noise.readout import apply_readout_error
-from qhqcnn.qnn import build_qnn
 
 DEVICE = "fake_torino"
 PARAMETRIC = "depolarizing:p1=0.002,p2=0.02+thermal:t1=80e-6,t2=60e-6+readout:p=0.03"

@@ -13,7 +13,7 @@ from qiskit.circuit.library import UGate
 from qiskit.primitives import StatevectorEstimator
 from qiskit.quantum_info import Operator, Statevector
 
-from qhqcnn.backends import make_backend
+from qhqcnn.backends.base import make_backend
 from qhqcnn.circuits import (
     amplitude_angles,
     amplitude_encoding,
@@ -27,11 +27,11 @@ from qhqcnn.circuits import (
     random_filter,
 )
 from qhqcnn.circuits.quanv import ENCODERS, patch_qubits
-from qhqcnn.cli import main
+from qhqcnn.cli.main import main
 from qhqcnn.errors import ConfigError
-from qhqcnn.models import ModelSpec, build_model, parameter_counts
-from qhqcnn.quanv import FeatureMemory, Quanv2d
-from qhqcnn.quanv_cache import VARIANTS, cache_path, cached_features
+from qhqcnn.models.hqcnn import ModelSpec, build_model, parameter_counts
+from qhqcnn.nn.feature_cache import VARIANTS, cache_path, cached_features
+from qhqcnn.nn.quanv2d import FeatureMemory, Quanv2d
 
 EXACT = make_backend("exact")
 
@@ -367,7 +367,7 @@ def test_qcnn_twin_parameter_counts(encoding, twin_weights):
 
 
 def test_matched_width():
-    from qhqcnn.models_quanv import matched_width
+    from qhqcnn.models.quanv import matched_width
 
     assert matched_width(4, 4, 31) == 3  # 4·3 + 3 + 3·4 + 4 = 31
     assert matched_width(15, 4, 31) == 1  # 24 (h = 2 would give 44)
@@ -385,7 +385,7 @@ def test_twins_need_no_backend_and_stand_in_for_the_circuit():
 
 
 def test_classical_quanv2d_layout_frozen_filter_and_seeds():
-    from qhqcnn.models_quanv import ClassicalQuanv2d
+    from qhqcnn.models.quanv import ClassicalQuanv2d
 
     layer = ClassicalQuanv2d(2, 2, 4, trainable=False, seed=0)
     images = torch.rand(2, 3, 6, 6) * 2 - 1

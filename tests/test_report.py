@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qhqcnn.cli import main
+from qhqcnn.cli.main import main
 from qhqcnn.config import TrainConfig
 from qhqcnn.errors import RunNotFoundError
-from qhqcnn.models import ModelSpec
-from qhqcnn.report import REPORT_FILE, load_run, write_report
+from qhqcnn.models.hqcnn import ModelSpec
+from qhqcnn.reporting.report import REPORT_FILE, load_run, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from qhqcnn.cli import main
+from qhqcnn.cli.main import main
 from qhqcnn.config import TrainConfig
 from qhqcnn.errors import ConfigError
-from qhqcnn.models import ModelSpec
-from qhqcnn.reproduce import StudyPlan, paired_test, summarize
+from qhqcnn.models.hqcnn import ModelSpec
+from qhqcnn.study.reproduce import StudyPlan, paired_test, summarize
 
 TINY = ["--epochs", "1", "--max-train", "32", "--max-eval", "32", "--batch-size", "16"]
 
@@ -74,8 +74,8 @@ def test_each_quantum_model_is_paired_with_its_twin():
 
 
 def test_the_qcnn_pair_has_its_own_learning_rate_unless_lr_is_given():
-    from qhqcnn.cli import build_parser, config_from_args
-    from qhqcnn.reproduce import describe_recipe
+    from qhqcnn.cli.main import build_parser, config_from_args
+    from qhqcnn.study.reproduce import describe_recipe
 
     plan = StudyPlan(["d"], ["hqcnn", "qcnn", "qcnn-classical"], [0], model_lr=True)
     assert [plan.cell_config("d", m, 0).lr for m in plan.models] == [1e-3, 3e-2, 3e-2]
@@ -170,7 +170,7 @@ def test_reproduce_quanv_family_uses_the_cache_and_finished_only(tmp_path, breas
 
 
 def test_recipe_differences_ignore_what_a_cell_is_and_how_it_ran():
-    from qhqcnn.reproduce import recipe_differences
+    from qhqcnn.study.reproduce import recipe_differences
 
     recipe = {"dataset": "a", "seed": 0, "epochs": 40, "threads": 1, "new_key": 1,
               "model": {"model": "hqcnn", "layers": 2}}  # fmt: skip
@@ -196,7 +196,7 @@ def test_cells_in_worker_processes_equal_the_serial_study(tmp_path, breast_dir, 
 
 
 def test_markdown_reports_targets_met_or_missed_and_the_paper_note():
-    from qhqcnn.reproduce import PAPER_CLAIMS_NOTE, _target_lines
+    from qhqcnn.study.reproduce import PAPER_CLAIMS_NOTE, _target_lines
 
     study = {"summary": [{"dataset": "breastmnist", "model": "hqcnn", "n_seeds": 3,
                           "acc_mean": 0.9, "auc_mean": 0.91}]}
@@ -208,7 +208,7 @@ def test_markdown_reports_targets_met_or_missed_and_the_paper_note():
 
 
 def test_recorded_command_leaves_out_the_data_directory():
-    from qhqcnn.cli import recorded_command
+    from qhqcnn.cli.main import recorded_command
 
     argv = ["reproduce", "--data-dir", "/d/x", "--out", "runs/s", "--data-dir=/y", "--seeds", "5"]
     assert recorded_command(argv) == "qhqcnn reproduce --out runs/s --seeds 5"

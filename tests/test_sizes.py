@@ -10,13 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from qhqcnn import _medmnist
-from qhqcnn.batches import MappedImages, images_to_tensor
-from qhqcnn.cli import main
+from qhqcnn.cli.main import main
 from qhqcnn.config import TrainConfig
-from qhqcnn.data import dataset_info, load_npz_file, load_split
+from qhqcnn.data import medmnist_info as _medmnist
+from qhqcnn.data.batches import MappedImages, images_to_tensor
+from qhqcnn.data.medmnist import dataset_info, load_npz_file, load_split
 from qhqcnn.errors import ConfigError
-from qhqcnn.models import ModelSpec, build_model, parameter_counts
+from qhqcnn.models.hqcnn import ModelSpec, build_model, parameter_counts
 
 
 def test_info_names_file_and_checksum_of_each_size():
@@ -83,7 +83,7 @@ def test_backbone_keeps_the_bridge_at_every_size(size):
 
 def test_train_at_size_64_from_a_memory_mapped_file(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("QHQCNN_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr("qhqcnn.data.check_md5", lambda path, info: None)  # synthetic file
+    monkeypatch.setattr("qhqcnn.data.medmnist.check_md5", lambda path, info: None)  # synthetic file
     synthetic_file(tmp_path / "breastmnist_64.npz", 64)
     out = tmp_path / "run"
     code = main(

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from qhqcnn.cli import main
+from qhqcnn.cli.main import main
 from qhqcnn.config import TrainConfig
 from qhqcnn.errors import ConfigError, TrainingError
-from qhqcnn.models import ModelSpec
-from qhqcnn.train import Trainer
+from qhqcnn.models.hqcnn import ModelSpec
+from qhqcnn.training.trainer import Trainer
 
 SMALL = ["--max-train", "48", "--max-eval", "40", "--batch-size", "16", "--no-progress"]
 
@@ -169,7 +169,7 @@ def test_existing_run_is_not_overwritten(tmp_path, breast_dir, capsys):
 
 
 def test_missing_data_is_reported_with_where_to_put_it(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("qhqcnn.data.pooch.retrieve", _no_network)
+    monkeypatch.setattr("qhqcnn.data.medmnist.pooch.retrieve", _no_network)
     code = main(["train", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r")])
     assert code == 2
     err = capsys.readouterr().err
@@ -189,7 +189,7 @@ def test_config_rejects_impossible_values():
 
 def test_cli_never_imports_torchvision(tmp_path, breast_dir):
     code = (
-        "import sys; from qhqcnn.cli import main; "
+        "import sys; from qhqcnn.cli.main import main; "
         f"rc = main(['train', '--model', 'classical', '--epochs', '1', '--max-train', '16', "
         f"'--max-eval', '16', '--no-progress', '--out', r'{tmp_path / 'r'}', "
         f"'--data-dir', r'{breast_dir}']); "

@@ -2,7 +2,7 @@
 
 Two templates are built from the blocks below:
 
-* ``quanv_template`` — the circuit a :class:`~qhqcnn.quanv.Quanv2d` layer runs on every image
+* ``quanv_template`` — the circuit a :class:`~qhqcnn.nn.quanv2d.Quanv2d` layer runs on every image
   patch (Henderson et al. 2019, "Quanvolutional neural networks")::
 
       patch (k×k values) ─ encoding (angle: k² qubits │ amplitude: log2 k² qubits)

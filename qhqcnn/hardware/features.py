@@ -19,13 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from qhqcnn.backends import make_backend
+from qhqcnn.backends.base import make_backend
 from qhqcnn.errors import ConfigError
-from qhqcnn.evaluate import SPLITS, load_trained_model
-from qhqcnn.metrics import medmnist_metrics, scores_from_logits
-from qhqcnn.models import CLASSICAL_TWINS, ModelSpec, build_model
-from qhqcnn.plots import predicted_labels
-from qhqcnn.train import load_data, run_dir_config
+from qhqcnn.evaluation.evaluate import SPLITS, load_trained_model
+from qhqcnn.models.hqcnn import CLASSICAL_TWINS, ModelSpec, build_model
+from qhqcnn.reporting.plots import predicted_labels
+from qhqcnn.training.metrics import medmnist_metrics, scores_from_logits
+from qhqcnn.training.trainer import load_data, run_dir_config
 
 
 @dataclass

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from qhqcnn.errors import QhqcnnError, RunNotFoundError
-from qhqcnn.io import atomic_save_npz, atomic_write, atomic_write_text
+from qhqcnn.io.files import atomic_save_npz, atomic_write, atomic_write_text
 
 SCHEMA = "qhqcnn.hardware-job/1"
 MANIFEST_FILE = "manifest.json"
@@ -88,7 +88,7 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
 
 
 def _secrets(extra: Iterable[str] = ()) -> list[str]:
-    from qhqcnn.devices import known_secrets
+    from qhqcnn.backends.devices import known_secrets
 
     return sorted({*known_secrets(), *extra}, key=len, reverse=True)
 

@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from qhqcnn.backends import PreparedCircuit
+from qhqcnn.backends.base import PreparedCircuit
+from qhqcnn.backends.devices import get_backend, is_fake_name, runtime_service
+from qhqcnn.backends.transpile import transpile_template
 from qhqcnn.circuits.template import CircuitTemplate
-from qhqcnn.devices import get_backend, is_fake_name, runtime_service
 from qhqcnn.hardware.features import RunInputs, load_run_inputs, parameter_values
 from qhqcnn.hardware.primitives import (
     applied_mitigation,
@@ -27,8 +28,7 @@ from qhqcnn.hardware.primitives import (
     make_estimator,
 )
 from qhqcnn.hardware.settings import ExecutionSettings
-from qhqcnn.train import run_dir_config
-from qhqcnn.transpile import transpile_template
+from qhqcnn.training.trainer import run_dir_config
 
 #: Assumed per-job overhead and repetition delay of the rough QPU-usage estimate.
 JOB_OVERHEAD_S = 2.0

@@ -4,7 +4,7 @@ The three sources share the classical features of every image (computed once, st
 job record) and the trained classical layer after the circuit; they differ only in how the
 circuit's expectation values were obtained:
 
-* ``exact``: the ideal circuit on the exact engine (``qhqcnn.backends`` ``"exact"``, else the
+* ``exact``: the ideal circuit on the exact engine (``qhqcnn.backends.base`` ``"exact"``, else the
   slower ``"statevector"`` reference);
 * ``noisy``: the ``"aer"`` backend with the device's noise model on the same physical qubits;
 * ``hardware``: the values the job record's Runtime jobs returned.
@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from qhqcnn.backends import make_backend
-from qhqcnn.devices import is_fake_name, normalize_fake_name
+from qhqcnn.backends.base import make_backend
+from qhqcnn.backends.devices import is_fake_name, normalize_fake_name
 from qhqcnn.errors import QhqcnnError
 from qhqcnn.hardware.features import build_classifier, score_outputs
 from qhqcnn.hardware.manifest import (
@@ -28,8 +28,8 @@ from qhqcnn.hardware.manifest import (
     write_json,
     write_text,
 )
-from qhqcnn.models import ModelSpec
-from qhqcnn.plots import new_figure, save_figure, styled
+from qhqcnn.models.hqcnn import ModelSpec
+from qhqcnn.reporting.plots import new_figure, save_figure, styled
 
 REPORT_MD, REPORT_JSON, REPORT_PNG = "report.md", "report.json", "report.png"
 SOURCE_LABELS = {
@@ -73,7 +73,7 @@ def circuit_outputs(
     backend_name: str, options: dict[str, Any], spec: ModelSpec, angles, weights
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Expectation values of the trained circuit on a qhqcnn execution backend."""
-    from qhqcnn.qnn import QuantumLayer
+    from qhqcnn.nn.quantum_layer import QuantumLayer
 
     backend = make_backend(backend_name, **options)
     layer = QuantumLayer(spec.template(), backend)

@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from qhqcnn.devices import get_backend, known_secrets, runtime_service
+from qhqcnn.backends.devices import get_backend, known_secrets, runtime_service
 from qhqcnn.hardware import jobs
 from qhqcnn.hardware.collect import collect
 from qhqcnn.hardware.manifest import (

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from qhqcnn.devices import known_secrets
+from qhqcnn.backends.devices import known_secrets
 from qhqcnn.errors import BackendError
 from qhqcnn.hardware import jobs
 from qhqcnn.hardware.collect import collect
@@ -44,7 +44,7 @@ from qhqcnn.hardware.primitives import (
     make_estimator,
 )
 from qhqcnn.hardware.settings import ExecutionSettings
-from qhqcnn.io import environment_record
+from qhqcnn.io.files import environment_record
 
 DEFAULT_JOBS_DIR = "hardware_jobs"
 

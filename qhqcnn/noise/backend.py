@@ -36,7 +36,8 @@ from qiskit.primitives import BaseEstimatorV2
 from qiskit_aer.noise import NoiseModel
 from qiskit_machine_learning.gradients import BaseEstimatorGradient
 
-from qhqcnn.backends import ExecutionBackend, PreparedCircuit
+from qhqcnn.backends.base import ExecutionBackend, PreparedCircuit
+from qhqcnn.backends.transpile import transpile_template
 from qhqcnn.circuits.template import CircuitTemplate
 from qhqcnn.errors import BackendError, ConfigError
 from qhqcnn.noise.compact import compact_circuit
@@ -44,7 +45,6 @@ from qhqcnn.noise.gradient import BroadcastParamShiftGradient
 from qhqcnn.noise.models import PARAMETRIC_BASIS, NoiseSource, load_noise, remap_noise_model
 from qhqcnn.noise.readout import apply_readout_error, readout_flip_table
 from qhqcnn.noise.sampling import ShotEstimator
-from qhqcnn.transpile import transpile_template
 
 ENGINES = ("auto", "density", "aer")
 
@@ -168,7 +168,7 @@ class AerBackend(ExecutionBackend):
     # -- circuit -------------------------------------------------------------------------------
     def _target_backend(self, template: CircuitTemplate):
         if self.target is not None:
-            from qhqcnn.devices import get_backend
+            from qhqcnn.backends.devices import get_backend
 
             return get_backend(self.target)
         if self.source.backend is not None:

@@ -14,9 +14,9 @@ from dataclasses import dataclass, replace
 from qiskit import QuantumCircuit
 from qiskit.quantum_info import PauliList, SparsePauliOp
 
-from qhqcnn.backends import PreparedCircuit
+from qhqcnn.backends.base import PreparedCircuit
+from qhqcnn.backends.transpile import active_qubits
 from qhqcnn.errors import BackendError
-from qhqcnn.transpile import active_qubits
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ Names accepted everywhere a noise model is asked for (``--noise``, ``AerBackend(
 * ``fake_torino``, ``FakeBrisbane``, … — ``NoiseModel.from_backend`` of a fake backend of
   ``qiskit_ibm_runtime.fake_provider`` (its stored calibration);
 * ``ibm_torino``, … — the same from a real device's *current* calibration (needs a configured
-  ``QiskitRuntimeService``, see :mod:`qhqcnn.devices`);
+  ``QiskitRuntimeService``, see :mod:`qhqcnn.backends.devices`);
 * a parametric spec for noise studies, components joined by ``+``::
 
       depolarizing:p1=0.001,p2=0.01     depolarizing error after 1q (sx, x, id) / 2q (cz, cx, ecr)
@@ -36,7 +36,7 @@ from qiskit_aer.noise import (
     thermal_relaxation_error,
 )
 
-from qhqcnn.devices import get_backend, is_fake_name, normalize_fake_name
+from qhqcnn.backends.devices import get_backend, is_fake_name, normalize_fake_name
 from qhqcnn.errors import BackendError, ConfigError
 
 #: Gates the parametric models put errors on (``rz`` is virtual: no error, no duration).

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from qhqcnn.config import TrainConfig
-from qhqcnn.distributed import barrier, shutdown
-from qhqcnn.train import Trainer
+from qhqcnn.training.distributed import barrier, shutdown
+from qhqcnn.training.trainer import Trainer
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 import pooch
 
-from qhqcnn import _medmnist
+from qhqcnn.data import medmnist_info as _medmnist
 from qhqcnn.errors import ConfigError, DataError
 
 DATA_DIR_ENV = "QHQCNN_DATA_DIR"
@@ -413,7 +413,7 @@ def _memory_mapped(
 ) -> dict[str, np.ndarray]:
     """The arrays ``keys`` of the open npz ``archive`` (file ``path``), memory-mapped from
     ``.npy`` copies in the cache."""
-    from qhqcnn.io import default_cache_dir
+    from qhqcnn.io.files import default_cache_dir
 
     folder = default_cache_dir() / "npy" / f"{path.stem}-{md5[:12]}"
     return {

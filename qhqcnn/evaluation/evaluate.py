@@ -8,11 +8,11 @@ from typing import Any
 
 import torch
 
-from qhqcnn.backends import make_backend
+from qhqcnn.backends.base import make_backend
 from qhqcnn.errors import RunNotFoundError
-from qhqcnn.io import atomic_save_npz, atomic_write_json
-from qhqcnn.scoring import score_split
-from qhqcnn.train import BEST_CHECKPOINT, load_data, model_for_config, run_dir_config
+from qhqcnn.io.files import atomic_save_npz, atomic_write_json
+from qhqcnn.training.scoring import score_split
+from qhqcnn.training.trainer import BEST_CHECKPOINT, load_data, model_for_config, run_dir_config
 
 SPLITS = ("train", "val", "test")
 

@@ -8,7 +8,7 @@ parameter-matched classical twin: hqcnn↔classical, quanv↔quanv-classical, qc
 for every pair whose both models are in the study). Cells already finished are reused and
 interrupted cells resume, so the study can be stopped and restarted at any time. A fixed
 quanvolution filter's features come from the same on-disk cache as ``qhqcnn train``
-(:mod:`qhqcnn.quanv_cache`).
+(:mod:`qhqcnn.nn.feature_cache`).
 
 ``finished_only`` tabulates the cells that already have test metrics and trains nothing; the
 others are listed as not run, and each row says how many seeds it has (``n``), so a study can
@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 
 from qhqcnn.config import DEFAULT_LR, TrainConfig, default_lr
-from qhqcnn.data import dataset_info, resolve_data_dir
+from qhqcnn.data.medmnist import dataset_info, resolve_data_dir
 from qhqcnn.errors import ConfigError
-from qhqcnn.evaluate import evaluate_run
-from qhqcnn.io import atomic_write_json, atomic_write_text, environment_record, read_json
-from qhqcnn.models import CLASSICAL_TWINS, MODEL_NAMES, QUANTUM_MODELS
-from qhqcnn.train import CONFIG_FILE, HISTORY_FILE, Trainer
+from qhqcnn.evaluation.evaluate import evaluate_run
+from qhqcnn.io.files import atomic_write_json, atomic_write_text, environment_record, read_json
+from qhqcnn.models.hqcnn import CLASSICAL_TWINS, MODEL_NAMES, QUANTUM_MODELS
+from qhqcnn.training.trainer import CONFIG_FILE, HISTORY_FILE, Trainer
 
 METRICS_FILE = "metrics_test.json"
 #: Config keys that may differ between a cell and the study recipe: what the cell is, and how
@@ -125,7 +125,7 @@ class StudyPlan:
 
 def present_datasets(requested: list[str] | None, data_dir: str | None) -> tuple[list, list]:
     """The requested datasets (default: all 2D ones) split into present and missing files."""
-    from qhqcnn.data import available_datasets
+    from qhqcnn.data.medmnist import available_datasets
 
     names = [n.lower() for n in requested] if requested else available_datasets()
     root = resolve_data_dir(data_dir)
@@ -166,7 +166,7 @@ def run_cell(
             config = plan.cell_config(dataset, model, seed)
             trainer = Trainer(config, run, data_dir=data_dir, progress=progress)
         if cache:
-            from qhqcnn.quanv_cache import precompute_for_trainer
+            from qhqcnn.nn.feature_cache import precompute_for_trainer
 
             for line in precompute_for_trainer(trainer, cache_dir):
                 print(line)
@@ -257,7 +257,7 @@ def cell_status(run: Path) -> str:
 def _noisy_metrics(
     run: Path, noise: str, data_dir: str | None, *, compute: bool = True
 ) -> dict[str, Any] | None:
-    from qhqcnn.evaluate import result_tag
+    from qhqcnn.evaluation.evaluate import result_tag
 
     options = {"noise": noise}
     path = run / f"metrics_test{result_tag('aer', options)}.json"
@@ -304,7 +304,8 @@ def paired_test(
     classical: str | None = None,
 ) -> dict:
     """Wilcoxon signed-rank test of ``quantum`` vs ``classical`` (default: its twin in
-    :data:`~qhqcnn.models.CLASSICAL_TWINS`) over the seeds both have finished (paired by seed)."""
+    :data:`~qhqcnn.models.hqcnn.CLASSICAL_TWINS`) over the seeds both have finished (paired by
+    seed)."""
     from scipy.stats import wilcoxon
 
     classical = classical or CLASSICAL_TWINS[quantum]

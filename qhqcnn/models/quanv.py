@@ -11,7 +11,7 @@ qcnn (4 qubits, amplitude encoding by default)::
           ─ QCNN circuit (conv ─ pool ─ dense) ─ ⟨Z⟩,⟨X⟩ of the 2 kept qubits ─ FC n_classes
     (angle encoding: avg-pool 4×4 per channel ─ FC 16C → n ─ π·tanh ─ QCNN circuit ─ …)
 
-Both take the package's normalised images in [−1, 1] (``qhqcnn.batches.images_to_tensor``).
+Both take the package's normalised images in [−1, 1] (``qhqcnn.data.batches.images_to_tensor``).
 
 Each has a classical twin, the identical network with only the quantum part swapped (as
 ``classical`` is to ``hqcnn``), so that any difference is the circuit's:
@@ -40,13 +40,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from qhqcnn.backends import ExecutionBackend
+from qhqcnn.backends.base import ExecutionBackend
 from qhqcnn.circuits.quanv import amplitude_angles, qcnn_template, quanv_template
 from qhqcnn.circuits.template import CircuitTemplate
 from qhqcnn.errors import ConfigError
-from qhqcnn.models import CLASSICAL_TWINS, AngleMap, ModelSpec, conv_block
-from qhqcnn.qnn import QuantumLayer
-from qhqcnn.quanv import Quanv2d, fold_patch_outputs
+from qhqcnn.models.hqcnn import CLASSICAL_TWINS, AngleMap, ModelSpec, conv_block
+from qhqcnn.nn.quantum_layer import QuantumLayer
+from qhqcnn.nn.quanv2d import Quanv2d, fold_patch_outputs
 
 #: The normalised pixel range of the package's image tensors.
 PIXEL_RANGE = (-1.0, 1.0)
@@ -87,7 +87,7 @@ def _seeded(seed: int, factory: Callable[[], nn.Module]) -> nn.Module:
 
 
 class ClassicalQuanv2d(nn.Module):
-    """The classical twin of :class:`~qhqcnn.quanv.Quanv2d`: ``tanh(Conv2d(1, n_out, k, s))``.
+    """The classical twin of :class:`~qhqcnn.nn.quanv2d.Quanv2d`: ``tanh(Conv2d(1, n_out, k, s))``.
 
     Every input channel is convolved separately with the same filter (output channel
     c·n_out + j is filter j on input channel c), as Quanv2d does; tanh bounds the outputs to

@@ -1,4 +1,4 @@
-"""Write ``docs/cli.md`` from the CLI's own parsers: ``python -m qhqcnn.docs_cli [--check]``.
+"""Write ``docs/cli.md`` from the CLI's own parsers: ``python -m qhqcnn.cli.docs [--check]``.
 
 Every command and subcommand's ``--help`` text, at a fixed width, so the page is the same on
 every machine with the same Python version (argparse's layout differs slightly between
@@ -14,11 +14,11 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from qhqcnn.io import atomic_write_text
+from qhqcnn.io.files import atomic_write_text
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 WIDTH = 100
-COMMAND = "python -m qhqcnn.docs_cli"
+COMMAND = "python -m qhqcnn.cli.docs"
 
 
 def python_version() -> str:
@@ -44,7 +44,7 @@ def _anchor(prog: str) -> str:
 def cli_markdown(parser: argparse.ArgumentParser | None = None) -> str:
     """The Markdown reference of every command of ``parser`` (default: ``qhqcnn``'s)."""
     if parser is None:
-        from qhqcnn.cli import build_parser
+        from qhqcnn.cli.main import build_parser
 
         parser = build_parser()
     parsers = list(walk_parsers(parser))

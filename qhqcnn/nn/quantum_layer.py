@@ -8,7 +8,7 @@ from qiskit_machine_learning.connectors import TorchConnector
 from qiskit_machine_learning.neural_networks import EstimatorQNN
 from torch import nn
 
-from qhqcnn.backends import ExecutionBackend, PreparedCircuit
+from qhqcnn.backends.base import ExecutionBackend, PreparedCircuit
 from qhqcnn.circuits.template import CircuitTemplate
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from qhqcnn.batches import ImageSource, eval_batches
-from qhqcnn.distributed import SINGLE_PROCESS, DistributedContext, gather_rows, shard
-from qhqcnn.metrics import MULTI_LABEL, medmnist_metrics, scores_from_logits
+from qhqcnn.data.batches import ImageSource, eval_batches
+from qhqcnn.training.distributed import SINGLE_PROCESS, DistributedContext, gather_rows, shard
+from qhqcnn.training.metrics import MULTI_LABEL, medmnist_metrics, scores_from_logits
 
 
 def loss_function(task: str) -> nn.Module:

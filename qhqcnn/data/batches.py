@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from qhqcnn.metrics import MULTI_LABEL
+from qhqcnn.training.metrics import MULTI_LABEL
 
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:

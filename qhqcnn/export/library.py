@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qhqcnn.errors import ConfigError, QhqcnnError
-from qhqcnn.io import atomic_write, atomic_write_json, atomic_write_text
+from qhqcnn.io.files import atomic_write, atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:  # Qiskit and the templates are imported when used: `qhqcnn --help` stays fast
     import numpy as np
@@ -43,13 +43,13 @@ if TYPE_CHECKING:  # Qiskit and the templates are imported when used: `qhqcnn --
 #: Other model families add their templates here (e.g. ``"quanv": "qhqcnn.circuits.quanv:..."``).
 TEMPLATES: dict[str, str] = {
     "hqcnn": "qhqcnn.circuits:hqcnn_template",
-    "encoding_angle": "qhqcnn.export:encoding_angle_block",
-    "encoding_superposition": "qhqcnn.export:encoding_superposition_block",
-    "entangling": "qhqcnn.export:entangling_block",
-    "attention": "qhqcnn.export:attention_block",
-    "fourier_ladder": "qhqcnn.export:fourier_ladder_block",
-    "toffoli_ring": "qhqcnn.export:toffoli_ring_block",
-    "rotations": "qhqcnn.export:rotations_block",
+    "encoding_angle": "qhqcnn.export.library:encoding_angle_block",
+    "encoding_superposition": "qhqcnn.export.library:encoding_superposition_block",
+    "entangling": "qhqcnn.export.library:entangling_block",
+    "attention": "qhqcnn.export.library:attention_block",
+    "fourier_ladder": "qhqcnn.export.library:fourier_ladder_block",
+    "toffoli_ring": "qhqcnn.export.library:toffoli_ring_block",
+    "rotations": "qhqcnn.export.library:rotations_block",
     "quanv": "qhqcnn.circuits.quanv:quanv_template",
     "quanv_trainable": "qhqcnn.circuits.quanv:quanv_trainable_template",
     "quanv_amplitude": "qhqcnn.circuits.quanv:quanv_amplitude_template",
@@ -407,7 +407,7 @@ def library_files(names: Iterable[str], options: ExportOptions) -> list[str]:
 def _write_figure(fig, path: Path, dpi: int) -> None:
     import matplotlib.pyplot as plt
 
-    from qhqcnn.plots import save_figure
+    from qhqcnn.reporting.plots import save_figure
 
     try:
         save_figure(fig, path, dpi=dpi, tight=True, palette=True)
@@ -447,8 +447,8 @@ def export_isa(
     log: Callable[[str], None],
 ) -> dict:
     """The template transpiled for ``backend_name``: ISA diagram, QASM, QPY, card, layout."""
-    from qhqcnn.devices import get_backend
-    from qhqcnn.transpile import transpile_template
+    from qhqcnn.backends.devices import get_backend
+    from qhqcnn.backends.transpile import transpile_template
 
     backend = get_backend(backend_name)
     prepared = transpile_template(template, backend, seed_transpiler=SEED_TRANSPILER)
@@ -505,7 +505,7 @@ def export_library(
     ``draw=False`` skips the PNG/SVG/layout images but writes the manifest and README as if
     they had been drawn (what :func:`check_library` compares).
     """
-    from qhqcnn.devices import get_backend
+    from qhqcnn.backends.devices import get_backend
 
     options = options or ExportOptions()
     drawing = replace(options, images=options.images and draw, layout=options.layout and draw)
@@ -572,7 +572,8 @@ def library_readme(cards: dict[str, dict], manifest: dict, out_dir: Path) -> str
         "",
         "`tests/test_export.py` fails when these files no longer match what the code generates;",
         "rerun the command above after changing a circuit (the Python API is",
-        "`qhqcnn.export.export_library`; templates are registered in `qhqcnn.export.TEMPLATES`).",
+        "`qhqcnn.export.library.export_library`; templates are registered in "
+        "`qhqcnn.export.library.TEMPLATES`).",
         f"Generated with {versions}.",
         "",
         "| circuit | description | qubits | inputs | weights | depth | gates | files |",

@@ -8,7 +8,7 @@ from typing import Any
 from qiskit import QuantumCircuit
 from qiskit.transpiler import generate_preset_pass_manager
 
-from qhqcnn.backends import PreparedCircuit
+from qhqcnn.backends.base import PreparedCircuit
 from qhqcnn.circuits.template import CircuitTemplate
 from qhqcnn.errors import BackendError
 

@@ -10,7 +10,7 @@ The classical ablation is the identical network with the quantum layer replaced 
 ``tanh(Linear(n_q, n_out))``: the same input and output sizes, outputs bounded in [−1, 1] like
 expectation values, and a parameter count within a few of the circuit's (40 vs 38 by default).
 
-The quanvolution family (``quanv``, ``qcnn``) is built by :mod:`qhqcnn.models_quanv`.
+The quanvolution family (``quanv``, ``qcnn``) is built by :mod:`qhqcnn.models.quanv`.
 """
 
 from __future__ import annotations
@@ -21,18 +21,18 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from qhqcnn.backends import ExecutionBackend
+from qhqcnn.backends.base import ExecutionBackend
 from qhqcnn.circuits import hqcnn_template
 from qhqcnn.circuits.template import CircuitTemplate
 from qhqcnn.errors import ConfigError
-from qhqcnn.qnn import QuantumLayer
+from qhqcnn.nn.quantum_layer import QuantumLayer
 
 MODEL_NAMES = ("hqcnn", "classical", "quanv", "qcnn", "quanv-classical", "qcnn-classical")
 #: Each quantum model -> its parameter-matched classical twin (the honest baseline).
 CLASSICAL_TWINS = {"hqcnn": "classical", "quanv": "quanv-classical", "qcnn": "qcnn-classical"}
 #: Models with a quantum layer (they need an execution backend).
 QUANTUM_MODELS = ("hqcnn", "quanv", "qcnn")
-#: The quanvolution family and its classical twins, built by :mod:`qhqcnn.models_quanv`.
+#: The quanvolution family and its classical twins, built by :mod:`qhqcnn.models.quanv`.
 QUANV_MODELS = ("quanv", "qcnn", "quanv-classical", "qcnn-classical")
 
 
@@ -71,7 +71,7 @@ class ModelSpec:
     def template(self) -> CircuitTemplate:
         """The circuit template of this spec (also defines the classical head's sizes)."""
         if self.model in QUANV_MODELS:
-            from qhqcnn.models_quanv import spec_template
+            from qhqcnn.models.quanv import spec_template
 
             return spec_template(self)
         return hqcnn_template(
@@ -202,7 +202,7 @@ def build_model(
 ) -> nn.Module:
     """Build ``spec.model`` for images with ``in_channels`` channels and ``num_classes`` outputs."""
     if spec.model in QUANV_MODELS:
-        from qhqcnn.models_quanv import build_quanv_family
+        from qhqcnn.models.quanv import build_quanv_family
 
         return build_quanv_family(
             spec, in_channels, num_classes, backend, seed=seed, image_size=image_size

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qhqcnn.errors import ConfigError, RunNotFoundError
-from qhqcnn.io import atomic_write_text, read_json
+from qhqcnn.io.files import atomic_write_text, read_json
 
 if TYPE_CHECKING:  # torch-backed modules are imported when used: `qhqcnn --help` stays fast
     import numpy as np
@@ -67,8 +67,8 @@ def load_run(run_dir: str | Path, split: str = "test") -> RunFiles:
     """Load a run's files; a clear error when it is not a run or has no finished epoch."""
     import numpy as np
 
-    from qhqcnn.evaluate import SPLITS
-    from qhqcnn.train import CONFIG_FILE, HISTORY_FILE
+    from qhqcnn.evaluation.evaluate import SPLITS
+    from qhqcnn.training.trainer import CONFIG_FILE, HISTORY_FILE
 
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
@@ -98,7 +98,7 @@ def load_run(run_dir: str | Path, split: str = "test") -> RunFiles:
 # -- figures ----------------------------------------------------------------------------------
 def write_figures(run: RunFiles, split: str = "test") -> dict[str, str]:
     """Draw the run's figures into ``RUN/figures``; returns {kind: path relative to RUN}."""
-    from qhqcnn.plots import (
+    from qhqcnn.reporting.plots import (
         plot_confusion_matrix,
         plot_roc_curves,
         plot_training_curves,
@@ -112,7 +112,7 @@ def write_figures(run: RunFiles, split: str = "test") -> dict[str, str]:
         save_figure(fig, run.run_dir / relative)
         figures[kind] = relative
 
-    from qhqcnn.metrics import MULTI_LABEL
+    from qhqcnn.training.metrics import MULTI_LABEL
 
     loss_name = "BCE" if run.task == MULTI_LABEL else "cross-entropy"
     save(
@@ -143,7 +143,7 @@ def write_figures(run: RunFiles, split: str = "test") -> dict[str, str]:
 
 def run_template(run: RunFiles):
     """The circuit template of a quantum run (``None`` for a classical ablation or twin)."""
-    from qhqcnn.train import run_dir_config
+    from qhqcnn.training.trainer import run_dir_config
 
     config = run_dir_config(run.run_dir)
     return config.model.template() if config.model.is_quantum else None
@@ -152,8 +152,8 @@ def run_template(run: RunFiles):
 def write_circuit_figure(template, folder: Path) -> str:
     import matplotlib.pyplot as plt
 
-    from qhqcnn.export import mpl_diagram
-    from qhqcnn.plots import save_figure
+    from qhqcnn.export.library import mpl_diagram
+    from qhqcnn.reporting.plots import save_figure
 
     fig = mpl_diagram(template.circuit)
     try:
@@ -201,7 +201,7 @@ def metrics_section(run: RunFiles) -> list[str]:
 
 
 def training_summary(run: RunFiles) -> str:
-    from qhqcnn.plots import best_record
+    from qhqcnn.reporting.plots import best_record
 
     best = best_record(run.history)
     seconds = sum(r.get("seconds", 0.0) for r in run.history)
@@ -230,7 +230,7 @@ def parameters_section(run: RunFiles) -> list[str]:
 def circuit_section(run: RunFiles, figures: dict[str, str]) -> list[str]:
     template = run_template(run)
     if template is None:
-        from qhqcnn.train import run_dir_config
+        from qhqcnn.training.trainer import run_dir_config
 
         stand_in = run_dir_config(run.run_dir).model.template()
         return [
@@ -257,7 +257,7 @@ def circuit_section(run: RunFiles, figures: dict[str, str]) -> list[str]:
             ["ISA depth", backend.get("depth")],
             ["two-qubit gates", backend.get("two_qubit_gates")],
         ]
-    from qhqcnn.export import text_diagram
+    from qhqcnn.export.library import text_diagram
 
     diagram = text_diagram(template.circuit, fold=DIAGRAM_FOLD).rstrip("\n")
     lines = [template.description, ""] + _table(["property", "value"], rows, "---|---")
@@ -268,7 +268,7 @@ def circuit_section(run: RunFiles, figures: dict[str, str]) -> list[str]:
 
 
 def data_section(run: RunFiles) -> list[str]:
-    from qhqcnn.evaluate import SPLITS
+    from qhqcnn.evaluation.evaluate import SPLITS
 
     data = run.data
     images = data.get("n_images", {})

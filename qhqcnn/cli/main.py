@@ -15,10 +15,10 @@ from qhqcnn.errors import QhqcnnError
 #: ``qhqcnn <group> ...`` commands contributed by other modules: name -> "module:register".
 #: ``register(subparsers)`` adds the group's parser and sets ``handler`` defaults.
 COMMAND_GROUPS: dict[str, str] = {
-    "noise": "qhqcnn.noise.cli:register",
-    "circuits": "qhqcnn.circuits_cli:register",
-    "report": "qhqcnn.report:register",
-    "hardware": "qhqcnn.hardware.cli:register",
+    "noise": "qhqcnn.cli.noise:register",
+    "circuits": "qhqcnn.cli.circuits:register",
+    "report": "qhqcnn.reporting.report:register",
+    "hardware": "qhqcnn.cli.hardware:register",
 }
 
 
@@ -145,7 +145,7 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace, *, dataset: str, model: str, seed: int):
     """The TrainConfig that the recipe flags in ``args`` describe."""
     from qhqcnn.config import TrainConfig
-    from qhqcnn.models import ModelSpec
+    from qhqcnn.models.hqcnn import ModelSpec
 
     return TrainConfig(
         dataset=dataset.lower(),
@@ -245,10 +245,10 @@ def default_run_dir(dataset: str, relabel: str | None, model: str, seed: int) ->
 def _cmd_train(args: argparse.Namespace) -> int:
     """Train (single process, or one rank of a ``torchrun`` job: rank 0 alone prints, writes
     and evaluates the test split)."""
-    from qhqcnn.distributed import barrier, shutdown
-    from qhqcnn.evaluate import evaluate_run, format_metrics_table
-    from qhqcnn.models import parameter_counts
-    from qhqcnn.train import Trainer
+    from qhqcnn.evaluation.evaluate import evaluate_run, format_metrics_table
+    from qhqcnn.models.hqcnn import parameter_counts
+    from qhqcnn.training.distributed import barrier, shutdown
+    from qhqcnn.training.trainer import Trainer
 
     out = Path(args.out or default_run_dir(args.dataset, args.relabel, args.model, args.seed))
     progress = not args.no_progress
@@ -274,7 +274,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"backend {config.backend}; device {trainer.device}{ranks}; run directory {out}"
         )
     if not args.no_cache:
-        from qhqcnn.quanv_cache import precompute_for_trainer
+        from qhqcnn.nn.feature_cache import precompute_for_trainer
 
         for line in precompute_for_trainer(trainer, args.cache_dir):
             say(line)
@@ -308,7 +308,7 @@ def _evaluate_parser(sub) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from qhqcnn.evaluate import evaluate_run, format_metrics_table
+    from qhqcnn.evaluation.evaluate import evaluate_run, format_metrics_table
 
     result = evaluate_run(
         args.run,
@@ -377,7 +377,7 @@ def _reproduce_parser(sub) -> None:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from qhqcnn.reproduce import StudyPlan, present_datasets, run_study
+    from qhqcnn.study.reproduce import StudyPlan, present_datasets, run_study
 
     requested = args.datasets.split(",") if args.datasets else None
     present, missing = present_datasets(requested, args.data_dir)
@@ -438,9 +438,9 @@ def _info_parser(sub) -> None:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from qhqcnn.backends import available_backends
-    from qhqcnn.data import available_datasets, dataset_info, resolve_data_dir
-    from qhqcnn.models import MODEL_NAMES
+    from qhqcnn.backends.base import available_backends
+    from qhqcnn.data.medmnist import available_datasets, dataset_info, resolve_data_dir
+    from qhqcnn.models.hqcnn import MODEL_NAMES
 
     data_dir = resolve_data_dir(args.data_dir)
     print(f"data directory: {data_dir}")

@@ -12,7 +12,8 @@ Run directory (``--out``)::
 Every file is written atomically. Ctrl-C keeps ``last.pt``; ``--resume`` re-runs the interrupted
 epoch from its start with the saved RNG state, so the result equals an uninterrupted run.
 
-Under ``torchrun`` (:mod:`qhqcnn.distributed`) every rank trains its shard of each global batch
+Under ``torchrun`` (:mod:`qhqcnn.training.distributed`) every rank trains its shard of each
+global batch
 through DistributedDataParallel; metrics are computed on the predictions gathered from all ranks,
 so every rank takes the same best-checkpoint and early-stopping decisions, and only rank 0 writes.
 """
@@ -29,17 +30,21 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from qhqcnn.backends import make_backend
-from qhqcnn.batches import (
+from qhqcnn.backends.base import make_backend
+from qhqcnn.config import TrainConfig
+from qhqcnn.data.batches import (
     ImageSource,
     MappedImages,
     images_to_tensor,
     labels_to_tensor,
     train_batches,
 )
-from qhqcnn.config import TrainConfig
-from qhqcnn.data import IMAGE_SIZE, DatasetInfo, Relabel, load_split
-from qhqcnn.distributed import (
+from qhqcnn.data.medmnist import IMAGE_SIZE, DatasetInfo, Relabel, load_split
+from qhqcnn.errors import ConfigError, RunNotFoundError, TrainingError
+from qhqcnn.io.files import atomic_torch_save, atomic_write_json, environment_record, read_json
+from qhqcnn.models.hqcnn import HybridNet, build_model, parameter_counts
+from qhqcnn.nn.quantum_layer import QuantumLayer
+from qhqcnn.training.distributed import (
     SINGLE_PROCESS,
     DistributedContext,
     convert_batchnorm,
@@ -48,12 +53,8 @@ from qhqcnn.distributed import (
     resolve_device,
     wrap_model,
 )
-from qhqcnn.errors import ConfigError, RunNotFoundError, TrainingError
-from qhqcnn.io import atomic_torch_save, atomic_write_json, environment_record, read_json
-from qhqcnn.metrics import medmnist_metrics, scores_from_logits
-from qhqcnn.models import HybridNet, build_model, parameter_counts
-from qhqcnn.qnn import QuantumLayer
-from qhqcnn.scoring import loss_function, score_split
+from qhqcnn.training.metrics import medmnist_metrics, scores_from_logits
+from qhqcnn.training.scoring import loss_function, score_split
 
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.json"

@@ -14,7 +14,7 @@ filter therefore never reuses stale features; old entries are simply left behind
 folder to reclaim space). V holds the image variants the training augmentation can produce
 (none, horizontal, vertical and both flips), so augmented batches are cache hits too.
 
-Loading a file fills the layer's in-memory lookup (:class:`qhqcnn.quanv.FeatureMemory`); the
+Loading a file fills the layer's in-memory lookup (:class:`qhqcnn.nn.quanv2d.FeatureMemory`); the
 model itself is unchanged, so checkpoints, evaluation and other backends work as without it.
 """
 
@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from qiskit import qasm3
 
-from qhqcnn.io import CACHE_ENV, atomic_save_npz, default_cache_dir
-from qhqcnn.quanv import Quanv2d
+from qhqcnn.io.files import CACHE_ENV, atomic_save_npz, default_cache_dir
+from qhqcnn.nn.quanv2d import Quanv2d
 
 __all__ = ["CACHE_ENV", "default_cache_dir"]
 CACHE_VERSION = 1

@@ -13,7 +13,7 @@ observable j of input channel c). The circuit goes through the same ``QuantumLay
 
 A *fixed* filter (no trainable weights, exact backend) is memoised: features are looked up by
 the bytes of each input image, so an image seen before (later epochs, evaluation) costs nothing.
-:mod:`qhqcnn.quanv_cache` fills this memory from an on-disk cache.
+:mod:`qhqcnn.nn.feature_cache` fills this memory from an on-disk cache.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from qhqcnn.backends import ExecutionBackend, PreparedCircuit
+from qhqcnn.backends.base import ExecutionBackend, PreparedCircuit
 from qhqcnn.circuits.quanv import ENCODERS
 from qhqcnn.circuits.template import CircuitTemplate
 from qhqcnn.errors import ConfigError
-from qhqcnn.qnn import QuantumLayer
+from qhqcnn.nn.quantum_layer import QuantumLayer
 
 #: Default cap of a layer's feature memory (bytes of stored features).
 DEFAULT_MEMORY_BYTES = 2 << 30

@@ -21,8 +21,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import confusion_matrix, multilabel_confusion_matrix, roc_auc_score, roc_curve
 
-from qhqcnn.io import atomic_write
-from qhqcnn.metrics import MULTI_LABEL
+from qhqcnn.io.files import atomic_write
+from qhqcnn.training.metrics import MULTI_LABEL
 
 #: Metadata that would make files differ between two runs of the same code (dates).
 _METADATA = {"svg": {"Date": None}, "pdf": {"CreationDate": None, "ModDate": None}, "png": {}}

@@ -106,8 +106,8 @@ class StatevectorBackend(ExecutionBackend):
 
 #: name -> "module:ClassName", imported on first use.
 _REGISTRY: dict[str, str] = {
-    "exact": "qhqcnn.backends:ExactBackend",
-    "statevector": "qhqcnn.backends:StatevectorBackend",
+    "exact": "qhqcnn.backends.base:ExactBackend",
+    "statevector": "qhqcnn.backends.base:StatevectorBackend",
     "aer": "qhqcnn.noise.backend:AerBackend",
 }
 

@@ -35,7 +35,7 @@ def register(subparsers) -> None:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from qhqcnn.devices import _fake_provider
+    from qhqcnn.backends.devices import _fake_provider
     from qhqcnn.noise.models import PARAMETRIC_KINDS
 
     with warnings.catch_warnings():

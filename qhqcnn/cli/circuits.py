@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import shutil
 
-from qhqcnn.export import DEFAULT_BACKENDS, DEFAULT_OUT, TEMPLATES
+from qhqcnn.export.library import DEFAULT_BACKENDS, DEFAULT_OUT, TEMPLATES
 
 
 def register(sub) -> None:
@@ -66,7 +66,7 @@ def register(sub) -> None:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from qhqcnn.export import load_template
+    from qhqcnn.export.library import load_template
 
     for name in TEMPLATES:
         template = load_template(name)
@@ -75,13 +75,13 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from qhqcnn.export import load_template, text_diagram
+    from qhqcnn.export.library import load_template, text_diagram
 
     template = load_template(args.name)
     fold = args.fold or max(40, shutil.get_terminal_size().columns)
     if args.backend:
-        from qhqcnn.devices import get_backend
-        from qhqcnn.transpile import transpile_template
+        from qhqcnn.backends.devices import get_backend
+        from qhqcnn.backends.transpile import transpile_template
 
         backend = get_backend(args.backend)
         prepared = transpile_template(template, backend)
@@ -106,7 +106,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    from qhqcnn.export import ExportOptions, export_library, stale_files, template_names
+    from qhqcnn.export.library import ExportOptions, export_library, stale_files, template_names
 
     backends = () if args.no_isa else tuple(args.backend or DEFAULT_BACKENDS)
     options = ExportOptions(
@@ -127,7 +127,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    from qhqcnn.export import check_library
+    from qhqcnn.export.library import check_library
 
     result = check_library(args.out, images=args.images)
     for line in result.differences:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from qhqcnn._medmnist import getACC, getAUC
+from qhqcnn.data import medmnist_info
+from qhqcnn.data.medmnist import MULTI_LABEL_TASK as MULTI_LABEL
 
-MULTI_LABEL = "multi-label, binary-class"
+__all__ = ["MULTI_LABEL", "medmnist_metrics", "scores_from_logits"]
 
 
 def scores_from_logits(logits: torch.Tensor, task: str) -> np.ndarray:
@@ -23,6 +24,6 @@ def medmnist_metrics(y_true: np.ndarray, y_score: np.ndarray, task: str) -> dict
     if y_true.ndim == 1:
         y_true = y_true[:, None]
     return {
-        "acc": float(getACC(y_true, y_score, task)),
-        "auc": float(getAUC(y_true, y_score, task)),
+        "acc": float(medmnist_info.getACC(y_true, y_score, task)),
+        "auc": float(medmnist_info.getAUC(y_true, y_score, task)),
     }
