@@ -40,7 +40,8 @@ from qiskit_machine_learning.neural_networks import EstimatorQNN
 
 from qhqcnn.backends.base import make_backend
 from qhqcnn.circuits import hqcnn_template
-from qhqcnn.models.hqcnn import ModelSpec, build_model
+from qhqcnn.config import ModelSpec
+from qhqcnn.models import build_model
 from qhqcnn.nn.quantum_layer import build_qnn
 
 

@@ -14,9 +14,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from qhqcnn.config import TrainConfig
+from qhqcnn.config import ModelSpec, TrainConfig
 from qhqcnn.data.batches import epoch_generator, epoch_order, train_batches
-from qhqcnn.models.hqcnn import ModelSpec
 from qhqcnn.training.distributed import AllReduceBatchNorm, convert_batchnorm, shard
 from qhqcnn.training.trainer import Trainer
 

@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 
 from qhqcnn.cli.main import main
-from qhqcnn.config import TrainConfig
+from qhqcnn.config import ModelSpec, TrainConfig
 from qhqcnn.errors import RunNotFoundError
-from qhqcnn.models.hqcnn import ModelSpec
 from qhqcnn.reporting.report import REPORT_FILE, load_run, write_report
 
 REPO = Path(__file__).resolve().parents[1]

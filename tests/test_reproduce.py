@@ -8,9 +8,8 @@ import json
 import pytest
 
 from qhqcnn.cli.main import main
-from qhqcnn.config import TrainConfig
+from qhqcnn.config import ModelSpec, TrainConfig
 from qhqcnn.errors import ConfigError
-from qhqcnn.models.hqcnn import ModelSpec
 from qhqcnn.study.reproduce import StudyPlan, paired_test, summarize
 
 TINY = ["--epochs", "1", "--max-train", "32", "--max-eval", "32", "--batch-size", "16"]

@@ -11,9 +11,8 @@ import pytest
 import torch
 
 from qhqcnn.cli.main import main
-from qhqcnn.config import TrainConfig
+from qhqcnn.config import ModelSpec, TrainConfig
 from qhqcnn.errors import ConfigError, TrainingError
-from qhqcnn.models.hqcnn import ModelSpec
 from qhqcnn.training.trainer import Trainer
 
 SMALL = ["--max-train", "48", "--max-eval", "40", "--batch-size", "16", "--no-progress"]

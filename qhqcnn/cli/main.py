@@ -144,8 +144,7 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace, *, dataset: str, model: str, seed: int):
     """The TrainConfig that the recipe flags in ``args`` describe."""
-    from qhqcnn.config import TrainConfig
-    from qhqcnn.models.hqcnn import ModelSpec
+    from qhqcnn.config import ModelSpec, TrainConfig
 
     return TrainConfig(
         dataset=dataset.lower(),
@@ -246,7 +245,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     """Train (single process, or one rank of a ``torchrun`` job: rank 0 alone prints, writes
     and evaluates the test split)."""
     from qhqcnn.evaluation.evaluate import evaluate_run, format_metrics_table
-    from qhqcnn.models.hqcnn import parameter_counts
+    from qhqcnn.models import parameter_counts
     from qhqcnn.training.distributed import barrier, shutdown
     from qhqcnn.training.trainer import Trainer
 
@@ -440,7 +439,7 @@ def _info_parser(sub) -> None:
 def _cmd_info(args: argparse.Namespace) -> int:
     from qhqcnn.backends.base import available_backends
     from qhqcnn.data.medmnist import available_datasets, dataset_info, resolve_data_dir
-    from qhqcnn.models.hqcnn import MODEL_NAMES
+    from qhqcnn.models import model_names
 
     data_dir = resolve_data_dir(args.data_dir)
     print(f"data directory: {data_dir}")
@@ -449,7 +448,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         info = dataset_info(name)
         present = "present" if (data_dir / info.file_name).exists() else "missing"
         print(f"{name:<18}{info.task:<28}{info.n_classes:>8}{info.n_channels:>9}  {present}")
-    print(f"models: {', '.join(MODEL_NAMES)}")
+    print(f"models: {', '.join(model_names())}")
     print(f"backends: {', '.join(available_backends())}")
     return 0
 

@@ -29,7 +29,7 @@ from qhqcnn.data.medmnist import dataset_info, resolve_data_dir
 from qhqcnn.errors import ConfigError
 from qhqcnn.evaluation.evaluate import evaluate_run
 from qhqcnn.io.files import atomic_write_json, atomic_write_text, environment_record, read_json
-from qhqcnn.models.hqcnn import CLASSICAL_TWINS, MODEL_NAMES, QUANTUM_MODELS
+from qhqcnn.models import classical_twins, model_names, quantum_models
 from qhqcnn.training.trainer import CONFIG_FILE, HISTORY_FILE, Trainer
 
 METRICS_FILE = "metrics_test.json"
@@ -91,10 +91,10 @@ class StudyPlan:
     model_lr: bool = False
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.models if m not in MODEL_NAMES]
+        unknown = [m for m in self.models if m not in model_names()]
         if unknown:
             raise ConfigError(
-                f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODEL_NAMES)}"
+                f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(model_names())}"
             )
         if not self.models:
             raise ConfigError("no model to run")
@@ -120,7 +120,8 @@ class StudyPlan:
 
     def pairs(self) -> list[tuple[str, str]]:
         """(quantum model, classical twin) pairs whose both models are in the study."""
-        return [(q, c) for q, c in CLASSICAL_TWINS.items() if q in self.models and c in self.models]
+        twins = classical_twins().items()
+        return [(q, c) for q, c in twins if q in self.models and c in self.models]
 
 
 def present_datasets(requested: list[str] | None, data_dir: str | None) -> tuple[list, list]:
@@ -210,7 +211,7 @@ def read_cell(
     differences = recipe_differences(planned, record["config"])
     if differences:
         cell["recipe_differences"] = differences
-    if plan.noise and model in QUANTUM_MODELS:
+    if plan.noise and model in quantum_models():
         noisy = _noisy_metrics(run, plan.noise, data_dir, compute=evaluate_noise)
         if noisy is not None:
             cell["noisy"] = {
@@ -304,11 +305,11 @@ def paired_test(
     classical: str | None = None,
 ) -> dict:
     """Wilcoxon signed-rank test of ``quantum`` vs ``classical`` (default: its twin in
-    :data:`~qhqcnn.models.hqcnn.CLASSICAL_TWINS`) over the seeds both have finished (paired by
+    :func:`~qhqcnn.models.classical_twins`) over the seeds both have finished (paired by
     seed)."""
     from scipy.stats import wilcoxon
 
-    classical = classical or CLASSICAL_TWINS[quantum]
+    classical = classical or classical_twins()[quantum]
     by_seed: dict[str, dict[int, float]] = {quantum: {}, classical: {}}
     for cell in cells:
         if cell["dataset"] == dataset and cell["model"] in by_seed:

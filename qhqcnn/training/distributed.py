@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from qhqcnn.config import DEVICES
 from qhqcnn.errors import ConfigError
 
 
@@ -51,7 +52,6 @@ class DistributedContext:
 
 SINGLE_PROCESS = DistributedContext()
 #: ``--device`` choices.
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def launched_by_torchrun() -> bool:

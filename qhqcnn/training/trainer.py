@@ -42,7 +42,7 @@ from qhqcnn.data.batches import (
 from qhqcnn.data.medmnist import IMAGE_SIZE, DatasetInfo, Relabel, load_split
 from qhqcnn.errors import ConfigError, RunNotFoundError, TrainingError
 from qhqcnn.io.files import atomic_torch_save, atomic_write_json, environment_record, read_json
-from qhqcnn.models.hqcnn import HybridNet, build_model, parameter_counts
+from qhqcnn.models import HybridModel, build_model, parameter_counts
 from qhqcnn.nn.quantum_layer import QuantumLayer
 from qhqcnn.training.distributed import (
     SINGLE_PROCESS,
@@ -109,7 +109,7 @@ CUDA_BACKENDS = ("exact", "aer")
 
 def model_for_config(
     config: TrainConfig, info: DatasetInfo, backend=None, device: torch.device | None = None
-) -> HybridNet:
+) -> HybridModel:
     """The model a config describes, on ``backend`` (default: the config's own backend, with its
     engine on ``device`` when that is CUDA and the backend supports it)."""
     if backend is None and config.model.is_quantum:
@@ -165,7 +165,7 @@ def _rank_generator_seed(seed: int, epoch: int, rank: int) -> int:
 def _describe_run(
     config: TrainConfig,
     data: PreparedData,
-    model: HybridNet,
+    model: HybridModel,
     context: DistributedContext = SINGLE_PROCESS,
     device: torch.device | None = None,
 ) -> dict[str, Any]:
