@@ -170,6 +170,7 @@ def test_two_ranks_agree_and_match_a_single_process_run(tmp_path, breast_dir):
     assert sorted(p.name for p in ddp_run.iterdir()) == [
         "best.pt",
         "config.json",
+        "history.csv",
         "history.json",
         "last.pt",
     ]

@@ -7,12 +7,13 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from qhqcnn.training.metrics import MULTI_LABEL
+from qhqcnn.data.medmnist import MULTI_LABEL_TASK as MULTI_LABEL
 
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 N×H×W×C → float32 N×C×H×W scaled to [−1, 1] (MedMNIST's mean 0.5 / std 0.5)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+    tensor = tensor.to(torch.float32, copy=True)  # never normalise the caller's array in place
     return tensor.div_(255.0).sub_(0.5).div_(0.5).contiguous()
 
 

@@ -26,7 +26,8 @@ from qhqcnn.evaluation.evaluate import SPLITS, load_trained_model
 from qhqcnn.models import build_model, classical_twins
 from qhqcnn.reporting.plots import predicted_labels
 from qhqcnn.training.metrics import medmnist_metrics, scores_from_logits
-from qhqcnn.training.trainer import load_data, run_dir_config
+from qhqcnn.training.rundir import RunDir
+from qhqcnn.training.trainer import load_data
 
 
 @dataclass
@@ -80,7 +81,7 @@ def load_run_inputs(
     images."""
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    config = run_dir_config(run_dir)
+    config = RunDir(run_dir).config()
     if not config.model.is_quantum:
         raise ConfigError(f"{run_dir} is a {config.model.model!r} run: it has no quantum circuit")
     # The whole split (training may have capped it with --max-eval), then the chosen slice.

@@ -30,9 +30,9 @@ from qhqcnn.errors import ConfigError
 from qhqcnn.evaluation.evaluate import evaluate_run
 from qhqcnn.io.files import atomic_write_json, atomic_write_text, environment_record, read_json
 from qhqcnn.models import classical_twins, model_names, quantum_models
-from qhqcnn.training.trainer import CONFIG_FILE, HISTORY_FILE, Trainer
+from qhqcnn.training.pipeline import train
+from qhqcnn.training.rundir import RunDir
 
-METRICS_FILE = "metrics_test.json"
 #: Config keys that may differ between a cell and the study recipe: what the cell is, and how
 #: the machine ran it (not what was trained).
 CELL_KEYS = ("dataset", "seed", "model.model", "threads", "device")
@@ -160,19 +160,16 @@ def run_cell(
     ``~/.cache/qhqcnn``) unless ``cache`` is false.
     """
     run = cell_dir(out, dataset, model, seed)
-    if not (run / METRICS_FILE).exists():
-        if (run / CONFIG_FILE).exists():
-            trainer = Trainer.resume(run, data_dir=data_dir, progress=progress)
-        else:
-            config = plan.cell_config(dataset, model, seed)
-            trainer = Trainer(config, run, data_dir=data_dir, progress=progress)
-        if cache:
-            from qhqcnn.nn.feature_cache import precompute_for_trainer
-
-            for line in precompute_for_trainer(trainer, cache_dir):
-                print(line)
-        trainer.fit()
-        evaluate_run(run, "test", data_dir=data_dir)
+    if not RunDir(run).metrics_path("test").exists():
+        train(
+            plan.cell_config(dataset, model, seed),
+            run,
+            data_dir=data_dir,
+            resume=RunDir(run).exists(),
+            progress=progress,
+            feature_cache=cache,
+            cache_dir=cache_dir,
+        )
     return read_cell(plan, run, dataset, model, seed, data_dir=data_dir)
 
 
@@ -191,9 +188,10 @@ def read_cell(
     With ``plan.noise``, a quantum cell also gets its noisy test metrics: read if already
     computed, else computed now unless ``evaluate_noise`` is false (then left out).
     """
-    record = read_json(run / CONFIG_FILE)
-    history = read_json(run / HISTORY_FILE)
-    metrics = read_json(run / METRICS_FILE)
+    run_files = RunDir(run)
+    record = run_files.record()
+    history = run_files.history()
+    metrics = read_json(run_files.metrics_path("test"))
     cell = {
         "dataset": dataset,
         "model": model,
@@ -246,10 +244,11 @@ def recipe_differences(recipe: dict[str, Any], config: dict[str, Any]) -> dict[s
 def cell_status(run: Path) -> str:
     """Why a cell has no test metrics: ``not started``, ``started, k/N epochs`` (running,
     interrupted or early-stopped) or ``trained, not evaluated``."""
-    if not (run / CONFIG_FILE).exists():
+    run_files = RunDir(run)
+    if not run_files.exists():
         return "not started"
-    planned = read_json(run / CONFIG_FILE).get("config", {}).get("epochs")
-    done = len(read_json(run / HISTORY_FILE)) if (run / HISTORY_FILE).exists() else 0
+    planned = run_files.record()["config"].get("epochs")
+    done = len(run_files.history())
     if planned is not None and done >= planned:
         return "trained, not evaluated"
     return f"started, {done}/{planned} epochs"
@@ -261,7 +260,7 @@ def _noisy_metrics(
     from qhqcnn.evaluation.evaluate import result_tag
 
     options = {"noise": noise}
-    path = run / f"metrics_test{result_tag('aer', options)}.json"
+    path = RunDir(run).metrics_path("test", result_tag("aer", options))
     if path.exists():
         return read_json(path)
     if not compute:
@@ -541,7 +540,7 @@ def run_study(
         for dataset, model, seed in plan.cells():
             run = cell_dir(out, dataset, model, seed)
             if finished_only:
-                if (run / METRICS_FILE).exists():
+                if RunDir(run).metrics_path("test").exists():
                     cells.append(
                         read_cell(
                             plan, run, dataset, model, seed, data_dir=data_dir, evaluate_noise=False
