@@ -167,7 +167,8 @@ def test_two_ranks_agree_and_match_a_single_process_run(tmp_path, breast_dir):
     assert got["train_acc"] == pytest.approx(expected["train_acc"])
     assert got["val_loss"] == pytest.approx(expected["val_loss"], abs=5e-3)
     assert got["val_acc"] == pytest.approx(expected["val_acc"], abs=0.05)
-    assert sorted(p.name for p in ddp_run.iterdir()) == [
+    # (a tensorboard/ folder appears where the tensorboard package is installed)
+    assert sorted(p.name for p in ddp_run.iterdir() if p.name != "tensorboard") == [
         "best.pt",
         "config.json",
         "history.csv",

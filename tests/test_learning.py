@@ -119,3 +119,17 @@ def test_array_dataset_from_torch_matches_arrays():
         train=(images, labels), val=(images, labels), task="binary-class"
     )
     assert from_torch.fingerprint() == from_arrays.fingerprint()
+
+
+def test_tensorboard_scalars_when_installed(separable, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = qhqcnn.TrainConfig(model=qhqcnn.ModelSpec("classical"), epochs=2, augment="none")
+    result = qhqcnn.train(config, tmp_path / "run", data=separable, log=None, evaluate=False)
+    events = EventAccumulator(str(result.run_dir.tensorboard_dir))
+    events.Reload()
+    history = json.loads(result.run_dir.history_path.read_text())
+    assert [e.value for e in events.Scalars("val/auc")] == pytest.approx(
+        [h["val_auc"] for h in history]
+    )

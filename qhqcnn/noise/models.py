@@ -170,7 +170,7 @@ def device_noise_model(name: str) -> tuple[NoiseModel, Any]:
     backend = get_backend(name)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            warnings.simplefilter("ignore", UserWarning)  # calibration notes; deprecations show
             return NoiseModel.from_backend(backend), backend
     except Exception as exc:  # noqa: BLE001 - Aer raises NoiseError and others
         raise BackendError(f"cannot build a noise model for {name!r}: {exc}") from exc

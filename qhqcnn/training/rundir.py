@@ -135,6 +135,34 @@ class RunDir:
         atomic_write_text(self.history_csv_path, history_csv(history))
 
 
+class TensorBoardLog:
+    """Per-epoch scalars in ``RUN/tensorboard`` when the ``tensorboard`` package is installed
+    (a no-op otherwise): ``tensorboard --logdir runs`` then shows every run's curves."""
+
+    def __init__(self, run_dir: RunDir, enabled: bool = True) -> None:
+        import importlib.util
+
+        self.writer = None
+        if enabled and importlib.util.find_spec("tensorboard") is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(run_dir.tensorboard_dir))
+
+    def epoch(self, record: dict[str, Any]) -> None:
+        """Log every numeric value of one epoch's record (``train_loss``, ``val_auc``, ...)."""
+        if self.writer is None:
+            return
+        for key, value in record.items():
+            if key != "epoch" and isinstance(value, int | float):
+                group = key.replace("_", "/", 1) if "_" in key else key
+                self.writer.add_scalar(group, value, record["epoch"])
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 def history_csv(history: list[dict[str, Any]]) -> str:
     """The epoch records as CSV text, one column per key (in first-seen order)."""
     columns: list[str] = []

@@ -57,7 +57,7 @@ from qhqcnn.training.distributed import (
     wrap_model,
 )
 from qhqcnn.training.metrics import medmnist_metrics, scores_from_logits
-from qhqcnn.training.rundir import RunDir
+from qhqcnn.training.rundir import RunDir, TensorBoardLog
 from qhqcnn.training.scoring import loss_function, score_split
 
 
@@ -413,6 +413,7 @@ class Trainer:
                 _describe_run(config, self.data, self.model, self.context, self.device),
             )
         val = self.data.splits["val"]
+        board = TensorBoardLog(self.run_dir, enabled=main)
         for epoch in range(self.start_epoch, config.epochs + 1):
             if epoch - self.best_epoch > config.patience and self.best_epoch > 0:
                 break
@@ -441,6 +442,7 @@ class Trainer:
                 )
             self.history.append(record)
             self._save_checkpoint(epoch)
+            board.epoch(record)
             if not main or self.log is None:
                 continue
             (tqdm.write if self.progress else self.log)(
@@ -448,4 +450,5 @@ class Trainer:
                 f"val loss {score.loss:.4f} acc {score.acc:.4f} auc {score.auc:.4f}"
                 f"{'  *best*' if improved else ''}  ({record['seconds']:.1f}s)"
             )
+        board.close()
         return {"best_epoch": self.best_epoch, "best_val_auc": self.best_auc}
