@@ -26,7 +26,8 @@ from qhqcnn.circuits import (
     quanv_template,
     random_filter,
 )
-from qhqcnn.circuits.quanv import ENCODERS, patch_qubits
+from qhqcnn.circuits.encodings import get_encoding
+from qhqcnn.circuits.quanv import patch_qubits
 from qhqcnn.cli.main import main
 from qhqcnn.config import ModelSpec
 from qhqcnn.errors import ConfigError
@@ -163,7 +164,7 @@ def _reference_quanv(template, encoding, images, window, stride, weights=()):
             for i in range(side_h):
                 for j in range(side_w):
                     patch = images[b, c, i * stride : i * stride + window, j * stride :][:, :window]
-                    angles = ENCODERS[encoding](patch.reshape(-1).double()).numpy()
+                    angles = get_encoding(encoding).classical(patch.reshape(-1).double()).numpy()
                     values = dict(zip(template.input_params, angles, strict=True))
                     values.update(zip(template.weight_params, weights, strict=True))
                     bound = template.circuit.assign_parameters(values)
