@@ -25,13 +25,13 @@ the conjugated generators and one contraction.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 
 from .contraction import contract, row_slice
 from .layout import (
     ApplySpace,
-    _axes,
     apply_generators_local,
     apply_local,
     apply_space,
@@ -60,16 +60,32 @@ class Block:
     per_row: bool
     matrix: torch.Tensor  # (m, m) product, or (R, m, m) for a per-row gate
     suffixes: tuple[torch.Tensor, ...] = ()  # Q_j for j = 0..J-1 (shared and fused blocks)
+    layout: tuple[int, ...] | None = None  # fused blocks: qubit at each bit of the state
 
 
-def _fused_space(support: tuple[int, ...], n: int) -> ApplySpace:
-    """Where a fused block acts: a low block, a contiguous window, or moved qubit axes."""
-    top, bottom = support[-1] + 1, support[0]
-    if top <= FUSED_BLOCK_QUBITS or (bottom < 2 and top <= FUSED_BLOCK_QUBITS + 1):
-        return ApplySpace("low", top, 0, support, support)
-    if top - bottom <= FUSED_BLOCK_QUBITS:
-        return ApplySpace("span", top - bottom, bottom, tuple(q - bottom for q in support), support)
-    return ApplySpace("permute", len(support), 0, tuple(range(len(support))), support)
+def _fused_space(support: tuple[int, ...], n: int) -> tuple[ApplySpace, tuple[int, ...]]:
+    """A fused block acts on the lowest bits of its own qubit *layout*: its qubits (ascending)
+    first, then the others; the state is permuted into that layout (one copy, skipped when the
+    previous block used the same layout) and the block is one GEMM on a ``(rows, 2**k)`` view."""
+    k = len(support)
+    layout = support + tuple(q for q in range(n) if q not in support)
+    return ApplySpace("low", k, 0, tuple(range(k)), support), layout
+
+
+@lru_cache(maxsize=8192)
+def _relayout_axes(src: tuple[int, ...], dst: tuple[int, ...], lead: int) -> tuple[int, ...]:
+    n = len(src)
+    where = {q: p for p, q in enumerate(src)}
+    return tuple(range(lead)) + tuple(lead + n - 1 - where[dst[n - 1 - j]] for j in range(n))
+
+
+def relayout(tensor: torch.Tensor, src: tuple[int, ...], dst: tuple[int, ...]) -> torch.Tensor:
+    """``tensor (..., 2**n)``, qubit ``src[p]`` at bit ``p`` -> qubit ``dst[p]`` at bit ``p``."""
+    if src == dst:
+        return tensor
+    shape = tensor.shape
+    axes = _relayout_axes(src, dst, len(shape) - 1)
+    return tensor.reshape(shape[:-1] + (2,) * len(src)).permute(axes).reshape(shape)
 
 
 def _fused_plan(prepared: PreparedProgram, tensors: GateTensors):
@@ -117,7 +133,7 @@ def _fused_plan(prepared: PreparedProgram, tensors: GateTensors):
         for q in op.qubits:
             last[q] = best
     plan = [
-        (tuple(ops), per_row, _fused_space(tuple(sorted(support)), n))
+        (tuple(ops), per_row, *_fused_space(tuple(sorted(support)), n))
         for ops, per_row, support, _ in blocks
     ]
     prepared.memo[key] = plan
@@ -131,7 +147,7 @@ def _embed_per_row(local: torch.Tensor, positions: tuple[int, ...], width: int) 
 
 def _build_fused(prepared: PreparedProgram, tensors: GateTensors) -> tuple[Block, ...]:
     blocks = []
-    for ops, per_row, space in _fused_plan(prepared, tensors):
+    for ops, per_row, space, layout in _fused_plan(prepared, tensors):
         if per_row:
             positions = _positions(prepared, ops, space)
             matrices = [
@@ -144,7 +160,7 @@ def _build_fused(prepared: PreparedProgram, tensors: GateTensors) -> tuple[Block
         for matrix in reversed(matrices[:-1]):
             suffixes.append(suffixes[-1] @ matrix)
         suffixes.reverse()
-        blocks.append(Block(ops, space, per_row, suffixes[0], tuple(suffixes)))
+        blocks.append(Block(ops, space, per_row, suffixes[0], tuple(suffixes), layout))
     return tuple(blocks)
 
 
@@ -250,35 +266,32 @@ def forward(
     state = torch.zeros((1, 1, dim), dtype=prepared.dtype, device=prepared.device)
     state[0, 0, 0] = 1
     states = []
+    natural = tuple(range(n))
+    layout = blocks[0].layout if blocks and blocks[0].layout else natural  # |0...0> is in all
     for block in blocks:
         if block.per_row and state.shape[0] != num_rows:
             state = state.expand(num_rows, 1, dim)
+        if block.layout is not None:
+            state = relayout(state, layout, block.layout)
+            layout = block.layout
         state = apply_local(state, block.matrix, block.space, n)
         if keep:
             states.append(state[:, 0])
+    state = relayout(state, layout, natural)
     psi = state[:, 0].expand(num_rows, dim)
     return (psi, tuple(states)) if keep else psi
 
 
-def _transitions(bras: torch.Tensor, ket: torch.Tensor, space: ApplySpace, n: int):
-    """``T[r, k, a, b] = sum_x bra[r, k, a, x] conj(ket[r, b, x])`` in the block's ``space``
-    (``a``, ``b``: the space's index; ``x``: every other qubit): ``(R, M, m, m)``."""
+def _transitions(bras: torch.Tensor, ket: torch.Tensor, space: ApplySpace) -> torch.Tensor:
+    """``T[r, k, a, b] = sum_x bra[r, k, a, x] conj(ket[r, b, x])`` for a block on the lowest
+    bits (``a``, ``b``: the block's index; ``x``: the other qubits): ``(R, M, m, m)``. Computed
+    as ``(ket^H bra)^T`` so that the conjugation is a BLAS flag, not a copy."""
     rows, width, dim = bras.shape
     m = 1 << space.width
-    ket = ket.expand(rows, dim).conj()
-    if space.kind == "permute":
-        src, dst = _axes(n, space.qubits, 2)
-        bras = bras.reshape((rows, width) + (2,) * n).movedim(src, dst).reshape(rows, width, dim)
-        ket = ket.reshape((rows, 1) + (2,) * n).movedim(src, dst).reshape(rows, dim)
-    if space.kind != "span":
-        ket = ket.resolve_conj().reshape(rows, -1, m)
-        view = bras.view(rows, width, -1, m)
-        out = [view[:, k].transpose(1, 2) @ ket for k in range(width)]
-        return torch.stack(out, dim=1)
-    low = 1 << space.low
-    view = bras.view(rows, width, -1, m, low)
-    ket = ket.resolve_conj().reshape(rows, 1, -1, m, low).transpose(-1, -2)
-    return (view @ ket).sum(2)
+    ket_h = ket.expand(rows, dim).reshape(rows, -1, m).mT.conj()  # (R, m, X)
+    view = bras.view(rows, width, -1, m)
+    out = [ket_h @ view[:, k] for k in range(width)]  # (R, m_b, m_a) each
+    return torch.stack(out, dim=1).mT
 
 
 def _fused_generators(prepared, tensors: GateTensors, block: Block, chosen, start, stop):
@@ -300,15 +313,20 @@ def _fused_gradient_terms(prepared, tensors, blocks, states, psi, bras, needed, 
     n = prepared.program.num_qubits
     has = [any(i in needed for i in block.ops) for block in blocks]
     first = has.index(True)
+    layout = tuple(range(n))
     ket = psi[:, None, :]
     terms, slots = [], []
     for b in range(len(blocks) - 1, first - 1, -1):
         block = blocks[b]
+        bras = relayout(bras, layout, block.layout)
+        if states is None:
+            ket = relayout(ket, layout, block.layout)
+        layout = block.layout
         chosen = [k for k, i in enumerate(block.ops) if i in needed]
         if chosen:
             after = ket[:, 0] if states is None else _rows(states[b], start, stop)
             gens = _fused_generators(prepared, tensors, block, chosen, start, stop)
-            trans = _transitions(bras, after, block.space, n)  # (R, M, m, m)
+            trans = _transitions(bras, after, block.space)  # (R, M, m, m)
             flat = trans.flatten(-2)
             if gens.dim() == 3:  # shared: sum_ab conj(C_s[a, b]) T[a, b], one GEMM
                 term = flat @ gens.conj().flatten(-2).T

@@ -24,8 +24,7 @@ from qiskit.circuit import Parameter, QuantumCircuit
 
 from . import sweep
 from .compile import compile_circuit
-from .contraction import inner
-from .observables import apply_observables, pauli_sum
+from .observables import expectation_values, pauli_sum, weighted_image
 from .statevector import DEFAULT_DENSE_MAX_QUBITS, StatevectorSimulator, _needed_ops
 
 #: Rows simulated together (bounded so that a chunk's states stay below this many bytes).
@@ -121,8 +120,7 @@ class QuantumLayer(torch.nn.Module):
         values, traces = [], []
         for start, stop in self._chunks(rows.shape[0]):
             trace = self.simulator._forward(self.prepared, rows[start:stop])
-            bras = apply_observables(trace.psi, self.observables, None, self.prepared.dense)
-            values.append(inner(bras, trace.psi).real)
+            values.append(expectation_values(trace.psi, self.observables))
             traces.append(trace)
         return torch.cat(values).to(torch.float64), traces
 
@@ -137,8 +135,7 @@ class QuantumLayer(torch.nn.Module):
             g = grad_output[offset : offset + count].to(prepared.dtype)
             offset += count
             psi = trace.psi
-            bras = apply_observables(psi, self.observables, None, prepared.dense)  # (R, M, D)
-            bra = torch.einsum("rk,rkd->rd", g, bras)[:, None]  # one co-state per row
+            bra = weighted_image(psi, self.observables, g)[:, None]  # one co-state per row
             terms, slots = sweep.gradient_terms(
                 prepared,
                 trace.tensors,
