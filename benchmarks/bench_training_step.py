@@ -1,7 +1,7 @@
 """One full training step (forward, loss, backward, AdamW step) of HQCNN vs its classical ablation.
 
     python benchmarks/bench_training_step.py [--batch 64] [--repeats 30] [--threads 1]
-        [--backends exact statevector]
+        [--qubits 4] [--skip-reference]
 
 Both models are the package's own (`qhqcnn.models.build_model`), on a batch of 28×28 grey images,
 with the HQCNN's quantum layer going through EstimatorQNN + TorchConnector exactly as in
@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--qubits", type=int, default=4, help="qubits of both models")
     parser.add_argument(
         "--reference-batch",
         type=int,
@@ -56,8 +57,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    classical = build_model(ModelSpec(model="classical"), 1, 2)
-    hqcnn = build_model(ModelSpec(), 1, 2, make_backend("exact"))
+    classical = build_model(ModelSpec(model="classical", num_qubits=args.qubits), 1, 2)
+    hqcnn = build_model(ModelSpec(num_qubits=args.qubits), 1, 2, make_backend("exact"))
     steps = {"classical": make_step(classical, args.batch), "hqcnn": make_step(hqcnn, args.batch)}
     for step in steps.values():  # warm-up: compilation caches, allocator
         for _ in range(3):
@@ -73,14 +74,17 @@ def main() -> None:
         f"torch threads {args.threads}, load average {os.getloadavg()[0]:.2f}, "
         f"torch {torch.__version__}"
     )
-    print(f"one training step, batch {args.batch}, median of {args.repeats} (interleaved)\n")
+    print(
+        f"one training step, batch {args.batch}, {args.qubits} qubits, "
+        f"median of {args.repeats} (interleaved)\n"
+    )
     header = f"{'model':<46}{'params (classical/quantum)':>28}{'ms / step':>12}{'vs classical':>14}"
     print(header)
     print("-" * len(header))
     for name, model in (("classical", classical), ("hqcnn", hqcnn)):
         counts = parameter_counts(model)
         label = (
-            "classical ablation (tanh Linear 4→8)"
+            f"classical ablation (tanh Linear, {args.qubits} qubits' sizes)"
             if name == "classical"
             else "HQCNN, exact engine (EstimatorQNN+TorchConnector)"
         )
@@ -89,7 +93,9 @@ def main() -> None:
             f"{median[name] * 1e3:>12.1f}{median[name] / median['classical']:>13.2f}x"
         )
     if not args.skip_reference:
-        reference = build_model(ModelSpec(), 1, 2, make_backend("statevector"))
+        reference = build_model(
+            ModelSpec(num_qubits=args.qubits), 1, 2, make_backend("statevector")
+        )
         ref_step = make_step(reference, args.reference_batch)
         seconds = ref_step() * args.batch / args.reference_batch
         label = f"HQCNN, Qiskit reference (scaled from {args.reference_batch})"
