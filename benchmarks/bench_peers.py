@@ -224,7 +224,13 @@ def have(module: str) -> bool:
 
 # ----------------------------------------------------------------------------- timing
 def compare(reference, result) -> float:
-    return max(float(np.max(np.abs(a - b))) for a, b in zip(reference, result, strict=True))
+    """Largest difference of values, input and weight gradients, each relative to the largest
+    reference entry (at least 1): the weight gradient sums over the batch, so float32 paths
+    (TorchConnector, TorchQuantum) drift with the batch size in absolute terms."""
+    return max(
+        float(np.max(np.abs(a - b)) / max(1.0, float(np.max(np.abs(a)))))
+        for a, b in zip(reference, result, strict=True)
+    )
 
 
 def run_table(title, configs, make_impls, reference_label, memory_of, cost_scale):
@@ -283,7 +289,7 @@ def run_table(title, configs, make_impls, reference_label, memory_of, cost_scale
             diff = compare(reference, result)
             status = "ok" if diff <= impl.tol else "MISMATCH"
             notes.append(
-                f"{impl.label}: max |diff| vs reference {diff:.1e} ({status}, tol {impl.tol:g})"
+                f"{impl.label}: max relative diff {diff:.1e} ({status}, tol {impl.tol:g})"
             )
             if status == "ok":
                 timed.append(impl)
@@ -386,7 +392,7 @@ def exact_tables():
             return gates * state  # the same in complex64
         if label == "engine TorchConnector":
             return 4 * state * (n + 2) / max(1, batch // 64)  # chunked rows
-        return 6 * state
+        return 2 * state  # QuantumLayer: final states kept, rows in chunks of <= 256 MB
 
     def scale(old, new):
         return (new[1] / old[1]) * 2.0 ** (new[0] - old[0])

@@ -31,12 +31,12 @@ def make_step(model: torch.nn.Module, batch: int, channels: int = 1):
     loss_fn = torch.nn.CrossEntropyLoss()
     model.train()
 
-    def step() -> float:
-        started = time.perf_counter()
+    def step() -> tuple[float, float]:
+        started, started_cpu = time.perf_counter(), time.process_time()
         optimizer.zero_grad(set_to_none=True)
         loss_fn(model(images), labels).backward()
         optimizer.step()
-        return time.perf_counter() - started
+        return time.perf_counter() - started, time.process_time() - started_cpu
 
     return step
 
@@ -64,10 +64,14 @@ def main() -> None:
         for _ in range(3):
             step()
     times: dict[str, list[float]] = {name: [] for name in steps}
+    cpu_times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(args.repeats):
         for name, step in steps.items():
-            times[name].append(step())
+            wall, cpu = step()
+            times[name].append(wall)
+            cpu_times[name].append(cpu)
     median = {name: statistics.median(t) for name, t in times.items()}
+    cpu = {name: statistics.median(t) for name, t in cpu_times.items()}
 
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -78,7 +82,10 @@ def main() -> None:
         f"one training step, batch {args.batch}, {args.qubits} qubits, "
         f"median of {args.repeats} (interleaved)\n"
     )
-    header = f"{'model':<46}{'params (classical/quantum)':>28}{'ms / step':>12}{'vs classical':>14}"
+    header = (
+        f"{'model':<46}{'params (classical/quantum)':>28}{'ms / step':>12}{'vs classical':>14}"
+        f"{'CPU ms':>10}{'CPU vs classical':>18}"
+    )
     print(header)
     print("-" * len(header))
     for name, model in (("classical", classical), ("hqcnn", hqcnn)):
@@ -91,13 +98,14 @@ def main() -> None:
         print(
             f"{label:<46}{counts['classical']:>18,} / {counts['quantum']:<7}"
             f"{median[name] * 1e3:>12.1f}{median[name] / median['classical']:>13.2f}x"
+            f"{cpu[name] * 1e3:>10.1f}{cpu[name] / cpu['classical']:>17.2f}x"
         )
     if not args.skip_reference:
         reference = build_model(
             ModelSpec(num_qubits=args.qubits), 1, 2, make_backend("statevector")
         )
         ref_step = make_step(reference, args.reference_batch)
-        seconds = ref_step() * args.batch / args.reference_batch
+        seconds = ref_step()[0] * args.batch / args.reference_batch
         label = f"HQCNN, Qiskit reference (scaled from {args.reference_batch})"
         print(
             f"{label:<46}{'same':>28}{seconds * 1e3:>12.0f}{seconds / median['classical']:>13.0f}x"
