@@ -288,9 +288,7 @@ def run_table(title, configs, make_impls, reference_label, memory_of, cost_scale
                 continue
             diff = compare(reference, result)
             status = "ok" if diff <= impl.tol else "MISMATCH"
-            notes.append(
-                f"{impl.label}: max relative diff {diff:.1e} ({status}, tol {impl.tol:g})"
-            )
+            notes.append(f"{impl.label}: max relative diff {diff:.1e} ({status}, tol {impl.tol:g})")
             if status == "ok":
                 timed.append(impl)
         times: dict[str, list[float]] = {impl.label: [] for impl in timed}

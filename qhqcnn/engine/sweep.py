@@ -46,7 +46,7 @@ BLOCK_QUBITS = 4
 #: Largest qubit support of a fused block of shared gates (fused local layout).
 FUSED_BLOCK_QUBITS = 5
 #: Largest support of a fused block of per-row gates (their products are formed per row).
-FUSED_PER_ROW_QUBITS = 4
+FUSED_PER_ROW_QUBITS = 3
 #: How many of the latest blocks a gate may join.
 FUSION_LOOKBACK = 12
 
