@@ -10,7 +10,7 @@ ring (i -> i+1 mod n)], outputs <Z_i> for every qubit; one step = forward + back
 ``outputs.sum()`` with respect to the inputs and the weights.
 
 Exact rows: this engine through ``EstimatorQNN`` + ``TorchConnector`` (the package's path: the
-full Jacobian, every observable's gradient, then NumPy), this engine's ``QuantumLayer`` (a native
+full Jacobian, every observable's gradient, then NumPy), this engine's ``ExactTorchLayer`` (a native
 ``torch.autograd.Function``: one vector-Jacobian product, complex128 and complex64), PennyLane
 ``default.qubit`` (backprop) and ``lightning.qubit`` (adjoint) through ``qml.qnn.TorchLayer``, and
 TorchQuantum (``torchquantum-ng``, its default complex64). Noisy rows (4-8 qubits, the same layer
@@ -69,7 +69,7 @@ from qiskit.circuit import ParameterVector, QuantumCircuit  # noqa: E402
 from qiskit.quantum_info import SparsePauliOp  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from qhqcnn.engine import FastEstimator, FastEstimatorGradient, QuantumLayer  # noqa: E402
+from qhqcnn.engine import ExactTorchLayer, FastEstimator, FastEstimatorGradient  # noqa: E402
 
 warnings.filterwarnings("ignore")
 LAYERS = 3
@@ -149,7 +149,7 @@ def engine_connector(n, x, w):
 
 def engine_layer(n, x, w, dtype):
     qc, xp, wp, obs = layer_circuit(n)
-    return torch_step(QuantumLayer(qc, obs, xp, wp, initial_weights=w, dtype=dtype), x)
+    return torch_step(ExactTorchLayer(qc, obs, xp, wp, initial_weights=w, dtype=dtype), x)
 
 
 def pennylane_layer(n, x, w, device_name, diff_method):
@@ -348,7 +348,7 @@ def print_table(key_names, columns, rows, ours, peers):
 def exact_tables():
     pennylane = have("pennylane")
     torchquantum = have("torchquantum")
-    ours = ["engine TorchConnector", "engine QuantumLayer c128", "engine QuantumLayer c64"]
+    ours = ["engine TorchConnector", "engine ExactTorchLayer c128", "engine ExactTorchLayer c64"]
     peers = []
     if pennylane:
         peers += ["PL default.qubit", "PL lightning.qubit"]
@@ -358,9 +358,9 @@ def exact_tables():
     def make(n, batch):
         x, w = data(n, batch)
         items = [
-            ("engine QuantumLayer c128", lambda: engine_layer(n, x, w, torch.complex128), 1e-9),
+            ("engine ExactTorchLayer c128", lambda: engine_layer(n, x, w, torch.complex128), 1e-9),
             ("engine TorchConnector", lambda: engine_connector(n, x, w), 2e-5),
-            ("engine QuantumLayer c64", lambda: engine_layer(n, x, w, torch.complex64), 2e-4),
+            ("engine ExactTorchLayer c64", lambda: engine_layer(n, x, w, torch.complex64), 2e-4),
         ]
         if pennylane:
             items.append(
@@ -390,7 +390,7 @@ def exact_tables():
             return gates * state  # the same in complex64
         if label == "engine TorchConnector":
             return 4 * state * (n + 2) / max(1, batch // 64)  # chunked rows
-        return 2 * state  # QuantumLayer: final states kept, rows in chunks of <= 256 MB
+        return 2 * state  # ExactTorchLayer: final states kept, rows in chunks of <= 256 MB
 
     def scale(old, new):
         return (new[1] / old[1]) * 2.0 ** (new[0] - old[0])
@@ -400,7 +400,7 @@ def exact_tables():
         "Exact layer: forward + backward of outputs.sum()",
         configs,
         make,
-        "engine QuantumLayer c128",
+        "engine ExactTorchLayer c128",
         memory,
         scale,
     )

@@ -39,9 +39,9 @@ from qiskit_machine_learning.gradients.utils import DerivativeType
 from qiskit_machine_learning.neural_networks import EstimatorQNN
 
 from qhqcnn.engine import (
+    ExactTorchLayer,
     FastEstimator,
     FastEstimatorGradient,
-    QuantumLayer,
     StatevectorSimulator,
     compile_circuit,
     pauli_sum,
@@ -805,7 +805,7 @@ def test_quantum_layer_matches_estimator_qnn(num_qubits):
     )
     values = qnn.forward(inputs, weights)
     input_jac, weight_jac = qnn.backward(inputs, weights)
-    layer = QuantumLayer(qc, obs, x, w, initial_weights=weights)
+    layer = ExactTorchLayer(qc, obs, x, w, initial_weights=weights)
     tensor = torch.tensor(inputs, requires_grad=True)
     out = layer(tensor)
     upstream = rng.normal(size=values.shape)
@@ -822,4 +822,4 @@ def test_quantum_layer_matches_estimator_qnn(num_qubits):
 def test_quantum_layer_rejects_a_partial_parameter_split():
     qc, x, w = hqcnn_template(4, 1)
     with pytest.raises(ValueError, match="partition"):
-        QuantumLayer(qc, z_and_x(4), x, w[:-1])
+        ExactTorchLayer(qc, z_and_x(4), x, w[:-1])

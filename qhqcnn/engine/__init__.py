@@ -14,7 +14,7 @@ from .gradient import FastEstimatorGradient
 from .observables import PauliSum, pauli_sum
 from .program import AngleMap, GateOp, NonlinearAngle, Program
 from .statevector import StatevectorSimulator
-from .torch_layer import QuantumLayer
+from .torch_layer import ExactTorchLayer
 
 __all__ = [
     "AngleMap",
@@ -28,7 +28,7 @@ __all__ = [
     "NonlinearAngle",
     "PauliSum",
     "Program",
-    "QuantumLayer",
+    "ExactTorchLayer",
     "StatevectorSimulator",
     "UGate",
     "clear_compile_cache",

@@ -1,4 +1,4 @@
-"""``QuantumLayer``: the exact engine as a native ``torch.nn.Module`` (vector-Jacobian products).
+"""``ExactTorchLayer``: the exact engine as a native ``torch.nn.Module`` (vector-Jacobian products).
 
 ``EstimatorQNN`` + ``TorchConnector`` asks the gradient primitive for the full Jacobian
 ``(B, M, P)``: every observable's gradient for every sample, which costs one adjoint sweep of
@@ -33,7 +33,7 @@ CHUNK_BYTES = 1 << 28
 
 class _QuantumFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, inputs: torch.Tensor, weights: torch.Tensor, layer: QuantumLayer):
+    def forward(ctx, inputs: torch.Tensor, weights: torch.Tensor, layer: ExactTorchLayer):
         values, traces = layer._forward(inputs.detach(), weights.detach())
         ctx.layer, ctx.traces = layer, traces
         ctx.input_shape = inputs.shape
@@ -56,7 +56,7 @@ class _QuantumFunction(torch.autograd.Function):
         return input_grad, weight_grad, None
 
 
-class QuantumLayer(torch.nn.Module):
+class ExactTorchLayer(torch.nn.Module):
     """``(B, len(input_params))`` inputs -> ``(B, len(observables))`` exact expectation values.
 
     Args:
