@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from qhqcnn.cli.options import DeprecatedAlias
 from qhqcnn.hardware.settings import (
     DEFAULT_JOBS_DIR,
     MITIGATIONS,
@@ -16,13 +17,25 @@ def _add_job_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "run", help="run directory written by `qhqcnn train` (an hqcnn, qcnn or quanv model)"
     )
-    p.add_argument(
-        "--backend",
-        required=True,
+    device = p.add_mutually_exclusive_group(required=True)
+    device.add_argument(
+        "--ibm-backend",
+        dest="ibm_backend",
+        metavar="NAME",
         help="IBM Quantum device (ibm_torino, needs QISKIT_IBM_TOKEN or a saved account) or a "
         "fake one for local testing mode (fake_manila, fake_nairobi, fake_torino, ...)",
     )
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    device.add_argument(
+        "--backend",
+        dest="ibm_backend",
+        metavar="NAME",
+        action=DeprecatedAlias,
+        replacement="--ibm-backend",
+        help="deprecated alias of --ibm-backend",
+    )
+    p.add_argument(
+        "--split", default="test", choices=["train", "val", "test"], help="split of the images"
+    )
     p.add_argument("--limit", type=int, default=None, help="number of images (default: all)")
     p.add_argument("--offset", type=int, default=0, help="first image index of the split")
     p.add_argument("--shots", type=int, default=4096, help="shots per parameter set (4096)")
@@ -47,8 +60,16 @@ def _add_job_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--max-params-per-pub", type=int, default=500, help="parameter sets per PUB")
     p.add_argument("--max-pubs-per-job", type=int, default=1, help="PUBs per job (chunk)")
-    p.add_argument("--optimization-level", type=int, default=2, choices=[0, 1, 2, 3])
-    p.add_argument("--seed-transpiler", type=int, default=1234)
+    p.add_argument(
+        "--optimization-level",
+        type=int,
+        default=2,
+        choices=[0, 1, 2, 3],
+        help="transpiler optimization level (default: 2)",
+    )
+    p.add_argument(
+        "--seed-transpiler", type=int, default=1234, help="transpiler seed (default: 1234)"
+    )
     p.add_argument(
         "--seed-simulator", type=int, default=None, help="seed of local simulations (fake only)"
     )
@@ -76,7 +97,7 @@ def _plan(args: argparse.Namespace):
 
     return build_plan(
         args.run,
-        args.backend,
+        args.ibm_backend,
         _settings(args),
         split=args.split,
         limit=args.limit,
@@ -154,7 +175,7 @@ def register(subparsers) -> None:
     p = sub.add_parser("submit", help="submit and return with a job record directory")
     _add_job_arguments(p)
     p.add_argument("--jobs-dir", default=DEFAULT_JOBS_DIR, help="parent of job records")
-    p.add_argument("--name", default=None, help="job record name (default: run-backend-date)")
+    p.add_argument("--name", default=None, help="job record name (default: RUN-DEVICE-DATE)")
     p.add_argument("--wait", action="store_true", help="wait for the results before returning")
     p.set_defaults(handler=_cmd_submit)
 
