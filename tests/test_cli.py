@@ -99,7 +99,7 @@ def test_config_file_json_and_yaml_with_flags_overriding(tmp_path):
     as_json.write_text(json.dumps(data))
     as_yaml = tmp_path / "recipe.yaml"
     as_yaml.write_text(
-        "epochs: 3\nlr: 0.01\nbackend_options:\n  device: cpu\n"
+        "epochs: 3\nlr: 1e-2\nbackend_options:\n  device: cpu\n"
         "model:\n  model: classical\n  layers: 3\n  attention: false\n"
     )
     parser = build_parser()
@@ -183,6 +183,7 @@ def _raising_handler(exc: BaseException):
         (IntegrityError("bad checksum"), 7),
         (QhqcnnError("other"), 2),
         (ZeroDivisionError("boom"), 1),
+        (PermissionError(13, "Permission denied", "runs/x"), 1),
         (KeyboardInterrupt(), 130),
     ],
 )
@@ -194,6 +195,8 @@ def test_one_error_path_with_an_exit_status_per_kind(monkeypatch, capsys, exc, c
     if isinstance(exc, QhqcnnError):
         assert err == f"error: {exc}\n"
         assert exc.exit_code == code
+    elif isinstance(exc, OSError):
+        assert err.startswith("error: [Errno 13] Permission denied: 'runs/x'") and "--debug" in err
     elif code == 1:
         assert err.startswith("internal error: ZeroDivisionError: boom") and "--debug" in err
     # --debug (before or after the command) adds the traceback

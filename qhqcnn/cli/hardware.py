@@ -13,6 +13,11 @@ from qhqcnn.hardware.settings import (
 )
 
 
+def _default(name: str):
+    """``ExecutionSettings``' default of ``name``: the one place it is set."""
+    return ExecutionSettings.__dataclass_fields__[name].default
+
+
 def _add_job_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "run", help="run directory written by `qhqcnn train` (an hqcnn, qcnn or quanv model)"
@@ -38,40 +43,64 @@ def _add_job_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--limit", type=int, default=None, help="number of images (default: all)")
     p.add_argument("--offset", type=int, default=0, help="first image index of the split")
-    p.add_argument("--shots", type=int, default=4096, help="shots per parameter set (4096)")
+    # the defaults are ExecutionSettings' (the job manifest's record of how the circuits ran)
+    p.add_argument(
+        "--shots",
+        type=int,
+        default=_default("shots"),
+        help=f"shots per parameter set (default: {_default('shots')})",
+    )
     p.add_argument(
         "--mitigation",
         action="append",
         metavar="|".join(MITIGATIONS),
-        help="error mitigation, repeatable or comma-separated (default trex)",
+        help="error mitigation, repeatable or comma-separated "
+        f"(default: {','.join(_default('mitigation'))})",
     )
     p.add_argument(
         "--resilience-level",
         type=int,
         choices=[0, 1, 2],
-        default=None,
+        default=_default("resilience_level"),
         help="Runtime resilience level (default: 0 plus exactly the --mitigation techniques)",
     )
     p.add_argument(
         "--primitive",
-        default="auto",
+        default=_default("primitive"),
         choices=PRIMITIVES,
-        help="executor (client-side, default) or legacy EstimatorV2; auto picks",
+        help="executor (client-side) or legacy EstimatorV2; auto picks "
+        f"(default: {_default('primitive')})",
     )
-    p.add_argument("--max-params-per-pub", type=int, default=500, help="parameter sets per PUB")
-    p.add_argument("--max-pubs-per-job", type=int, default=1, help="PUBs per job (chunk)")
+    p.add_argument(
+        "--max-params-per-pub",
+        type=int,
+        default=_default("max_params_per_pub"),
+        help=f"parameter sets per PUB (default: {_default('max_params_per_pub')})",
+    )
+    p.add_argument(
+        "--max-pubs-per-job",
+        type=int,
+        default=_default("max_pubs_per_job"),
+        help=f"PUBs per job (chunk) (default: {_default('max_pubs_per_job')})",
+    )
     p.add_argument(
         "--optimization-level",
         type=int,
-        default=2,
+        default=_default("optimization_level"),
         choices=[0, 1, 2, 3],
-        help="transpiler optimization level (default: 2)",
+        help=f"transpiler optimization level (default: {_default('optimization_level')})",
     )
     p.add_argument(
-        "--seed-transpiler", type=int, default=1234, help="transpiler seed (default: 1234)"
+        "--seed-transpiler",
+        type=int,
+        default=_default("seed_transpiler"),
+        help=f"transpiler seed (default: {_default('seed_transpiler')})",
     )
     p.add_argument(
-        "--seed-simulator", type=int, default=None, help="seed of local simulations (fake only)"
+        "--seed-simulator",
+        type=int,
+        default=_default("seed_simulator"),
+        help="seed of local simulations (fake devices only)",
     )
     p.add_argument("--data-dir", default=None, help="MedMNIST data directory")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 import sys
@@ -423,6 +424,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 #: exit statuses that are not an error kind's own (``QhqcnnError.exit_code``)
 EXIT_INTERNAL = 1
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a reader that left
 
 
 def exit_codes() -> list[tuple[int, str]]:
@@ -434,7 +436,10 @@ def exit_codes() -> list[tuple[int, str]]:
         for value in vars(errors).values()
         if isinstance(value, type) and issubclass(value, QhqcnnError)
     ]
-    rows = [(0, "success"), (EXIT_INTERNAL, "internal error: a bug (--debug shows where)")]
+    rows = [
+        (0, "success"),
+        (EXIT_INTERNAL, "internal error (a bug) or an operating-system error such as a full disk"),
+    ]
     for kind in sorted(kinds, key=lambda k: k.exit_code):
         doc = " ".join((kind.__doc__ or "").strip().split("\n\n")[0].split()).rstrip(".")
         if kind is QhqcnnError:
@@ -509,6 +514,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # ``qhqcnn info | head``: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except OSError as exc:  # the system refused (disk full, permission denied, ...)
+        if debug:
+            traceback.print_exc()
+        where = "" if debug else " (--debug shows where)"
+        print(f"error: {_one_line(str(exc))}{where}", file=sys.stderr)
+        return EXIT_INTERNAL
     except Exception as exc:
         if debug:
             traceback.print_exc()

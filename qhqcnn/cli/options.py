@@ -78,6 +78,11 @@ class ConfigOption:
                 raise ConfigError(f"{where}: {self.key} must be a mapping, got {value!r}")
             return dict(value)
         expected = _TYPES.get(kind, str)
+        if expected is float and isinstance(value, str):
+            try:  # YAML 1.1 reads ``1e-3`` (no dot) as a string
+                value = float(value)
+            except ValueError:
+                pass
         ok = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             ok, value = True, float(value)
