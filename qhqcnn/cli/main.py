@@ -96,9 +96,9 @@ def add_recipe_arguments(p: argparse.ArgumentParser, exclude: Sequence[str] = ()
     add_aer_shortcuts(p)
 
 
-def recipe_values(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(values, given)``: the config values of ``--config FILE`` overridden by the flags
-    given, and of those the flags given (the aer shortcuts folded into ``backend_options``)."""
+def recipe_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The config values of ``--config FILE`` overridden by the flags given (the aer shortcuts
+    folded into ``backend_options``), by key; the fields given neither way are absent."""
     from qhqcnn.cli.options import given_flags, load_config_file, value_of
 
     given = given_flags(args)
@@ -114,7 +114,7 @@ def recipe_values(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, A
     if shortcuts and backend != "aer":
         names = ", ".join("--" + key.replace("_", "-") for key in shortcuts)
         raise ConfigError(f"{names} apply to --backend aer only (got --backend {backend})")
-    return values, given
+    return values
 
 
 def config_from_args(
@@ -128,7 +128,7 @@ def config_from_args(
     (``dataset``, ``model`` and ``seed``, when given, replace theirs)."""
     from qhqcnn.cli.options import build_config
 
-    values, _ = recipe_values(args)
+    values = recipe_values(args)
     for key, value in (("dataset", dataset), ("model.model", model), ("seed", seed)):
         if value is not None:
             values[key] = value
@@ -226,7 +226,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from qhqcnn.training.distributed import barrier, current_context, shutdown
     from qhqcnn.training.pipeline import train
 
-    values, _ = recipe_values(args)
+    values = recipe_values(args)
     out = Path(
         args.out
         or default_run_dir(
@@ -350,7 +350,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if missing:
         print(f"skipping (no file in the data directory): {', '.join(missing)}")
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    values, _ = recipe_values(args)
+    values = recipe_values(args)
     recipe = config_from_args(
         args,
         dataset=present[0] if present else "breastmnist",
