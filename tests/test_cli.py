@@ -166,6 +166,17 @@ def test_resume_refuses_flags_that_differ_from_the_saved_run(tmp_path, capsys):
         check_resume(out, {"backend_options": {"device": "cuda"}})
 
 
+def test_resume_of_an_aer_run_takes_its_noise_flag_without_repeating_the_backend(tmp_path):
+    noisy = TrainConfig(backend="aer", backend_options={"noise": "fake_manila"})
+    out = _saved_run(tmp_path, noisy)
+    argv = ["train", "--resume", "--out", str(out), "--noise", "fake_manila"]
+    args = build_parser().parse_args(argv)
+    values = cli.recipe_values(args, check_aer=False)
+    check_resume(out, values)  # the same noise as saved: no conflict
+    with pytest.raises(ConfigError, match="--noise apply to --backend aer only"):
+        cli.recipe_values(args)
+
+
 def _raising_handler(exc: BaseException):
     def handler(args):
         raise exc

@@ -96,9 +96,11 @@ def add_recipe_arguments(p: argparse.ArgumentParser, exclude: Sequence[str] = ()
     add_aer_shortcuts(p)
 
 
-def recipe_values(args: argparse.Namespace) -> dict[str, Any]:
+def recipe_values(args: argparse.Namespace, *, check_aer: bool = True) -> dict[str, Any]:
     """The config values of ``--config FILE`` overridden by the flags given (the aer shortcuts
-    folded into ``backend_options``), by key; the fields given neither way are absent."""
+    folded into ``backend_options``), by key; the fields given neither way are absent.
+    ``check_aer``: refuse the aer shortcuts with another backend (``--resume`` compares them
+    with the saved run instead, whose backend the flags need not repeat)."""
     from qhqcnn.cli.options import given_flags, load_config_file, value_of
 
     given = given_flags(args)
@@ -111,7 +113,7 @@ def recipe_values(args: argparse.Namespace) -> dict[str, Any]:
     if "backend_options" in from_file and "backend_options" in given:
         values["backend_options"] = {**from_file["backend_options"], **given["backend_options"]}
     backend = value_of(values, "backend")
-    if shortcuts and backend != "aer":
+    if check_aer and shortcuts and backend != "aer":
         names = ", ".join("--" + key.replace("_", "-") for key in shortcuts)
         raise ConfigError(f"{names} apply to --backend aer only (got --backend {backend})")
     return values
@@ -226,7 +228,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from qhqcnn.training.distributed import barrier, current_context, shutdown
     from qhqcnn.training.pipeline import train
 
-    values = recipe_values(args)
+    values = recipe_values(args, check_aer=not args.resume)
     out = Path(
         args.out
         or default_run_dir(
