@@ -190,7 +190,8 @@ def test_cells_in_worker_processes_equal_the_serial_study(tmp_path, breast_dir, 
 
     assert study("parallel", "--workers", "2") == study("serial")
     capsys.readouterr()
-    assert main(["reproduce", "--workers", "0", "--data-dir", breast_dir, *TINY]) == 2
+    code = main(["reproduce", "--workers", "0", "--data-dir", breast_dir, *TINY])
+    assert code == ConfigError.exit_code
     assert "workers must be >= 1" in capsys.readouterr().err
 
 
