@@ -113,6 +113,9 @@ def test_config_file_json_and_yaml_with_flags_overriding(tmp_path):
         assert (config.epochs, config.lr, config.model.layers) == (5, 0.01, 3)
         assert config.model.attention is True
         assert config.backend_options == {"device": "cpu", "seed": 4}
+    as_yaml.write_text("dataset: bloodmnist\nrelabel: 3\n")
+    config = config_from_args(parser.parse_args(["train", "--config", str(as_yaml)]))
+    assert (config.dataset, config.relabel) == ("bloodmnist", "3")
     # a run's config.json record is a config file too
     record = tmp_path / "config.json"
     record.write_text(json.dumps({"config": TrainConfig(epochs=9).to_dict(), "parameters": {}}))

@@ -78,6 +78,8 @@ class ConfigOption:
                 raise ConfigError(f"{where}: {self.key} must be a mapping, got {value!r}")
             return dict(value)
         expected = _TYPES.get(kind, str)
+        if expected is str and isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # ``relabel: 3`` (one class vs the rest)
         if expected is float and isinstance(value, str):
             try:  # YAML 1.1 reads ``1e-3`` (no dot) as a string
                 value = float(value)
