@@ -161,7 +161,7 @@ def test_resume_refuses_flags_that_differ_from_the_saved_run(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: --resume continues") and err.count("\n") == 1
     assert "--epochs 5 (saved: 3)" in err and "--lr 0.01 (saved: 0.001)" in err
-    assert "--attention False (saved: True)" in err
+    assert "--no-attention (saved: --attention)" in err
     assert "--layers" not in err  # the same value as the saved run's is no conflict
     # flags equal to the saved config pass the check
     check_resume(out, {"epochs": 3, "model.model": "classical", "seed": 0})

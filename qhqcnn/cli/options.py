@@ -260,8 +260,16 @@ def differences(saved: TrainConfig, values: dict[str, Any]) -> list[str]:
         if key == "backend_options":
             value = {**old, **value}
         if value != old:
-            found.append(f"{option(key).flag} {_show(value)} (saved: {_show(old)})")
+            flag = option(key).flag
+            if isinstance(value, bool):  # --no-attention (saved: --attention)
+                found.append(f"{_bool_flag(flag, value)} (saved: {_bool_flag(flag, old)})")
+            else:
+                found.append(f"{flag} {_show(value)} (saved: {_show(old)})")
     return found
+
+
+def _bool_flag(flag: str, value: Any) -> str:
+    return flag if value else "--no-" + flag[2:]
 
 
 def _show(value: Any) -> str:
