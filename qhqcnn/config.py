@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     from qhqcnn.circuits.template import CircuitTemplate
 
 AUGMENTATIONS = ("none", "flip")
+#: Data encodings of the shipped circuits (``amplitude``: quanv and qcnn only).
+ENCODINGS = ("angle", "superposition", "amplitude")
+#: quanv filters: a fixed ``random`` circuit (Henderson et al., cached) or ``trainable`` layers.
+QUANV_FILTERS = ("random", "trainable")
 #: Where the backbone and the quantum engine run (``auto``: CUDA when torch sees a GPU).
 DEVICES = ("auto", "cpu", "cuda")
 #: Image sides of MedMNIST v2 (28) and MedMNIST+ (64, 128, 224).
@@ -26,6 +30,16 @@ DEFAULT_LR = 1e-3
 #: (docs/recipe.md): the QCNN pair is a ~31-weight model after a fixed downsampling, and at 1e-3
 #: the classical twin predicts one class in every seed. Both models of the pair get 3e-2.
 MODEL_LR = {"qcnn": 3e-2, "qcnn-classical": 3e-2}
+
+
+def _option(default: Any = None, help: str = "", **meta: Any) -> Any:
+    """A dataclass field whose ``metadata`` describes its command-line flag (``qhqcnn.cli``).
+
+    ``help`` is the flag's help text (the CLI appends the default); optional ``flag`` (the
+    option string when it is not ``--field-name``), ``choices``, ``metavar`` and
+    ``show_default=False`` (when ``help`` already says what the default is).
+    """
+    return field(default=default, metadata={"help": help, **meta})
 
 
 def default_lr(model: str) -> float:
@@ -41,20 +55,32 @@ class ModelSpec:
     are the options of the shipped families, ignored by models that do not use them.
     """
 
-    model: str = "hqcnn"
-    num_qubits: int = 4
-    layers: int = 2
-    encoding: str = "angle"
-    attention: bool = True
-    dropout: float = 0.3
+    model: str = _option(
+        "hqcnn",
+        "registered model: hqcnn, classical (its ablation), quanv (quanvolution), qcnn, and the "
+        "quanvolution family's classical twins quanv-classical, qcnn-classical; see `qhqcnn info`",
+    )
+    num_qubits: int = _option(4, "qubits of the circuit", flag="--qubits")
+    layers: int = _option(2, "entangling layers of the circuit")
+    encoding: str = _option(
+        "angle", "data encoding (amplitude: quanv and qcnn only)", choices=ENCODINGS
+    )
+    attention: bool = _option(True, "the Fourier attention block (--no-attention drops it)")
+    dropout: float = _option(0.3, "dropout probability before the classifier head, in [0, 1)")
     #: BatchNorm1d on the bridge features before the angle map (HQCNN).
-    bridge_norm: bool = True
+    bridge_norm: bool = _option(
+        True, "hqcnn: BatchNorm1d on the bridge features before the angle map"
+    )
     #: quanv only: ``random`` (fixed, Henderson et al.) or ``trainable`` filter, patch window
     #: and stride, and the seed of the random filter's circuit.
-    quanv_filter: str = "random"
-    window: int = 2
-    stride: int = 2
-    filter_seed: int = 0
+    quanv_filter: str = _option(
+        "random",
+        "quanv: fixed random filter (Henderson et al., cached) or trainable n_local layers",
+        choices=QUANV_FILTERS,
+    )
+    window: int = _option(2, "quanv: patch window k (k×k pixels)")
+    stride: int = _option(2, "quanv: patch stride")
+    filter_seed: int = _option(0, "quanv: the random filter's seed")
 
     def __post_init__(self) -> None:
         from qhqcnn.models.registry import get_model
@@ -86,32 +112,71 @@ class ModelSpec:
 class TrainConfig:
     """A training run. ``max_train``/``max_eval`` take the first N images (smoke tests only)."""
 
-    dataset: str = "breastmnist"
-    relabel: str | None = None
-    model: ModelSpec = field(default_factory=ModelSpec)
-    backend: str = "exact"
-    backend_options: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 40
-    batch_size: int = 32
+    dataset: str = _option("breastmnist", "MedMNIST dataset (see `qhqcnn info`)")
+    relabel: str | None = _option(
+        None, "binary variant: CLASS (one vs rest) or NEG,POS (class pair)", metavar="CLASSES"
+    )
+    model: ModelSpec = field(
+        default_factory=ModelSpec, metadata={"help": "the model's architecture (ModelSpec)"}
+    )
+    backend: str = _option(
+        "exact",
+        "simulator backend of the quantum layer: exact (fast statevector engine), statevector "
+        "(Qiskit reference, slow), aer (noisy device simulation, see --noise); see `qhqcnn info`",
+    )
+    backend_options: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "help": "backend option (repeatable), e.g. device=cuda; see docs/noise.md",
+            "flag": "--backend-option",
+            "metavar": "KEY=VALUE",
+        },
+    )
+    epochs: int = _option(40, "training epochs (early stopping may end the run sooner)")
+    batch_size: int = _option(32, "images per training batch")
     #: classical parameters' learning rate; ``None`` = the model's default (:func:`default_lr`)
-    lr: float | None = None
+    lr: float | None = _option(
+        None,
+        f"learning rate of the classical parameters (default: {DEFAULT_LR:g}; "
+        + ", ".join(f"{m} {v:g}" for m, v in MODEL_LR.items())
+        + ", chosen on validation)",
+        show_default=False,
+    )
     #: learning rate of the circuit weights (rotation angles); ``None`` = ``lr``. 3e-2 was chosen
     #: on BreastMNIST's validation split (docs/recipe.md): at 1e-3 the angles barely move.
-    quantum_lr: float | None = 3e-2
-    weight_decay: float = 1e-4
-    augment: str = "flip"
-    patience: int = 15
-    seed: int = 0
-    threads: int | None = None
+    quantum_lr: float | None = _option(
+        3e-2, "learning rate of the circuit weights (chosen on validation)"
+    )
+    weight_decay: float = _option(1e-4, "AdamW weight decay of the classical parameters")
+    augment: str = _option(
+        "flip", "training augmentation (random flips or none)", choices=AUGMENTATIONS
+    )
+    patience: int = _option(15, "early-stopping patience (epochs without a better validation AUC)")
+    seed: int = _option(0, "random seed (initial weights, data order, augmentation)")
+    threads: int | None = _option(
+        None, "torch CPU threads (default: torch's choice)", show_default=False
+    )
     #: ``auto`` (CUDA when torch sees a GPU), ``cpu`` or ``cuda``: backbone and quantum engine.
-    device: str = "auto"
+    device: str = _option(
+        "auto",
+        "where the backbone and the quantum engine run (auto: CUDA when torch sees a GPU)",
+        choices=DEVICES,
+    )
     #: torchrun runs: BatchNorm statistics of the global batch (equal to the single-process run)
     #: instead of each rank's share (PyTorch's DDP default, faster). No effect on one process.
-    sync_batchnorm: bool = False
+    sync_batchnorm: bool = _option(
+        False,
+        "torchrun: BatchNorm over the global batch (same updates as one process; slower) "
+        "instead of each rank's share",
+    )
     #: image side: 28 (MedMNIST v2) or a MedMNIST+ size (64, 128, 224; memory-mapped).
-    size: int = 28
-    max_train: int | None = None
-    max_eval: int | None = None
+    size: int = _option(
+        28,
+        "image size: 28 (MedMNIST v2) or MedMNIST+ 64/128/224 (<name>_<size>.npz, memory-mapped)",
+        choices=IMAGE_SIZES,
+    )
+    max_train: int | None = _option(None, "use the first N training images", metavar="N")
+    max_eval: int | None = _option(None, "use the first N val/test images", metavar="N")
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):

@@ -13,8 +13,9 @@ What is run (the extraction rule):
 * **Commands**: one per line, ``\\`` continuations joined; blank lines and ``#`` comment lines
   are skipped. A command ending in ``# not run by tests: <reason>`` is skipped (keep those rare
   and honest: a reason is required). Lines starting with ``pip `` are set-up, never run.
-  A ``qhqcnn train``/``reproduce`` without ``--epochs`` (or ``--resume``) would run the 40-epoch
-  default, far beyond this test's budget: the file fails at once, naming it.
+  A ``qhqcnn train``/``reproduce`` without ``--epochs`` (or ``--resume``, or ``--config``, whose
+  file sets the epochs) would run the 40-epoch default, far beyond this test's budget: the file
+  fails at once, naming it.
 
 How they run: per file, in a fresh temporary working directory (``runs/`` and
 ``hardware_jobs/`` are created there; nothing is copied into it), with ``QHQCNN_DATA_DIR`` set
@@ -142,12 +143,13 @@ def _datasets(commands: list[Command]) -> set[str]:
 
 
 def _full_length_trainings(commands: list[Command]) -> list[Command]:
-    """``train``/``reproduce`` commands that would run the 40-epoch default (not ``--resume``)."""
+    """``train``/``reproduce`` commands that would run the 40-epoch default (not ``--resume``,
+    nor ``--config``: the file sets the epochs)."""
     found = []
     for command in commands:
         words = [] if command.skip_reason else _words(command.text)
         if words[:2] in (["qhqcnn", "train"], ["qhqcnn", "reproduce"]):
-            if "--epochs" not in words and "--resume" not in words:
+            if not {"--epochs", "--resume", "--config"} & set(words):
                 found.append(command)
     return found
 

@@ -457,7 +457,7 @@ def test_noise_list_and_show(capsys):
 
 def test_noise_flags_need_the_aer_backend(tmp_path, capsys):
     code = main(["train", "--noise", DEVICE, "--out", str(tmp_path / "x"), "--epochs", "1"])
-    assert code == 2 and "--backend aer" in capsys.readouterr().err
+    assert code == ConfigError.exit_code and "--backend aer" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -161,8 +161,8 @@ def test_cli_errors_are_clear(args, message, kind, breast_dir, capsys):
 def test_existing_run_is_not_overwritten(tmp_path, breast_dir, capsys):
     code, out = _train(tmp_path, "cl", "--model", "classical", "--epochs", "1", data_dir=breast_dir)
     before = (out / "config.json").read_bytes()
-    again = _train(tmp_path, "cl", "--model", "classical", data_dir=breast_dir)[0]
-    assert again == ConfigError.exit_code
+    code = _train(tmp_path, "cl", "--model", "classical", data_dir=breast_dir)[0]
+    assert code == ConfigError.exit_code
     assert "already holds a run" in capsys.readouterr().err
     assert (out / "config.json").read_bytes() == before
 

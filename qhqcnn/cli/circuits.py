@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shutil
 
+from qhqcnn.cli.options import DeprecatedAlias
 from qhqcnn.export.library import DEFAULT_BACKENDS, DEFAULT_OUT, TEMPLATES
 
 
@@ -19,7 +20,21 @@ def register(sub) -> None:
 
     p = commands.add_parser("show", help="print a template's text diagram and summary")
     p.add_argument("name", help=f"template: {', '.join(TEMPLATES)}")
-    p.add_argument("--backend", default=None, help="show the ISA circuit for this device instead")
+    p.add_argument(
+        "--ibm-backend",
+        dest="ibm_backend",
+        default=None,
+        metavar="NAME",
+        help="show the ISA circuit for this IBM device (fake_torino, ...) instead",
+    )
+    p.add_argument(
+        "--backend",
+        dest="ibm_backend",
+        metavar="NAME",
+        action=DeprecatedAlias,
+        replacement="--ibm-backend",
+        help="deprecated alias of --ibm-backend",
+    )
     p.add_argument(
         "--fold", type=int, default=None, help="diagram width in characters (default: terminal)"
     )
@@ -31,14 +46,24 @@ def register(sub) -> None:
     )
     p.add_argument("--out", default=DEFAULT_OUT, help=f"library folder (default {DEFAULT_OUT})")
     p.add_argument(
-        "--backend",
+        "--ibm-backend",
+        dest="ibm_backend",
         action="append",
         default=None,
         metavar="NAME",
-        help="also export the ISA circuit and its layout for this device (repeatable; default "
-        f"{', '.join(DEFAULT_BACKENDS)})",
+        help="also export the ISA circuit and its layout for this IBM device (repeatable; "
+        f"default: {', '.join(DEFAULT_BACKENDS)})",
     )
-    p.add_argument("--no-isa", action="store_true", help="logical circuits only (no --backend)")
+    p.add_argument(
+        "--backend",
+        dest="ibm_backend",
+        metavar="NAME",
+        action=DeprecatedAlias,
+        replacement="--ibm-backend",
+        append=True,
+        help="deprecated alias of --ibm-backend",
+    )
+    p.add_argument("--no-isa", action="store_true", help="logical circuits only (no --ibm-backend)")
     p.add_argument(
         "--only", action="append", default=None, metavar="NAME", help="export only these templates"
     )
@@ -79,11 +104,11 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
     template = load_template(args.name)
     fold = args.fold or max(40, shutil.get_terminal_size().columns)
-    if args.backend:
+    if args.ibm_backend:
         from qhqcnn.backends.devices import get_backend
         from qhqcnn.backends.transpile import transpile_template
 
-        backend = get_backend(args.backend)
+        backend = get_backend(args.ibm_backend)
         prepared = transpile_template(template, backend)
         print(text_diagram(prepared.circuit, fold=fold, isa=True), end="")
         info = prepared.info
@@ -108,7 +133,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     from qhqcnn.export.library import ExportOptions, export_library, stale_files, template_names
 
-    backends = () if args.no_isa else tuple(args.backend or DEFAULT_BACKENDS)
+    backends = () if args.no_isa else tuple(args.ibm_backend or DEFAULT_BACKENDS)
     options = ExportOptions(
         backends=backends, images=not args.no_images, layout=not args.no_layout, pdf=args.pdf
     )

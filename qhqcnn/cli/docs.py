@@ -57,7 +57,22 @@ def cli_markdown(parser: argparse.ArgumentParser | None = None) -> str:
         f"Generated from the argument parsers by `{COMMAND}` (Python {python_version()});",
         "`tests/test_docs_cli.py` fails when this page no longer matches the CLI.",
         "",
+        "The recipe flags of `train` and `reproduce` are the fields of",
+        "`qhqcnn.config.TrainConfig` and `ModelSpec`: the defaults and choices shown are the",
+        "dataclasses'. `--config FILE` reads those fields from a JSON or YAML file (`ModelSpec`'s",
+        "nested under `model:`; a run's `config.json` works too) and the flags given override it;",
+        "`--resume` refuses recipe flags that differ from the saved run. `--backend` is always a",
+        "simulator backend (`exact`, `statevector`, `aer`); an IBM device (or a `fake_*` one) is",
+        "`--ibm-backend`. A failure prints one line, `error: ...` (`--debug` adds the traceback),",
+        "and exits with the status of its kind:",
+        "",
+        "| exit status | meaning |",
+        "| ---: | --- |",
     ]
+    from qhqcnn.cli.main import exit_codes
+
+    lines += [f"| {code} | {meaning} |" for code, meaning in exit_codes()]
+    lines += ["", "Commands:", ""]
     lines += [f"- [`{p.prog}`](#{_anchor(p.prog)})" for p in parsers]
     for p in parsers:
         p.formatter_class = functools.partial(p.formatter_class, width=WIDTH)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from qhqcnn.cli.options import DeprecatedAlias
 from qhqcnn.hardware.settings import (
     DEFAULT_JOBS_DIR,
     MITIGATIONS,
@@ -12,45 +13,94 @@ from qhqcnn.hardware.settings import (
 )
 
 
+def _default(name: str):
+    """``ExecutionSettings``' default of ``name``: the one place it is set."""
+    return ExecutionSettings.__dataclass_fields__[name].default
+
+
 def _add_job_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "run", help="run directory written by `qhqcnn train` (an hqcnn, qcnn or quanv model)"
     )
-    p.add_argument(
-        "--backend",
-        required=True,
+    device = p.add_mutually_exclusive_group(required=True)
+    device.add_argument(
+        "--ibm-backend",
+        dest="ibm_backend",
+        metavar="NAME",
         help="IBM Quantum device (ibm_torino, needs QISKIT_IBM_TOKEN or a saved account) or a "
         "fake one for local testing mode (fake_manila, fake_nairobi, fake_torino, ...)",
     )
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    device.add_argument(
+        "--backend",
+        dest="ibm_backend",
+        metavar="NAME",
+        action=DeprecatedAlias,
+        replacement="--ibm-backend",
+        help="deprecated alias of --ibm-backend",
+    )
+    p.add_argument(
+        "--split", default="test", choices=["train", "val", "test"], help="split of the images"
+    )
     p.add_argument("--limit", type=int, default=None, help="number of images (default: all)")
     p.add_argument("--offset", type=int, default=0, help="first image index of the split")
-    p.add_argument("--shots", type=int, default=4096, help="shots per parameter set (4096)")
+    # the defaults are ExecutionSettings' (the job manifest's record of how the circuits ran)
+    p.add_argument(
+        "--shots",
+        type=int,
+        default=_default("shots"),
+        help=f"shots per parameter set (default: {_default('shots')})",
+    )
     p.add_argument(
         "--mitigation",
         action="append",
         metavar="|".join(MITIGATIONS),
-        help="error mitigation, repeatable or comma-separated (default trex)",
+        help="error mitigation, repeatable or comma-separated "
+        f"(default: {','.join(_default('mitigation'))})",
     )
     p.add_argument(
         "--resilience-level",
         type=int,
         choices=[0, 1, 2],
-        default=None,
+        default=_default("resilience_level"),
         help="Runtime resilience level (default: 0 plus exactly the --mitigation techniques)",
     )
     p.add_argument(
         "--primitive",
-        default="auto",
+        default=_default("primitive"),
         choices=PRIMITIVES,
-        help="executor (client-side, default) or legacy EstimatorV2; auto picks",
+        help="executor (client-side) or legacy EstimatorV2; auto picks "
+        f"(default: {_default('primitive')})",
     )
-    p.add_argument("--max-params-per-pub", type=int, default=500, help="parameter sets per PUB")
-    p.add_argument("--max-pubs-per-job", type=int, default=1, help="PUBs per job (chunk)")
-    p.add_argument("--optimization-level", type=int, default=2, choices=[0, 1, 2, 3])
-    p.add_argument("--seed-transpiler", type=int, default=1234)
     p.add_argument(
-        "--seed-simulator", type=int, default=None, help="seed of local simulations (fake only)"
+        "--max-params-per-pub",
+        type=int,
+        default=_default("max_params_per_pub"),
+        help=f"parameter sets per PUB (default: {_default('max_params_per_pub')})",
+    )
+    p.add_argument(
+        "--max-pubs-per-job",
+        type=int,
+        default=_default("max_pubs_per_job"),
+        help=f"PUBs per job (chunk) (default: {_default('max_pubs_per_job')})",
+    )
+    p.add_argument(
+        "--optimization-level",
+        type=int,
+        default=_default("optimization_level"),
+        choices=[0, 1, 2, 3],
+        help=f"transpiler optimization level (default: {_default('optimization_level')})",
+    )
+    p.add_argument(
+        "--seed-transpiler",
+        type=int,
+        default=_default("seed_transpiler"),
+        help=f"transpiler seed (default: {_default('seed_transpiler')})",
+    )
+    p.add_argument(
+        "--seed-simulator",
+        type=int,
+        default=_default("seed_simulator"),
+        help="seed of local simulations (fake devices only)",
     )
     p.add_argument("--data-dir", default=None, help="MedMNIST data directory")
 
@@ -76,7 +126,7 @@ def _plan(args: argparse.Namespace):
 
     return build_plan(
         args.run,
-        args.backend,
+        args.ibm_backend,
         _settings(args),
         split=args.split,
         limit=args.limit,
@@ -154,7 +204,7 @@ def register(subparsers) -> None:
     p = sub.add_parser("submit", help="submit and return with a job record directory")
     _add_job_arguments(p)
     p.add_argument("--jobs-dir", default=DEFAULT_JOBS_DIR, help="parent of job records")
-    p.add_argument("--name", default=None, help="job record name (default: run-backend-date)")
+    p.add_argument("--name", default=None, help="job record name (default: RUN-DEVICE-DATE)")
     p.add_argument("--wait", action="store_true", help="wait for the results before returning")
     p.set_defaults(handler=_cmd_submit)
 

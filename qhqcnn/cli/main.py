@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import re
 import shlex
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from qhqcnn.errors import QhqcnnError
+from qhqcnn.errors import ConfigError, QhqcnnError
 
 #: ``qhqcnn <group> ...`` commands contributed by other modules: name -> "module:register".
 #: ``register(subparsers)`` adds the group's parser and sets ``handler`` defaults.
@@ -31,34 +33,31 @@ def _add_data_dir(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _parse_backend_options(pairs: Sequence[str] | None) -> dict:
-    options = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise QhqcnnError(f"--backend-option expects KEY=VALUE, got {pair!r}")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return options
+def _backend_field_help() -> str:
+    from qhqcnn.cli.options import option
+
+    return option("backend").meta["help"]
 
 
 def add_backend_arguments(parser: argparse.ArgumentParser, default: str | None) -> None:
-    """``--backend`` and ``--backend-option KEY=VALUE`` (shared by train and evaluate)."""
+    """``evaluate``'s ``--backend`` and ``--backend-option KEY=VALUE`` (``train`` and
+    ``reproduce`` get theirs from the config fields), and the aer shortcuts."""
     parser.add_argument(
         "--backend",
         default=default,
-        help="execution backend of the quantum layer: exact (fast statevector engine, default), "
-        "statevector (Qiskit reference, slow), aer (noisy device simulation, see --noise); "
-        "see `qhqcnn info`",
+        help=_backend_field_help() + " (default: the backend the run was trained with)",
     )
     parser.add_argument(
         "--backend-option",
         action="append",
         metavar="KEY=VALUE",
-        help="backend option (repeatable), e.g. device=cuda",
+        help="backend option (repeatable), e.g. device=cuda; see docs/noise.md",
     )
+    add_aer_shortcuts(parser)
+
+
+def add_aer_shortcuts(parser: argparse.ArgumentParser) -> None:
+    """``--noise``, ``--shots`` and ``--optimization-level``: ``--backend-option`` shortcuts."""
     parser.add_argument(
         "--noise",
         default=None,
@@ -73,117 +72,79 @@ def add_backend_arguments(parser: argparse.ArgumentParser, default: str | None) 
         type=int,
         default=None,
         choices=[0, 1, 2, 3],
-        help="aer backend: transpiler optimization level (default 2)",
+        help="aer backend: transpiler optimization level (default: 2)",
     )
 
 
-def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
-    """The training recipe and architecture flags shared by ``train`` and ``reproduce``."""
-    add_backend_arguments(p, "exact")
-    p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--batch-size", type=int, default=32)
+#: config keys that ``reproduce`` sets itself (from --datasets, --models, --seeds)
+STUDY_KEYS = ("dataset", "relabel", "model.model", "seed")
+
+
+def add_recipe_arguments(p: argparse.ArgumentParser, exclude: Sequence[str] = ()) -> None:
+    """The training recipe and architecture flags (one per config field not in ``exclude``),
+    the aer shortcuts and ``--config FILE``."""
+    from qhqcnn.cli.options import add_config_arguments
+
     p.add_argument(
-        "--lr",
-        type=float,
+        "--config",
         default=None,
-        help="learning rate of the classical parameters (default 1e-3; qcnn and "
-        "qcnn-classical 3e-2, chosen on validation)",
+        metavar="FILE",
+        help="JSON or YAML file of TrainConfig keys (ModelSpec's nested under model:); the "
+        "flags given override it; a run's config.json works too",
     )
-    p.add_argument(
-        "--quantum-lr",
-        type=float,
-        default=3e-2,
-        help="learning rate of the circuit weights (default 3e-2, chosen on validation)",
-    )
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--augment", default="flip", choices=["flip", "none"])
-    p.add_argument("--patience", type=int, default=15, help="early-stopping patience (epochs)")
-    p.add_argument("--qubits", type=int, default=4)
-    p.add_argument("--layers", type=int, default=2, help="entangling layers of the circuit")
-    p.add_argument(
-        "--encoding",
-        default="angle",
-        choices=["angle", "superposition", "amplitude"],
-        help="data encoding (amplitude: quanv and qcnn only)",
-    )
-    p.add_argument(
-        "--quanv-filter",
-        default="random",
-        choices=["random", "trainable"],
-        help="quanv: fixed random filter (Henderson et al., cached) or trainable n_local layers",
-    )
-    p.add_argument("--window", type=int, default=2, help="quanv: patch window k (k×k pixels)")
-    p.add_argument("--stride", type=int, default=2, help="quanv: patch stride")
-    p.add_argument("--filter-seed", type=int, default=0, help="quanv: random filter's seed")
-    p.add_argument("--no-attention", action="store_true", help="drop the Fourier attention block")
-    p.add_argument("--dropout", type=float, default=0.3)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument(
-        "--device",
-        default="auto",
-        choices=["auto", "cpu", "cuda"],
-        help="where the backbone and the quantum engine run (auto: CUDA when torch sees a GPU)",
-    )
-    p.add_argument(
-        "--sync-batchnorm",
-        action="store_true",
-        help="torchrun: BatchNorm over the global batch (same updates as one process; slower) "
-        "instead of each rank's share",
-    )
-    p.add_argument(
-        "--size",
-        type=int,
-        default=28,
-        choices=[28, 64, 128, 224],
-        help="image size: 28 (MedMNIST v2) or MedMNIST+ 64/128/224 (<name>_<size>.npz, "
-        "memory-mapped)",
-    )
-    p.add_argument("--max-train", type=int, default=None, help="use the first N training images")
-    p.add_argument("--max-eval", type=int, default=None, help="use the first N val/test images")
+    add_config_arguments(p, exclude)
+    add_aer_shortcuts(p)
 
 
-def config_from_args(args: argparse.Namespace, *, dataset: str, model: str, seed: int):
-    """The TrainConfig that the recipe flags in ``args`` describe."""
-    from qhqcnn.config import ModelSpec, TrainConfig
+def recipe_values(args: argparse.Namespace, *, check_aer: bool = True) -> dict[str, Any]:
+    """The config values of ``--config FILE`` overridden by the flags given (the aer shortcuts
+    folded into ``backend_options``), by key; the fields given neither way are absent.
+    ``check_aer``: refuse the aer shortcuts with another backend (``--resume`` compares them
+    with the saved run instead, whose backend the flags need not repeat)."""
+    from qhqcnn.cli.options import given_flags, load_config_file, value_of
 
-    return TrainConfig(
-        dataset=dataset.lower(),
-        relabel=getattr(args, "relabel", None),
-        model=ModelSpec(
-            model=model,
-            num_qubits=args.qubits,
-            layers=args.layers,
-            encoding=args.encoding,
-            attention=not args.no_attention,
-            dropout=args.dropout,
-            quanv_filter=args.quanv_filter,
-            window=args.window,
-            stride=args.stride,
-            filter_seed=args.filter_seed,
-        ),
-        backend=args.backend,
-        backend_options=backend_options_from_args(args),
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        quantum_lr=args.quantum_lr,
-        weight_decay=args.weight_decay,
-        augment=args.augment,
-        patience=args.patience,
-        seed=seed,
-        threads=args.threads,
-        device=args.device,
-        sync_batchnorm=args.sync_batchnorm,
-        size=args.size,
-        max_train=args.max_train,
-        max_eval=args.max_eval,
-    )
+    given = given_flags(args)
+    shortcuts = {key: getattr(args, key, None) for key in ("noise", "shots", "optimization_level")}
+    shortcuts = {key: value for key, value in shortcuts.items() if value is not None}
+    if shortcuts:
+        given["backend_options"] = {**given.get("backend_options", {}), **shortcuts}
+    from_file = load_config_file(args.config) if getattr(args, "config", None) else {}
+    values = {**from_file, **given}
+    if "backend_options" in from_file and "backend_options" in given:
+        values["backend_options"] = {**from_file["backend_options"], **given["backend_options"]}
+    backend = value_of(values, "backend")
+    if check_aer and shortcuts and backend != "aer":
+        names = ", ".join("--" + key.replace("_", "-") for key in shortcuts)
+        raise ConfigError(f"{names} apply to --backend aer only (got --backend {backend})")
+    return values
+
+
+def config_from_args(
+    args: argparse.Namespace,
+    *,
+    dataset: str | None = None,
+    model: str | None = None,
+    seed: int | None = None,
+):
+    """The TrainConfig that ``--config FILE`` and the recipe flags in ``args`` describe
+    (``dataset``, ``model`` and ``seed``, when given, replace theirs)."""
+    from qhqcnn.cli.options import build_config
+
+    values = recipe_values(args)
+    for key, value in (("dataset", dataset), ("model.model", model), ("seed", seed)):
+        if value is not None:
+            values[key] = value
+    if "dataset" in values:
+        values["dataset"] = str(values["dataset"]).lower()
+    return build_config(values)
 
 
 def backend_options_from_args(args: argparse.Namespace) -> dict:
-    """Backend options given on the command line (``--backend-option KEY=VALUE``, and
+    """``evaluate``'s backend options (``--backend-option KEY=VALUE``, and
     ``--noise``/``--shots``/``--optimization-level`` for ``--backend aer``)."""
-    options = _parse_backend_options(args.backend_option)
+    from qhqcnn.cli.options import parse_backend_options
+
+    options = parse_backend_options(args.backend_option)
     flags = {
         "noise": getattr(args, "noise", None),
         "shots": getattr(args, "shots", None),
@@ -193,44 +154,45 @@ def backend_options_from_args(args: argparse.Namespace) -> dict:
     if given and args.backend != "aer":
         names = ", ".join("--" + key.replace("_", "-") for key in given)
         got = args.backend or "none"
-        raise QhqcnnError(f"{names} apply to --backend aer only (got --backend {got})")
+        raise ConfigError(f"{names} apply to --backend aer only (got --backend {got})")
     return {**options, **given}
 
 
-def _train_parser(sub) -> None:
-    p = sub.add_parser("train", help="train a model and evaluate it on the test split")
+def _add_cache_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--dataset", default="breastmnist", help="MedMNIST dataset (default breastmnist)"
-    )
-    p.add_argument(
-        "--relabel",
-        default=None,
-        help="binary variant: CLASS (one vs rest) or NEG,POS (class pair)",
-    )
-    p.add_argument(
-        "--model",
-        default="hqcnn",
-        help="hqcnn (default), classical (its ablation), quanv (quanvolution), qcnn, and the "
-        "quanvolution family's classical twins quanv-classical, qcnn-classical",
-    )
-    p.add_argument("--seed", type=int, default=0)
-    add_recipe_arguments(p)
-    p.add_argument(
-        "--out", default=None, help="run directory (default runs/DATASET[-RELABEL]-MODEL-sSEED)"
-    )
-    p.add_argument(
-        "--resume",
+        "--no-progress",
         action="store_true",
-        help="continue the run in --out from its last finished epoch",
+        help="no progress bars (without a terminal on stderr there are none: one log line per "
+        "epoch)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
         "--cache-dir",
         default=None,
         help="quanv with a fixed filter: where quanvolved features are cached "
-        "(default $QHQCNN_CACHE_DIR, else ~/.cache/qhqcnn)",
+        "(default: $QHQCNN_CACHE_DIR, else ~/.cache/qhqcnn)",
     )
     p.add_argument("--no-cache", action="store_true", help="quanv: no on-disk feature cache")
+
+
+def _train_parser(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model and evaluate it on the test split",
+        description="Train a model and evaluate its best checkpoint on the test split. Every "
+        "recipe flag is a field of qhqcnn.config.TrainConfig or ModelSpec (the defaults shown "
+        "are theirs); --config FILE sets them from a file and the flags given override it.",
+    )
+    add_recipe_arguments(p)
+    p.add_argument(
+        "--out", default=None, help="run directory (default: runs/DATASET[-RELABEL]-MODEL-sSEED)"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last finished epoch, with its saved config "
+        "(recipe flags that differ from it are refused)",
+    )
+    _add_cache_arguments(p)
     _add_data_dir(p)
     p.set_defaults(handler=_cmd_train)
 
@@ -241,19 +203,46 @@ def default_run_dir(dataset: str, relabel: str | None, model: str, seed: int) ->
     return Path(f"runs/{dataset.lower()}{variant}-{model}-s{seed}")
 
 
+def check_resume(out: Path, values: dict[str, Any]) -> None:
+    """Refuse ``--resume`` with config values (flags or ``--config``) that differ from the
+    saved run's, listing them."""
+    from qhqcnn.cli.options import differences
+    from qhqcnn.training.rundir import RunDir
+
+    run_dir = RunDir(out)
+    if not values or not run_dir.exists():
+        return  # nothing to compare (train() says there is no run to resume)
+    conflicts = differences(run_dir.config(), values)
+    if conflicts:
+        raise ConfigError(
+            f"--resume continues {out} with its saved config; these settings differ from it: "
+            f"{'; '.join(conflicts)}. Drop them to resume, or train into a new --out"
+        )
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     """Train (single process, or one rank of a ``torchrun`` job: rank 0 alone prints, writes
     and evaluates the test split)."""
+    from qhqcnn.cli.options import value_of
     from qhqcnn.evaluation.evaluate import format_metrics_table
     from qhqcnn.training.distributed import barrier, current_context, shutdown
     from qhqcnn.training.pipeline import train
 
-    out = Path(args.out or default_run_dir(args.dataset, args.relabel, args.model, args.seed))
-    config = (
-        None
-        if args.resume
-        else config_from_args(args, dataset=args.dataset, model=args.model, seed=args.seed)
+    values = recipe_values(args, check_aer=not args.resume)
+    out = Path(
+        args.out
+        or default_run_dir(
+            str(value_of(values, "dataset")),
+            value_of(values, "relabel"),
+            value_of(values, "model.model"),
+            value_of(values, "seed"),
+        )
     )
+    if args.resume:
+        check_resume(out, values)
+        config = None
+    else:
+        config = config_from_args(args)
     try:
         result = train(
             config,
@@ -285,7 +274,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="evaluate a trained run (best checkpoint) on a split")
     p.add_argument("run", help="run directory written by `qhqcnn train`")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument(
+        "--split", default="test", choices=["train", "val", "test"], help="split to evaluate"
+    )
     add_backend_arguments(p, None)
     _add_data_dir(p)
     p.set_defaults(handler=_cmd_evaluate)
@@ -313,16 +304,16 @@ def _reproduce_parser(sub) -> None:
     p.add_argument(
         "--datasets",
         default=None,
-        help="comma-separated datasets (default: every one present in the data dir)",
+        help="comma-separated datasets (default: every one present in the data directory)",
     )
     p.add_argument(
         "--models",
         default="hqcnn,classical",
         help="comma-separated models: hqcnn, classical, quanv, quanv-classical, qcnn, "
         "qcnn-classical; each quantum model is paired with its classical twin in a Wilcoxon "
-        "test when both are given (default hqcnn,classical)",
+        "test when both are given (default: hqcnn,classical)",
     )
-    p.add_argument("--seeds", type=int, default=5, help="number of seeds (0..N-1)")
+    p.add_argument("--seeds", type=int, default=5, help="number of seeds 0..N-1 (default: 5)")
     p.add_argument(
         "--eval-noise",
         default=None,
@@ -347,15 +338,8 @@ def _reproduce_parser(sub) -> None:
         help="train nothing: tabulate the cells that have test metrics, list the others as "
         "not run; each row's n says how many seeds it has",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument(
-        "--cache-dir",
-        default=None,
-        help="quanv with a fixed filter: where quanvolved features are cached "
-        "(default $QHQCNN_CACHE_DIR, else ~/.cache/qhqcnn)",
-    )
-    p.add_argument("--no-cache", action="store_true", help="quanv: no on-disk feature cache")
-    add_recipe_arguments(p)
+    _add_cache_arguments(p)
+    add_recipe_arguments(p, exclude=STUDY_KEYS)
     _add_data_dir(p)
     p.set_defaults(handler=_cmd_reproduce)
 
@@ -368,6 +352,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if missing:
         print(f"skipping (no file in the data directory): {', '.join(missing)}")
     models = [m.strip() for m in args.models.split(",") if m.strip()]
+    values = recipe_values(args)
     recipe = config_from_args(
         args,
         dataset=present[0] if present else "breastmnist",
@@ -380,7 +365,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         list(range(args.seeds)),
         recipe,
         noise=args.eval_noise,
-        model_lr=args.lr is None,
+        model_lr="lr" not in values,
     )
     study = run_study(
         plan,
@@ -389,7 +374,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         missing=missing,
         docs_path=args.docs,
         command=recorded_command(args.argv),
-        progress=not args.no_progress,
+        progress=False if args.no_progress else None,  # type: ignore[arg-type]  # None: on a TTY
         finished_only=args.finished_only,
         cache=not args.no_cache,
         cache_dir=args.cache_dir,
@@ -438,14 +423,53 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+#: exit statuses that are not an error kind's own (``QhqcnnError.exit_code``)
+EXIT_INTERNAL = 1
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a reader that left
+
+
+def exit_codes() -> list[tuple[int, str]]:
+    """``(status, meaning)`` of every exit status the command line returns."""
+    import qhqcnn.errors as errors
+
+    kinds = [
+        value
+        for value in vars(errors).values()
+        if isinstance(value, type) and issubclass(value, QhqcnnError)
+    ]
+    rows = [
+        (0, "success"),
+        (EXIT_INTERNAL, "internal error (a bug) or an operating-system error such as a full disk"),
+    ]
+    for kind in sorted(kinds, key=lambda k: k.exit_code):
+        doc = " ".join((kind.__doc__ or "").strip().split("\n\n")[0].split()).rstrip(".")
+        if kind is QhqcnnError:
+            doc = "a command-line usage error, or another qhqcnn error"
+        rows.append((kind.exit_code, f"{kind.__name__}: {doc[:1].lower()}{doc[1:]}"))
+    rows.append((EXIT_INTERRUPTED, "interrupted (Ctrl-C)"))
+    return rows
+
+
+def _epilog() -> str:
+    codes = "\n".join(f"  {code:>3}  {meaning}" for code, meaning in exit_codes())
+    return (
+        "A failure prints one line 'error: ...' on stderr (--debug adds the traceback)\n"
+        "and exits with the status of its kind:\n" + codes
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qhqcnn",
         description="Hybrid quantum-classical CNNs for MedMNIST on Qiskit.",
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     from qhqcnn import __version__
 
     parser.add_argument("--version", action="version", version=f"qhqcnn {__version__}")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for add in (_train_parser, _evaluate_parser, _reproduce_parser, _info_parser):
@@ -454,18 +478,63 @@ def build_parser() -> argparse.ArgumentParser:
         module_name, func_name = target.split(":")
         register: Callable = getattr(__import__(module_name, fromlist=[func_name]), func_name)
         register(sub)
+    from qhqcnn.cli.options import walk
+
+    for command in list(walk(parser))[1:]:
+        if "--debug" not in command._option_string_actions:
+            # SUPPRESS: a subcommand's default must not undo ``qhqcnn --debug COMMAND``
+            command.add_argument(
+                "--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP
+            )
     return parser
 
 
+DEBUG_HELP = "on an error, show the Python traceback too"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``qhqcnn ARGV``; every failure becomes one ``error: ...`` line and an exit status by
+    kind (:func:`exit_codes`), with the traceback under ``--debug``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.argv = argv
+    debug = bool(getattr(args, "debug", False))
     try:
         return int(args.handler(args) or 0)
     except QhqcnnError as exc:
+        if debug:
+            traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # ``qhqcnn info | head``: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except OSError as exc:  # the system refused (disk full, permission denied, ...)
+        if debug:
+            traceback.print_exc()
+        where = "" if debug else " (--debug shows where)"
+        print(f"error: {_one_line(str(exc))}{where}", file=sys.stderr)
+        return EXIT_INTERNAL
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        where = "" if debug else "; rerun with --debug for the traceback"
+        print(
+            f"internal error: {type(exc).__name__}: {_one_line(str(exc))} (a bug in qhqcnn or "
+            f"a library it uses; please report it{where})",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -28,8 +28,14 @@ def register(subparsers) -> None:
         default=None,
         help="comma-separated physical qubits (default: those the HQCNN circuit uses there)",
     )
-    p.add_argument("--circuit-qubits", type=int, default=4, help="HQCNN width (default 4)")
-    p.add_argument("--optimization-level", type=int, default=2, choices=[0, 1, 2, 3])
+    p.add_argument("--circuit-qubits", type=int, default=4, help="HQCNN width (default: 4)")
+    p.add_argument(
+        "--optimization-level",
+        type=int,
+        default=2,
+        choices=[0, 1, 2, 3],
+        help="transpiler optimization level of the circuit (default: 2)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(handler=_cmd_show)
 

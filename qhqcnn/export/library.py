@@ -567,7 +567,7 @@ def library_readme(cards: dict[str, dict], manifest: dict, out_dir: Path) -> str
         "",
         "```bash",
         "qhqcnn circuits export --out circuits"
-        + "".join(f" --backend {b}" for b in options.backends),
+        + "".join(f" --ibm-backend {b}" for b in options.backends),
         "```",
         "",
         "`tests/test_export.py` fails when these files no longer match what the code generates;",
