@@ -7,6 +7,7 @@ choice; the command line is generated from them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +83,10 @@ class ModelSpec:
         return asdict(self)
 
 
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
 @dataclass
 class TrainConfig:
     """A training run. ``max_train``/``max_eval`` take the first N images (smoke tests only)."""
@@ -112,6 +117,9 @@ class TrainConfig:
     size: int = 28
     max_train: int | None = None
     max_eval: int | None = None
+    #: skip the memory guard (:func:`qhqcnn.training.memory.check_memory`), which refuses a
+    #: configuration whose quantum engine needs more memory than is available
+    allow_large_memory: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
@@ -121,8 +129,12 @@ class TrainConfig:
         checks = [
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
-            (self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
-            (self.quantum_lr is None or self.quantum_lr > 0, "quantum learning rate must be > 0"),
+            (_positive(self.lr), f"learning rate must be a finite number > 0, got {self.lr}"),
+            (
+                self.quantum_lr is None or _positive(self.quantum_lr),
+                f"quantum learning rate must be a finite number > 0, got {self.quantum_lr}",
+            ),
+            (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
             (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
             (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
             (self.augment in AUGMENTATIONS, f"augment must be one of {AUGMENTATIONS}"),

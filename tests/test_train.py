@@ -12,7 +12,7 @@ import torch
 
 from qhqcnn.cli.main import main
 from qhqcnn.config import ModelSpec, TrainConfig
-from qhqcnn.errors import ConfigError, RunNotFoundError, TrainingError
+from qhqcnn.errors import ConfigError, DataError, RunNotFoundError, TrainingError
 from qhqcnn.training.trainer import Trainer
 
 SMALL = ["--max-train", "48", "--max-eval", "40", "--batch-size", "16", "--no-progress"]
@@ -162,7 +162,8 @@ def test_cli_errors_are_clear(args, message, kind, breast_dir, capsys):
 def test_existing_run_is_not_overwritten(tmp_path, breast_dir, capsys):
     code, out = _train(tmp_path, "cl", "--model", "classical", "--epochs", "1", data_dir=breast_dir)
     before = (out / "config.json").read_bytes()
-    assert _train(tmp_path, "cl", "--model", "classical", data_dir=breast_dir)[0] == 2
+    code = _train(tmp_path, "cl", "--model", "classical", data_dir=breast_dir)[0]
+    assert code == ConfigError.exit_code
     assert "already holds a run" in capsys.readouterr().err
     assert (out / "config.json").read_bytes() == before
 
@@ -170,7 +171,7 @@ def test_existing_run_is_not_overwritten(tmp_path, breast_dir, capsys):
 def test_missing_data_is_reported_with_where_to_put_it(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("qhqcnn.data.medmnist.pooch.retrieve", _no_network)
     code = main(["train", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r")])
-    assert code == 2
+    assert code == DataError.exit_code
     err = capsys.readouterr().err
     assert "breastmnist.npz" in err and str(tmp_path) in err
 

@@ -322,6 +322,12 @@ def ensure_dataset_file(
             f"{info.file_name} not found in {path.parent} and downloading is disabled. "
             + _how_to_get(info, path)
         )
+    explicit = (data_dir is not None and str(data_dir)) or os.environ.get(DATA_DIR_ENV)
+    if explicit and not path.parent.is_dir():  # a mistyped folder is never created
+        raise DataError(
+            f"the data directory {path.parent} does not exist (is the path mistyped?). "
+            + _how_to_get(info, path)
+        )
     try:
         fetched = pooch.retrieve(
             info.url,
