@@ -220,7 +220,7 @@ def test_submit_status_retrieve_report(done_record, trained_run, capsys):
 
     assert main(["hardware", "status", str(done_record)]) == 0
     text = capsys.readouterr().out
-    assert "2/2 chunk(s) have results; 0 would be submitted" in text
+    assert "2/2 chunk(s) have verified results; 0 would be submitted" in text
 
     before = _snapshot(done_record / "results")
     assert main(["hardware", "retrieve", str(done_record)]) == 0
@@ -515,7 +515,7 @@ def test_real_device_states_through_the_service(done_record, tmp_path, capsys):
     )
 
     # Without credentials, a real record cannot even be looked at.
-    assert main(["hardware", "status", str(copy)]) == HardwareError.exit_code
+    assert main(["hardware", "status", str(copy)]) == BackendError.exit_code
     assert "no usable IBM Quantum credentials" in capsys.readouterr().err
 
     states = chunk_states(copy, service=service)
