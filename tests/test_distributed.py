@@ -168,7 +168,9 @@ def test_two_ranks_agree_and_match_a_single_process_run(tmp_path, breast_dir):
     assert got["val_loss"] == pytest.approx(expected["val_loss"], abs=5e-3)
     assert got["val_acc"] == pytest.approx(expected["val_acc"], abs=0.05)
     assert sorted(p.name for p in ddp_run.iterdir()) == [
+        ".lock",
         "best.pt",
+        "checksums.json",
         "config.json",
         "history.csv",
         "history.json",
