@@ -165,7 +165,7 @@ def test_1_second_training_into_a_busy_run_directory_is_refused(tmp_path, breast
 
 def test_1_lock_is_released_when_its_holder_is_killed(tmp_path):
     from qhqcnn.errors import LockedError
-    from qhqcnn.io.lock import exclusive_lock
+    from qhqcnn.io.lock import exclusive_lock, is_locked
 
     folder = tmp_path / "run"
     holder = subprocess.Popen(
@@ -177,6 +177,7 @@ def test_1_lock_is_released_when_its_holder_is_killed(tmp_path):
     )  # fmt: skip
     try:
         assert holder.stdout.readline().strip() == "held"
+        assert is_locked(folder)
         with pytest.raises(LockedError, match=f"process {holder.pid} on"):
             with exclusive_lock(folder, "run directory"):
                 pass
@@ -184,6 +185,7 @@ def test_1_lock_is_released_when_its_holder_is_killed(tmp_path):
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     assert (folder / ".lock").exists()  # the file stays, naming a dead process: not stale
+    assert not is_locked(folder)
     with exclusive_lock(folder, "run directory"):
         with exclusive_lock(folder, "run directory"):  # re-entrant within a process
             pass

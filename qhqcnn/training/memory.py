@@ -45,7 +45,9 @@ def format_bytes(nbytes: float) -> str:
     return f"{nbytes:.1f} PiB"
 
 
-def estimate_memory(config: Any, backend: str | None = None) -> MemoryEstimate:
+def estimate_memory(
+    config: Any, backend: str | None = None, options: dict[str, Any] | None = None
+) -> MemoryEstimate:
     """The quantum engine's working memory for ``config`` on ``backend`` (default its own).
 
     Classical models need none (0). The estimate is a lower bound of the engine's peak: the
@@ -59,7 +61,8 @@ def estimate_memory(config: Any, backend: str | None = None) -> MemoryEstimate:
     outputs = int(template.num_outputs)
     angles = int(template.num_inputs) + int(template.num_weights)
     name = backend or config.backend
-    options = config.backend_options if backend is None else {}
+    if options is None:
+        options = config.backend_options if backend is None else {}
     noisy = name == "aer" and options.get("noise") not in (None, "ideal")
     if noisy:
         state, kind = COMPLEX << (2 * n), f"density matrix of {n} qubits"
@@ -100,11 +103,23 @@ def available_memory() -> int | None:
     return min(limits) if limits else None
 
 
-def check_memory(config: Any, info: Any = None, backend: str | None = None) -> MemoryEstimate:
+def check_memory(
+    config: Any, info: Any = None, backend: Any = None, options: dict[str, Any] | None = None
+) -> MemoryEstimate:
     """Raise :class:`~qhqcnn.errors.ConfigError` when ``config`` needs more memory than is
     available, with the estimate and the limit (``allow_large_memory`` or
-    ``$QHQCNN_ALLOW_LARGE_MEMORY=1`` skip the refusal)."""
-    estimate = estimate_memory(config, backend)
+    ``$QHQCNN_ALLOW_LARGE_MEMORY=1`` skip the refusal).
+
+    ``backend``: a backend name or instance to run on instead of the config's own (its
+    ``options()`` decide between a statevector and a density matrix)."""
+    if backend is not None and not isinstance(backend, str):
+        if options is None and hasattr(backend, "options"):
+            try:
+                options = dict(backend.options())
+            except Exception:  # noqa: BLE001 - a user backend's options are only a hint here
+                options = None
+        backend = getattr(backend, "name", None)
+    estimate = estimate_memory(config, backend, options)
     allowed = getattr(config, "allow_large_memory", False) or os.environ.get(ALLOW_ENV, "") in (
         "1",
         "true",

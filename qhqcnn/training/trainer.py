@@ -144,7 +144,7 @@ def model_for_config(
     configuration needs more memory than is available (:func:`~qhqcnn.training.memory.
     check_memory`; ``config.allow_large_memory`` overrides).
     """
-    check_memory(config, info, backend=backend.name if backend is not None else None)
+    check_memory(config, info, backend=backend)
     if backend is None and config.model.is_quantum:
         options = dict(config.backend_options)
         if device is not None and device.type == "cuda" and config.backend in CUDA_BACKENDS:
