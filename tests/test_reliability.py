@@ -293,6 +293,11 @@ def test_3_corrupt_best_checkpoint_is_refused_and_metrics_kept(
     _one_line_error(err, code, IntegrityError)
     assert "best.pt is corrupt" in err
     assert (run / "metrics_test.json").read_bytes() == before
+    # A result file changed after evaluation is refused where it is read (the report).
+    (run / "metrics_test.json").write_text(before.decode().replace('"acc"', '"acc" ', 1))
+    code, err = _cli(["report", str(run)], capsys)
+    _one_line_error(err, code, IntegrityError)
+    assert "metrics_test.json is corrupt" in err
 
 
 def test_3_corrupt_last_checkpoint_resumes_from_the_previous_one(
