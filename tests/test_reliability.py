@@ -591,9 +591,13 @@ def test_10_resume_repairs_a_short_history_and_removes_temp_files(
     assert "epoch,lr" in (run / "history.csv").read_text() and not orphan.exists()
 
 
-def test_10_mistyped_data_dir_is_not_created(tmp_path, capsys):
+def test_10_mistyped_data_dir_is_not_created(tmp_path, capsys, monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr("qhqcnn.data.medmnist.pooch.retrieve", offline)
     typo = tmp_path / "medmnsit" / "data"
     code, err = _cli(["train", "--data-dir", str(typo), "--out", str(tmp_path / "r")], capsys)
     _one_line_error(err, code, DataError)
-    assert "does not exist" in err
+    assert "is the path mistyped?" in err
     assert not (tmp_path / "medmnsit").exists() and not (tmp_path / "r").exists()
