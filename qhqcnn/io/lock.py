@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from qhqcnn.errors import LockedError
+from qhqcnn.io.files import storage_error
 
 LOCK_FILE = ".lock"
 
@@ -79,8 +80,11 @@ def exclusive_lock(directory: str | os.PathLike[str], what: str = "directory") -
         yield
         return
     folder = Path(directory)
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_FILE
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise storage_error(path, exc) from None
     key = str(path.resolve())
     with _GUARD:
         held = _HELD.get(key)
@@ -93,7 +97,10 @@ def exclusive_lock(directory: str | os.PathLike[str], what: str = "directory") -
             with _GUARD:
                 held[1] -= 1
         return
-    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - kept open while held
+    try:
+        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - kept open while held
+    except OSError as exc:
+        raise storage_error(path, exc) from None
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
