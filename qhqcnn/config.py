@@ -8,6 +8,7 @@ choice; the command line is generated from them.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -84,7 +85,43 @@ class ModelSpec:
 
 
 def _positive(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+    return isinstance(value, numbers.Real) and math.isfinite(value) and value > 0
+
+
+_INTEGERS = ("epochs", "batch_size", "patience", "seed", "size")
+_OPTIONAL_INTEGERS = ("threads", "max_train", "max_eval")
+_NUMBERS = ("lr", "weight_decay")
+_OPTIONAL_NUMBERS = ("quantum_lr",)
+_BOOLS = ("sync_batchnorm", "allow_large_memory")
+
+
+def _check_types(config: TrainConfig) -> None:
+    """A :class:`ConfigError` for a value of the wrong type (e.g. from an edited config.json)."""
+
+    def is_int(value: Any) -> bool:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+    def is_number(value: Any) -> bool:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+    expected = [
+        *((name, is_int, "an integer") for name in _INTEGERS),
+        *((name, lambda v: v is None or is_int(v), "an integer or null") for name in
+          _OPTIONAL_INTEGERS),
+        *((name, is_number, "a number") for name in _NUMBERS),
+        *((name, lambda v: v is None or is_number(v), "a number or null") for name in
+          _OPTIONAL_NUMBERS),
+        *((name, lambda v: isinstance(v, bool), "true or false") for name in _BOOLS),
+        ("backend_options", lambda v: isinstance(v, dict), "a mapping"),
+        ("relabel", lambda v: v is None or isinstance(v, str), "a string or null"),
+    ]  # fmt: skip
+    for name, ok, kind in expected:
+        value = getattr(config, name)
+        if not ok(value):
+            raise ConfigError(f"{name} must be {kind}, got {value!r}")
+    for name in ("dataset", "backend", "augment", "device"):
+        if not isinstance(getattr(config, name), str):
+            raise ConfigError(f"{name} must be a string, got {getattr(config, name)!r}")
 
 
 @dataclass
@@ -124,8 +161,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
             self.model = ModelSpec(**self.model)
+        if not isinstance(self.model, ModelSpec):
+            raise ConfigError(f"model must be a ModelSpec or a dict, got {self.model!r}")
         if self.lr is None:
             self.lr = default_lr(self.model.model)
+        _check_types(self)
         checks = [
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
