@@ -28,7 +28,8 @@ Export
     :func:`export_trained_circuit`, :func:`bound_circuit`
 Errors
     :class:`QhqcnnError` and its kinds :class:`ConfigError`, :class:`DataError`,
-    :class:`BackendError`, :class:`TrainingError`, :class:`RunNotFoundError`
+    :class:`BackendError`, :class:`IntegrityError` (with :class:`LockedError`,
+    :class:`StorageError`), :class:`TrainingError`, :class:`RunNotFoundError`
 
 Hardware validation on IBM Quantum is :mod:`qhqcnn.hardware`; the reproduction study
 :mod:`qhqcnn.study`. See ``docs/api.md`` for worked examples.
@@ -52,6 +53,9 @@ _EXPORTS: dict[str, str] = {
     "BackendError": "qhqcnn.errors",
     "TrainingError": "qhqcnn.errors",
     "RunNotFoundError": "qhqcnn.errors",
+    "IntegrityError": "qhqcnn.errors",
+    "LockedError": "qhqcnn.errors",
+    "StorageError": "qhqcnn.errors",
     # data
     "ArrayDataset": "qhqcnn.data.arrays",
     "load_split": "qhqcnn.data.medmnist",
@@ -125,8 +129,11 @@ if TYPE_CHECKING:  # what static tools and IDEs see; at run time __getattr__ imp
         BackendError,
         ConfigError,
         DataError,
+        IntegrityError,
+        LockedError,
         QhqcnnError,
         RunNotFoundError,
+        StorageError,
         TrainingError,
     )
     from qhqcnn.evaluation.evaluate import evaluate_model, evaluate_run

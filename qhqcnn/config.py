@@ -7,6 +7,8 @@ choice; the command line is generated from them.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -108,6 +110,46 @@ class ModelSpec:
         return asdict(self)
 
 
+def _positive(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and math.isfinite(value) and value > 0
+
+
+_INTEGERS = ("epochs", "batch_size", "patience", "seed", "size")
+_OPTIONAL_INTEGERS = ("threads", "max_train", "max_eval")
+_NUMBERS = ("lr", "weight_decay")
+_OPTIONAL_NUMBERS = ("quantum_lr",)
+_BOOLS = ("sync_batchnorm", "allow_large_memory")
+
+
+def _check_types(config: TrainConfig) -> None:
+    """A :class:`ConfigError` for a value of the wrong type (e.g. from an edited config.json)."""
+
+    def is_int(value: Any) -> bool:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+    def is_number(value: Any) -> bool:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+    expected = [
+        *((name, is_int, "an integer") for name in _INTEGERS),
+        *((name, lambda v: v is None or is_int(v), "an integer or null") for name in
+          _OPTIONAL_INTEGERS),
+        *((name, is_number, "a number") for name in _NUMBERS),
+        *((name, lambda v: v is None or is_number(v), "a number or null") for name in
+          _OPTIONAL_NUMBERS),
+        *((name, lambda v: isinstance(v, bool), "true or false") for name in _BOOLS),
+        ("backend_options", lambda v: isinstance(v, dict), "a mapping"),
+        ("relabel", lambda v: v is None or isinstance(v, str), "a string or null"),
+    ]  # fmt: skip
+    for name, ok, kind in expected:
+        value = getattr(config, name)
+        if not ok(value):
+            raise ConfigError(f"{name} must be {kind}, got {value!r}")
+    for name in ("dataset", "backend", "augment", "device"):
+        if not isinstance(getattr(config, name), str):
+            raise ConfigError(f"{name} must be a string, got {getattr(config, name)!r}")
+
+
 @dataclass
 class TrainConfig:
     """A training run. ``max_train``/``max_eval`` take the first N images (smoke tests only)."""
@@ -177,17 +219,29 @@ class TrainConfig:
     )
     max_train: int | None = _option(None, "use the first N training images", metavar="N")
     max_eval: int | None = _option(None, "use the first N val/test images", metavar="N")
+    allow_large_memory: bool = _option(
+        False,
+        "skip the memory guard, which refuses a configuration whose quantum engine needs more "
+        "memory than is available (also QHQCNN_ALLOW_LARGE_MEMORY=1)",
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
             self.model = ModelSpec(**self.model)
+        if not isinstance(self.model, ModelSpec):
+            raise ConfigError(f"model must be a ModelSpec or a dict, got {self.model!r}")
         if self.lr is None:
             self.lr = default_lr(self.model.model)
+        _check_types(self)
         checks = [
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
-            (self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
-            (self.quantum_lr is None or self.quantum_lr > 0, "quantum learning rate must be > 0"),
+            (_positive(self.lr), f"learning rate must be a finite number > 0, got {self.lr}"),
+            (
+                self.quantum_lr is None or _positive(self.quantum_lr),
+                f"quantum learning rate must be a finite number > 0, got {self.quantum_lr}",
+            ),
+            (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
             (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
             (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
             (self.augment in AUGMENTATIONS, f"augment must be one of {AUGMENTATIONS}"),

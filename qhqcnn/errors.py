@@ -46,8 +46,17 @@ class IntegrityError(QhqcnnError):
     exit_code = 7
 
 
+class LockedError(IntegrityError):
+    """Another process holds the exclusive lock of a run directory or job record."""
+
+
+class StorageError(IntegrityError):
+    """A file could not be written (full disk, quota, read-only file system, permissions);
+    the previous version of the file, if any, is kept whole."""
+
+
 class TrainingError(QhqcnnError):
-    """Training cannot continue (e.g. a non-finite loss)."""
+    """Training cannot continue (a non-finite loss, prediction or parameter: divergence)."""
 
     exit_code = 8
 

@@ -169,7 +169,9 @@ def test_two_ranks_agree_and_match_a_single_process_run(tmp_path, breast_dir):
     assert got["val_acc"] == pytest.approx(expected["val_acc"], abs=0.05)
     # (a tensorboard/ folder appears where the tensorboard package is installed)
     assert sorted(p.name for p in ddp_run.iterdir() if p.name != "tensorboard") == [
+        ".lock",
         "best.pt",
+        "checksums.json",
         "config.json",
         "history.csv",
         "history.json",

@@ -220,7 +220,7 @@ def test_submit_status_retrieve_report(done_record, trained_run, capsys):
 
     assert main(["hardware", "status", str(done_record)]) == 0
     text = capsys.readouterr().out
-    assert "2/2 chunk(s) have results; 0 would be submitted" in text
+    assert "2/2 chunk(s) have verified results; 0 would be submitted" in text
 
     before = _snapshot(done_record / "results")
     assert main(["hardware", "retrieve", str(done_record)]) == 0

@@ -63,10 +63,58 @@ def get_fake_backend(name: str):
         return _fake_provider().backend(key)
 
 
+#: Real IBM Quantum device names start with this (``ibm_torino``, ``ibm_fez``, ...).
+REAL_DEVICE_PREFIX = "ibm_"
+
+_NETWORK_ERRORS = (
+    "ConnectionError",
+    "ConnectTimeout",
+    "ReadTimeout",
+    "Timeout",
+    "MaxRetryError",
+    "NameResolutionError",
+    "NewConnectionError",
+    "ProxyError",
+    "SSLError",
+    "gaierror",
+    "timeout",
+)
+
+
+def is_real_device_name(name: str) -> bool:
+    """Whether ``name`` looks like a real IBM Quantum device (``ibm_torino``)."""
+    text = name.strip().lower()
+    return text.startswith(REAL_DEVICE_PREFIX) and text[len(REAL_DEVICE_PREFIX) :].isidentifier()
+
+
+def network_cause(exc: BaseException) -> BaseException | None:
+    """The network failure (DNS, refused or timed-out connection, proxy, TLS) behind ``exc``."""
+    seen, current = 0, exc
+    while current is not None and seen < 10:
+        if type(current).__name__ in _NETWORK_ERRORS or isinstance(
+            current, (ConnectionError, TimeoutError)
+        ):
+            return current
+        current, seen = current.__cause__ or current.__context__, seen + 1
+    return None
+
+
+def _saved_account_file() -> str | None:
+    """The Runtime's saved-account file, if it exists (never created here)."""
+    try:
+        from qiskit_ibm_runtime.accounts import management
+    except ImportError:
+        return None
+    path = getattr(management, "_DEFAULT_ACCOUNT_CONFIG_JSON_FILE", None)
+    return path if path and os.path.isfile(path) else None
+
+
 def runtime_service(**kwargs: Any):
     """A ``QiskitRuntimeService`` from the environment or a saved account, or a clear error.
 
-    Raises before any other work when no credentials exist or the service rejects them.
+    Raises before any other work when no credentials exist (without touching ``~/.qiskit``),
+    when the service cannot be reached (a network error, told apart from a rejected token) or
+    when it rejects the credentials.
     """
     from qiskit_ibm_runtime import QiskitRuntimeService
 
@@ -77,17 +125,33 @@ def runtime_service(**kwargs: Any):
         options.setdefault("channel", os.environ.get(CHANNEL_ENV, "ibm_quantum_platform"))
         if os.environ.get(INSTANCE_ENV):
             options.setdefault("instance", os.environ[INSTANCE_ENV])
+    if not options.get("token") and not options.get("filename") and not _saved_account_file():
+        raise BackendError(
+            "no usable IBM Quantum credentials: none are set. Set QISKIT_IBM_TOKEN (and "
+            "QISKIT_IBM_INSTANCE) or save an account with QiskitRuntimeService.save_account(...)"
+        )
     try:
         return QiskitRuntimeService(**options)
     except Exception as exc:  # noqa: BLE001 - the service raises many types; all mean "no access"
-        detail = str(exc)
-        for secret in known_secrets():  # the token and instance never reach a message
-            detail = detail.replace(secret, "***")
+        detail = _scrubbed(str(exc))
+        network = network_cause(exc)
+        if network is not None:
+            raise BackendError(
+                "cannot reach IBM Quantum (network failure: "
+                f"{_scrubbed(f'{type(network).__name__}: {network}')}); check the connection "
+                "or proxy. The credentials could not be checked."
+            ) from None
         raise BackendError(
             "no usable IBM Quantum credentials: set QISKIT_IBM_TOKEN (and QISKIT_IBM_INSTANCE) "
             "or save an account with QiskitRuntimeService.save_account(...); the service said: "
             f"{detail}"
         ) from None
+
+
+def _scrubbed(text: str) -> str:
+    for secret in known_secrets():  # the token and instance never reach a message
+        text = text.replace(secret, "***")
+    return text
 
 
 def known_secrets(service=None) -> list[str]:

@@ -300,6 +300,24 @@ def _how_to_get(info: DatasetInfo, path: Path) -> str:
     )
 
 
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist, deepest first."""
+    missing = []
+    for candidate in [folder, *folder.parents]:
+        if candidate.exists():
+            break
+        missing.append(candidate)
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
 def ensure_dataset_file(
     name: str,
     data_dir: str | os.PathLike[str] | None = None,
@@ -322,6 +340,7 @@ def ensure_dataset_file(
             f"{info.file_name} not found in {path.parent} and downloading is disabled. "
             + _how_to_get(info, path)
         )
+    created = _missing_folders(path.parent)  # removed again if the download fails
     try:
         fetched = pooch.retrieve(
             info.url,
@@ -331,9 +350,13 @@ def ensure_dataset_file(
             progressbar=True,
         )
     except (OSError, ValueError) as exc:  # requests errors are OSErrors; bad hash is ValueError
+        _remove_empty(created)  # a mistyped --data-dir leaves no empty folders behind
+        missing = (
+            f" (the folder {created[-1]} did not exist: is the path mistyped?)" if created else ""
+        )
         raise DataError(
-            f"Could not download {info.file_name} from {info.url}: {str(exc).rstrip('.')}. "
-            + _how_to_get(info, path)
+            f"Could not download {info.file_name} from {info.url}: {str(exc).rstrip('.')}"
+            f"{missing}. " + _how_to_get(info, path)
         ) from exc
     fetched_path = Path(fetched)
     _MD5_CACHE[_cache_key(fetched_path)] = info.md5  # pooch has just verified it

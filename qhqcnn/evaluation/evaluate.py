@@ -6,6 +6,7 @@ dataset's task type.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,8 @@ from qhqcnn.backends.base import make_backend
 from qhqcnn.data.arrays import ArrayDataset
 from qhqcnn.data.batches import images_to_tensor, labels_to_tensor
 from qhqcnn.data.medmnist import SPLITS
-from qhqcnn.errors import RunNotFoundError, TrainingError
-from qhqcnn.io.files import atomic_save_npz, atomic_write_json
-from qhqcnn.training.rundir import RunDir
+from qhqcnn.errors import RunNotFoundError
+from qhqcnn.training.rundir import RunDir, load_model_state
 from qhqcnn.training.scoring import SplitScore, score_split
 from qhqcnn.training.trainer import load_data, model_for_config
 
@@ -45,20 +45,20 @@ def result_tag(backend: str | None, options: dict[str, Any] | None) -> str:
 def load_trained_model(run_dir: str | Path, info, config, backend=None):
     """The run's model with its best checkpoint loaded, on ``backend`` (default: its own).
 
-    The checkpoint is loaded onto the CPU, so a run trained on CUDA evaluates anywhere.
+    The checkpoint is loaded onto the CPU, so a run trained on CUDA evaluates anywhere. It is
+    checked against the SHA-256 recorded when it was written: a corrupt or foreign checkpoint
+    raises :class:`~qhqcnn.errors.IntegrityError`.
     Returns ``(model, epoch of the checkpoint)``.
     """
-    checkpoint = RunDir(run_dir).best_checkpoint
+    run = RunDir(run_dir)
+    checkpoint = run.best_checkpoint
     if not checkpoint.exists():
         raise RunNotFoundError(f"{run_dir} has no {RunDir.BEST}: it finished no epoch yet")
+    state = run.load_checkpoint(checkpoint)
     model = model_for_config(config, info, backend)
-    try:
-        state = torch.load(checkpoint, weights_only=False, map_location="cpu")
-    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is the same error
-        raise TrainingError(f"cannot read checkpoint {checkpoint}: {exc}") from exc
-    model.load_state_dict(state["model"])
+    load_model_state(model, state, checkpoint)
     model.eval()
-    return model, state["epoch"]
+    return model, state.get("epoch")
 
 
 def evaluate_model(
@@ -116,6 +116,11 @@ def evaluate_run(
     """
     run = RunDir(run_dir)
     config = run.config()
+    with run.lock():
+        return _evaluate_locked(run, config, split, data, data_dir, backend, backend_options)
+
+
+def _evaluate_locked(run, config, split, data, data_dir, backend, backend_options):
     prepared = load_data(config, data_dir, splits=(split,), data=data)
     target = make_backend(backend, **(backend_options or {})) if backend else None
     model, epoch = load_trained_model(run.path, prepared.info, config, target)
@@ -134,9 +139,15 @@ def evaluate_run(
         **score.metrics(),
     }
     tag = result_tag(backend, backend_options)
-    atomic_write_json(run.metrics_path(split, tag), result)
+    text = json.dumps(result, indent=2, default=str) + "\n"
+    run.save_file(run.metrics_path(split, tag), lambda tmp: tmp.write_text(text, "utf-8"))
     y_true = tensors.labels.numpy()
-    atomic_save_npz(run.predictions_path(split, tag), y_true=y_true, y_score=score.y_score)
+
+    def write_npz(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, y_true=y_true, y_score=score.y_score)
+
+    run.save_file(run.predictions_path(split, tag), write_npz)
     return result
 
 

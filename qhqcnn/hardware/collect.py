@@ -103,10 +103,11 @@ def collect(record: JobRecord, *, service: Any = None, wait: bool = False) -> di
     for chunk in record.chunks:
         status, index = chunk["status"], chunk["index"]
         if status == DONE:
-            if record.read_result(index) is not None:
+            problem = record.result_problem(index)
+            if problem is None:
                 continue
-            chunk["status"] = SUBMITTED  # its result file is gone: fetch it again by job id
-            record.note(f"chunk {index}: result file missing, fetching it again")
+            chunk["status"] = SUBMITTED  # its result is gone or corrupt: fetch it again by job id
+            record.note(f"chunk {index}: {problem}; fetching it again")
             record.save()
         if status == SUBMITTING and chunk["job_id"] is None and not record.local:
             tags = [record.manifest["id"], f"{record.manifest['id']}-chunk-{index}"]

@@ -8,7 +8,10 @@ Layout of a job directory::
                         sets per image), trained circuit weights
     classifier.npz      the trained classical layers after the circuit (for the report; records
                         written before November 2026 have it as classifier.json)
-    results/chunk-NNNN.json   one file per chunk, written when its job's result arrives
+    results/chunk-NNNN.json   one file per chunk, written when its job's result arrives (its
+                        SHA-256 is recorded in the chunk's ``result_sha256``; a result that
+                        does not match it is not counted as done)
+    .lock               held by the process submitting or retrieving (one at a time)
     report.md, report.json, report.png   written by ``qhqcnn hardware report``
 
 Every file is written atomically and scrubbed of the IBM token and instance: neither is ever
@@ -26,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from qhqcnn.errors import HardwareError, RunNotFoundError
+from qhqcnn.errors import HardwareError, IntegrityError, RunNotFoundError
 from qhqcnn.io.files import atomic_save_npz, atomic_write, atomic_write_text
+from qhqcnn.io.integrity import sha256_file
 
 SCHEMA = "qhqcnn.hardware-job/1"
 MANIFEST_FILE = "manifest.json"
@@ -53,6 +57,12 @@ _REQUIRED = ("schema", "run", "backend", "circuit", "settings", "execution", "in
 
 class JobRecordError(HardwareError):
     """A job record directory is missing, corrupt or inconsistent."""
+
+
+class CorruptResultError(JobRecordError, IntegrityError):
+    """A chunk's result file differs from the SHA-256 recorded when it was saved."""
+
+    exit_code = IntegrityError.exit_code
 
 
 def now() -> str:
@@ -220,15 +230,40 @@ class JobRecord:
         return self.path / RESULTS_DIR / f"chunk-{index:04d}.json"
 
     def write_result(self, index: int, data: dict[str, Any]) -> Path:
-        return write_json(self.result_path(index), data, self.secrets)
+        """Write chunk ``index``'s result and record its SHA-256 in the chunk (saved with the
+        manifest's next :meth:`save`)."""
+        path = write_json(self.result_path(index), data, self.secrets)
+        self.chunks[index]["result_sha256"] = sha256_file(path)
+        return path
+
+    def lock(self):
+        """The record's exclusive lock: one process submits or retrieves at a time."""
+        from qhqcnn.io.lock import exclusive_lock
+
+        return exclusive_lock(self.path, "job record")
+
+    def result_problem(self, index: int) -> str | None:
+        """Why chunk ``index`` has no usable result (``None``: its file exists and verifies)."""
+        try:
+            data = self.read_result(index)
+        except JobRecordError as exc:
+            return str(exc)
+        return "result file missing" if data is None else None
 
     def read_result(self, index: int) -> dict[str, Any] | None:
-        """The saved result of chunk ``index`` (``None`` if absent; error if unreadable)."""
+        """The saved result of chunk ``index`` (``None`` if absent; error if unreadable or if
+        it differs from the SHA-256 recorded when it was written)."""
         path = self.result_path(index)
         if not path.exists():
             return None
-        data = read_json_file(path, "a chunk result")
         chunk = self.chunks[index]
+        expected = chunk.get("result_sha256")
+        if expected and sha256_file(path) != expected:
+            raise CorruptResultError(
+                f"{path} is corrupt: its SHA-256 differs from the one recorded when chunk "
+                f"{index}'s result was saved"
+            )
+        data = read_json_file(path, "a chunk result")
         evs = np.asarray(data.get("evs", []), dtype=float) if isinstance(data, dict) else None
         if evs is None or evs.shape != (chunk["stop"] - chunk["start"], self.num_outputs):
             raise JobRecordError(f"{path} does not hold chunk {index}'s expectation values")

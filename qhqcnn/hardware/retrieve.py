@@ -13,12 +13,20 @@ from qhqcnn.hardware.manifest import (
     CIRCUIT_FILE,
     DONE,
     RESUBMITTABLE,
+    RESULTS_DIR,
     SUBMITTED,
+    SUBMITTING,
     JobRecord,
     JobRecordError,
     load_record,
 )
 from qhqcnn.hardware.submit import submit_chunks
+from qhqcnn.io.files import remove_stale_temporaries
+
+#: ``chunk_states``' verdict on a chunk (what ``retrieve`` will do with it).
+VERIFIED = "done"  # result file present and matching its recorded SHA-256
+LOST = "lost"  # a job nobody can reach any more, or a submission killed before its id was saved
+BROKEN = "no result"  # marked done, but its result file is missing or corrupt
 
 
 def _service_for(record: JobRecord, service: Any) -> Any:
@@ -39,41 +47,81 @@ def chunk_states(
     states = []
     for chunk in record.chunks:
         live_state = None
-        if live and chunk["status"] == SUBMITTED and chunk["job_id"]:
+        status = chunk["status"]
+        if live and status == SUBMITTED and chunk["job_id"]:
             job = jobs.find_job(chunk["job_id"], local=record.local, service=service)
             live_state = jobs.job_state(job) if job is not None else jobs.NOT_FOUND
+        problem = record.result_problem(chunk["index"]) if status == DONE else None
+        verdict = _verdict(record, chunk, live_state, problem)
         first, stop = record.image_span(chunk)
         states.append(
             {
                 "index": chunk["index"],
                 "images": f"{first}–{stop - 1}",
-                "status": chunk["status"],
+                "status": status,
                 "job_id": chunk["job_id"],
                 "job_state": live_state,
-                "result": chunk["status"] == DONE,
-                "error": chunk.get("error"),
+                "result": status == DONE and problem is None,
+                "verdict": verdict,
+                "resubmit": _would_resubmit(record, chunk, verdict),
+                "error": problem or chunk.get("error"),
             }
         )
     return states
 
 
+def _verdict(
+    record: JobRecord, chunk: dict[str, Any], live_state: str | None, problem: str | None
+) -> str:
+    status = chunk["status"]
+    if status == DONE:
+        return BROKEN if problem else VERIFIED
+    if status == SUBMITTED and live_state == jobs.NOT_FOUND:
+        return LOST
+    if status == SUBMITTING and chunk["job_id"] is None:
+        return LOST  # killed mid-submission: the job may exist, its id was never saved
+    return status
+
+
+def _would_resubmit(record: JobRecord, chunk: dict[str, Any], verdict: str) -> bool:
+    """Whether ``retrieve`` submits this chunk again (a real job whose result file is bad is
+    fetched again by its id instead; a local one died with its process)."""
+    if chunk["status"] in RESUBMITTABLE or verdict == LOST:
+        return True
+    return verdict == BROKEN and record.local
+
+
 def format_states(record: JobRecord, states: list[dict[str, Any]]) -> str:
     """A table of chunk states with a one-line summary."""
+    from qhqcnn.io.lock import describe_holder, is_locked, read_holder
+
     lines = [
         f"{record.path}: {record.backend_name} ({record.manifest['backend']['mode']}), "
         f"{record.manifest['inputs']['n_images']} images, {len(states)} chunk(s)",
         f"{'chunk':>5}  {'images':<11}{'status':<12}{'job state':<12}job id",
     ]
     for s in states:
+        shown = s.get("verdict") or s["status"]
         lines.append(
-            f"{s['index']:>5}  {s['images']:<11}{s['status']:<12}{s['job_state'] or '-':<12}"
+            f"{s['index']:>5}  {s['images']:<11}{shown:<12}{s['job_state'] or '-':<12}"
             f"{s['job_id'] or '-'}" + (f"  ({s['error']})" if s["error"] else "")
         )
-    done = sum(s["status"] == DONE for s in states)
-    todo = sum(s["status"] in RESUBMITTABLE for s in states)
-    lines.append(
-        f"{done}/{len(states)} chunk(s) have results; {todo} would be submitted by retrieve"
-    )
+    done = sum(bool(s["result"]) for s in states)
+    lost = sum(s.get("verdict") == LOST for s in states)
+    broken = sum(s.get("verdict") == BROKEN for s in states)
+    todo = sum(bool(s.get("resubmit", s["status"] in RESUBMITTABLE)) for s in states)
+    refetch = broken - sum(bool(s.get("resubmit")) and s.get("verdict") == BROKEN for s in states)
+    summary = f"{done}/{len(states)} chunk(s) have verified results"
+    if lost:
+        summary += f"; {lost} lost (their jobs can no longer be reached)"
+    if broken:
+        summary += f"; {broken} marked done whose result file is missing or corrupt"
+    summary += f"; {todo} would be submitted by retrieve"
+    if refetch:
+        summary += f", {refetch} fetched again by job id"
+    lines.append(summary)
+    if record.manifest_path.exists() and is_locked(record.path):
+        lines.append(f"in use by {describe_holder(read_holder(record.path))}")
     return "\n".join(lines)
 
 
@@ -96,8 +144,20 @@ def retrieve(
     Chunks that are missing (never submitted, or killed mid-submission), failed, cancelled or
     lost are submitted again in one new ``Batch`` with the circuit saved at submission; chunks
     with a saved result or a job still queued/running are left alone.
+
+    The record is locked for the whole call: a second ``retrieve`` or ``submit`` on it gets a
+    :class:`~qhqcnn.errors.LockedError` naming this process instead of paying for every
+    chunk twice.
     """
-    record = load_record(job_dir)
+    path = load_record(job_dir).path  # a clear error for a missing or corrupt record
+    with JobRecord(path, {}).lock():
+        record = load_record(path)  # what the previous holder left, read under the lock
+        remove_stale_temporaries(record.path)
+        remove_stale_temporaries(record.path / RESULTS_DIR)
+        return _retrieve_locked(record, resubmit=resubmit, wait=wait, service=service)
+
+
+def _retrieve_locked(record: JobRecord, *, resubmit: bool, wait: bool, service: Any) -> JobRecord:
     service = _service_for(record, service)
     collect(record, service=service, wait=wait)
     todo = [c["index"] for c in record.chunks if c["status"] in RESUBMITTABLE]

@@ -267,16 +267,22 @@ def submit(
 ) -> JobRecord:
     """Create the record and submit every chunk; returns at once for real devices.
 
+    The record is locked while this runs (a concurrent ``retrieve`` on it is refused).
+
     Local testing-mode jobs live only in this process, so for fake backends (or ``wait=True``)
     the results are collected and saved before returning.
     """
-    record = create_record(plan, jobs_dir, name)
-    submit_chunks(
-        record,
-        plan.backend,
-        range(len(record.chunks)),
-        circuit=plan.prepared.circuit,
-    )
-    if wait or (wait is None and plan.local):
-        collect(record, service=plan.service, wait=True)
+    from qhqcnn.io.lock import exclusive_lock
+
+    name = name or default_job_name(plan)
+    with exclusive_lock(Path(jobs_dir) / name, "job record"):
+        record = create_record(plan, jobs_dir, name)
+        submit_chunks(
+            record,
+            plan.backend,
+            range(len(record.chunks)),
+            circuit=plan.prepared.circuit,
+        )
+        if wait or (wait is None and plan.local):
+            collect(record, service=plan.service, wait=True)
     return record

@@ -37,7 +37,12 @@ from qiskit_aer.noise import (
 )
 
 from qhqcnn import _compat
-from qhqcnn.backends.devices import get_backend, is_fake_name, normalize_fake_name
+from qhqcnn.backends.devices import (
+    get_backend,
+    is_fake_name,
+    is_real_device_name,
+    normalize_fake_name,
+)
 from qhqcnn.errors import BackendError, ConfigError
 
 #: Gates the parametric models put errors on (``rz`` is virtual: no error, no duration).
@@ -185,6 +190,12 @@ def load_noise(name: str | None) -> NoiseSource:
         components = parse_noise_spec(text)
         spec = "+".join(c.spec() for c in components) or "ideal"
         return NoiseSource(spec, "parametric", parametric_noise_model(components), None, components)
+    if not is_fake_name(text) and not is_real_device_name(text):
+        raise ConfigError(
+            f"unknown noise {name!r}: expected a fake device (fake_torino; see `qhqcnn noise "
+            "list`), a real IBM device (ibm_torino), a parametric spec such as "
+            "depolarizing:p1=0.001,p2=0.01+readout:p=0.02, or ideal"
+        )
     key = normalize_fake_name(text) if is_fake_name(text) else text
     model, backend = device_noise_model(key)
     return NoiseSource(key, "device", model, backend)

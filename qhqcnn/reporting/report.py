@@ -73,6 +73,9 @@ def load_run(run_dir: str | Path, split: str = "test") -> RunFiles:
     run = RunDir(run_dir).require()
     if not run.history_path.exists():
         raise RunNotFoundError(f"{run.path} has no {RunDir.HISTORY}: it finished no epoch yet")
+    for path in [*run.metrics_files(), run.predictions_path(split)]:
+        if path.exists():
+            run.verify(path, "result file")  # IntegrityError if changed since evaluation
     metrics = [read_json(path) for path in run.metrics_files()]
     metrics.sort(
         key=lambda m: (m.get("split") != split, str(m.get("split")), str(m.get("backend")))

@@ -9,7 +9,7 @@ from typing import Any
 
 from qhqcnn.config import TrainConfig
 from qhqcnn.data.arrays import ArrayDataset
-from qhqcnn.errors import ConfigError
+from qhqcnn.errors import ConfigError, RunNotFoundError
 from qhqcnn.models.base import HybridModel, parameter_counts
 from qhqcnn.training.rundir import RunDir
 from qhqcnn.training.trainer import Trainer
@@ -77,8 +77,9 @@ def train(
         data: a user's own :class:`~qhqcnn.data.ArrayDataset`; ``None`` trains on the
             MedMNIST set ``config.dataset``.
         data_dir: where the MedMNIST files are.
-        resume: continue the run in ``out`` after its last finished epoch (``config`` must be
-            the saved one or ``None``-equivalent: the saved config is used).
+        resume: continue the run in ``out`` after its last finished epoch with its saved
+            config; ``config`` is ``None`` or must equal it (a :class:`ConfigError` lists the
+            fields that differ, see :func:`config_conflicts`).
         evaluate: evaluate the best checkpoint on the test split at the end.
         progress: per-batch progress bars (``None``: when stderr is a terminal).
         feature_cache: keep a fixed quanvolution filter's features in the on-disk cache.
@@ -88,6 +89,10 @@ def train(
     Returns:
         a :class:`RunResult`.
 
+    The run directory is locked (:meth:`~qhqcnn.training.RunDir.lock`) for the whole call: a
+    second process training, resuming or evaluating into it gets a
+    :class:`~qhqcnn.errors.LockedError` naming this one.
+
     Example::
 
         from qhqcnn import ModelSpec, TrainConfig, train
@@ -95,10 +100,69 @@ def train(
         result = train(TrainConfig(dataset="breastmnist", model=ModelSpec("hqcnn")), "runs/b")
         print(result.test["acc"], result.test["auc"])
     """
+    run_dir = RunDir(out)
+    if not resume and run_dir.exists():  # before taking the lock: nothing is created
+        raise ConfigError(
+            f"{run_dir.path} already holds a run; use --resume to continue it or another --out"
+        )
+    if resume and not run_dir.exists():
+        raise RunNotFoundError(f"no run to resume at {run_dir.path} ({RunDir.CONFIG} missing)")
+    created = not run_dir.path.exists()
+    try:
+        with run_dir.lock():
+            return _train_locked(
+                config, run_dir, data, data_dir, resume, evaluate, progress, feature_cache,
+                cache_dir, log,
+            )  # fmt: skip
+    except BaseException:
+        if created and not run_dir.exists():  # failed before the run began: leave no folder
+            _remove_if_only_lock(run_dir.path)
+        raise
+
+
+def _remove_if_only_lock(path: Path) -> None:
+    from qhqcnn.io.lock import LOCK_FILE
+
+    try:
+        if {p.name for p in path.iterdir()} <= {LOCK_FILE}:
+            (path / LOCK_FILE).unlink(missing_ok=True)
+            path.rmdir()
+    except OSError:
+        pass
+
+
+def config_conflicts(saved: TrainConfig, given: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """``{field: (saved value, given value)}`` where ``given`` differs from a run's saved
+    config (``allow_large_memory`` and ``threads`` are not part of a run's identity)."""
+    mine, theirs = saved.to_dict(), given.to_dict()
+    ignored = {"allow_large_memory", "threads"}
+    out: dict[str, tuple[Any, Any]] = {}
+    for key in mine:
+        if key in ignored or mine[key] == theirs.get(key):
+            continue
+        if isinstance(mine[key], dict) and isinstance(theirs.get(key), dict):
+            for sub in mine[key]:
+                if mine[key][sub] != theirs[key].get(sub):
+                    out[f"{key}.{sub}"] = (mine[key][sub], theirs[key].get(sub))
+        else:
+            out[key] = (mine[key], theirs.get(key))
+    return out
+
+
+def _train_locked(
+    config, run_dir, data, data_dir, resume, evaluate, progress, feature_cache, cache_dir, log
+) -> RunResult:
     from qhqcnn.evaluation.evaluate import evaluate_run
 
-    run_dir = RunDir(out)
     say = log or _quiet
+    run_dir.clean_temporaries()  # writes a killed process never finished (we hold the lock)
+    if resume and config is not None:
+        conflicts = config_conflicts(run_dir.config(), config)
+        if conflicts:
+            listed = ", ".join(f"{k} (saved {a!r}, given {b!r})" for k, (a, b) in conflicts.items())
+            raise ConfigError(
+                f"--resume continues {run_dir.path} with its saved config; these differ: {listed}"
+            )
     if resume:
         trainer = Trainer.resume(
             run_dir.path, data=data, data_dir=data_dir, progress=progress, log=log

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from qhqcnn.data.batches import ImageSource, eval_batches
+from qhqcnn.errors import TrainingError
 from qhqcnn.training.distributed import SINGLE_PROCESS, DistributedContext, gather_rows, shard
 from qhqcnn.training.metrics import MULTI_LABEL, medmnist_metrics, scores_from_logits
 
@@ -62,6 +63,13 @@ def score_split(
     logits = gather_rows(
         predict_logits(model, images, batch_size, rows=rows, device=device), context
     )
+    if not torch.isfinite(logits).all():
+        bad = int((~torch.isfinite(logits)).any(dim=-1).sum()) if logits.ndim > 1 else 0
+        raise TrainingError(
+            f"the model's predictions are not finite ({bad} of {logits.shape[0]} images give "
+            "NaN or inf): its weights diverged. Nothing was scored or written; try a lower "
+            "--lr / --quantum-lr."
+        )
     loss = float(loss_function(task)(logits, labels))
     y_score = scores_from_logits(logits, task)
     metrics = medmnist_metrics(labels.numpy(), y_score, task)

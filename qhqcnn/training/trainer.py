@@ -43,8 +43,14 @@ from qhqcnn.data.batches import (
     train_batches,
 )
 from qhqcnn.data.medmnist import IMAGE_SIZE, SPLITS, DatasetInfo, Relabel, load_split
-from qhqcnn.errors import ConfigError, DataError, RunNotFoundError, TrainingError
-from qhqcnn.io.files import atomic_torch_save, atomic_write_json, environment_record
+from qhqcnn.errors import (
+    ConfigError,
+    DataError,
+    IntegrityError,
+    RunNotFoundError,
+    TrainingError,
+)
+from qhqcnn.io.files import atomic_write_json, environment_record
 from qhqcnn.models import HybridModel, build_model, parameter_counts
 from qhqcnn.nn.quantum_layer import QuantumLayer
 from qhqcnn.training.distributed import (
@@ -56,8 +62,9 @@ from qhqcnn.training.distributed import (
     resolve_device,
     wrap_model,
 )
+from qhqcnn.training.memory import check_memory
 from qhqcnn.training.metrics import medmnist_metrics, scores_from_logits
-from qhqcnn.training.rundir import RunDir, TensorBoardLog
+from qhqcnn.training.rundir import RunDir, TensorBoardLog, load_model_state
 from qhqcnn.training.scoring import loss_function, score_split
 
 
@@ -131,7 +138,13 @@ def model_for_config(
     config: TrainConfig, info: DatasetInfo, backend=None, device: torch.device | None = None
 ) -> HybridModel:
     """The model a config describes, on ``backend`` (default: the config's own backend, with its
-    engine on ``device`` when that is CUDA and the backend supports it)."""
+    engine on ``device`` when that is CUDA and the backend supports it).
+
+    Refuses (:class:`~qhqcnn.errors.ConfigError`) before allocating anything when the
+    configuration needs more memory than is available (:func:`~qhqcnn.training.memory.
+    check_memory`; ``config.allow_large_memory`` overrides).
+    """
+    check_memory(config, info, backend=backend)
     if backend is None and config.model.is_quantum:
         options = dict(config.backend_options)
         if device is not None and device.type == "cuda" and config.backend in CUDA_BACKENDS:
@@ -302,14 +315,41 @@ class Trainer:
         trainer = cls(
             config, run_dir.path, data=data, data_dir=data_dir, progress=progress, log=log
         )
-        if run_dir.last_checkpoint.exists():
-            trainer._load_checkpoint(run_dir.last_checkpoint)
+        trainer._resume_from_checkpoint()
         return trainer
+
+    def _resume_from_checkpoint(self) -> None:
+        """Load ``last.pt``, or ``previous.pt`` when ``last.pt`` is missing or fails its hash;
+        then rebuild ``history.json`` from the checkpoint (a kill during the last epoch's writes
+        can leave it one epoch short)."""
+        run_dir, say = self.run_dir, self.log or (lambda _: None)
+        candidates = [run_dir.last_checkpoint, run_dir.previous_checkpoint]
+        present = [path for path in candidates if path.exists()]
+        problems = []
+        for path in present:
+            try:
+                self._load_checkpoint(path)
+            except IntegrityError as exc:
+                problems.append(str(exc))
+                continue
+            if path != run_dir.last_checkpoint and self.context.is_main:
+                reason = problems[0] if problems else f"{run_dir.LAST} is missing"
+                say(f"warning: {reason}; resuming from {path.name} (epoch {self.start_epoch - 1})")
+            break
+        else:
+            if problems:
+                raise IntegrityError(
+                    "no checkpoint of this run can be loaded, so it cannot be resumed: "
+                    + "; ".join(problems)
+                )
+        if self.context.is_main and (present or run_dir.history_path.exists()):
+            if run_dir.history() != self.history:
+                run_dir.write_history(self.history)
 
     def _save_checkpoint(self, epoch: int) -> None:
         if not self.context.is_main:
             return
-        atomic_torch_save(
+        self.run_dir.save_checkpoint(
             self.run_dir.last_checkpoint,
             {
                 "epoch": epoch,
@@ -321,21 +361,26 @@ class Trainer:
                 "history": self.history,
                 "rng": _rng_state(),
             },
+            keep_previous=self.run_dir.previous_checkpoint,
         )
         self.run_dir.write_history(self.history)
 
     def _load_checkpoint(self, path: Path) -> None:
+        state = self.run_dir.load_checkpoint(path)
+        load_model_state(self.model, state, path)
         try:
-            state = torch.load(path, weights_only=False, map_location=self.device)
-        except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is the same error
-            raise TrainingError(f"cannot read checkpoint {path}: {exc}") from exc
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.best_auc, self.best_epoch = state["best_auc"], state["best_epoch"]
-        self.history = state["history"]
-        self.start_epoch = state["epoch"] + 1
-        _set_rng_state(state["rng"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            best_auc, best_epoch = state["best_auc"], state["best_epoch"]
+            history, epoch, rng = list(state["history"]), int(state["epoch"]), state["rng"]
+            _set_rng_state(rng)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise IntegrityError(
+                f"{path} is not a resumable checkpoint of this run ({type(exc).__name__}: {exc})"
+            ) from exc
+        self.model.to(self.device)
+        self.best_auc, self.best_epoch = best_auc, best_epoch
+        self.history, self.start_epoch = history[:epoch], epoch + 1
 
     # -- training ----------------------------------------------------------------------------
     def _train_epoch(self, epoch: int) -> dict[str, float]:
@@ -369,14 +414,17 @@ class Trainer:
             logits = self.train_model(images)
             loss = self.loss_fn(logits, labels)
             value = loss.item()
+            if not torch.isfinite(logits.detach()).all():
+                value = float("nan")  # non-finite predictions: diverged even if the loss is not
             step_loss = torch.tensor([value], dtype=torch.float64)
             if context.enabled:  # every rank stops together on a non-finite loss anywhere
                 torch.distributed.all_reduce(step_loss)
             if not torch.isfinite(step_loss).all():
                 raise TrainingError(
-                    f"non-finite loss ({value}) at epoch {epoch}, batch {step}; training "
-                    f"stopped and the last good checkpoint ({self.run_dir.last_checkpoint}, "
-                    f"epoch {epoch - 1}) is kept. Try a lower --lr."
+                    f"non-finite loss or predictions ({value}) at epoch {epoch}, batch {step} "
+                    f"(divergence); training stopped and the last good checkpoint "
+                    f"({self.run_dir.last_checkpoint}, epoch {epoch - 1}) is kept. Try a lower "
+                    "--lr / --quantum-lr."
                 )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -387,6 +435,12 @@ class Trainer:
             bar.set_postfix(loss=f"{value:.4f}")
         if context.enabled:
             torch.distributed.all_reduce(totals)
+        if not all(torch.isfinite(p.detach()).all() for p in self.model.parameters()):
+            raise TrainingError(
+                f"the model's weights became non-finite in epoch {epoch} (divergence); "
+                f"training stopped and the last good checkpoint ({self.run_dir.last_checkpoint}, "
+                f"epoch {epoch - 1}) is kept. Try a lower --lr / --quantum-lr."
+            )
         # ACC/AUC of the predictions made while training (augmented, dropout on), for the curves.
         task = self.data.info.task
         logits_all = gather_rows(torch.cat(seen_logits), context)
@@ -403,7 +457,13 @@ class Trainer:
         }
 
     def fit(self) -> dict[str, Any]:
-        """Train until the last epoch or early stopping; returns the best validation record."""
+        """Train until the last epoch or early stopping; returns the best validation record.
+
+        Holds the run directory's lock (:meth:`RunDir.lock`) while it trains."""
+        with self.run_dir.lock():
+            return self._fit()
+
+    def _fit(self) -> dict[str, Any]:
         config, main = self.config, self.context.is_main
         if main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -436,7 +496,7 @@ class Trainer:
             if improved:
                 self.best_auc, self.best_epoch = score.auc, epoch
             if improved and main:
-                atomic_torch_save(
+                self.run_dir.save_checkpoint(
                     self.run_dir.best_checkpoint,
                     {"epoch": epoch, "model": self.model.state_dict(), "val": score.metrics()},
                 )
