@@ -87,6 +87,7 @@ def _transpile_once(
     level: int,
     layout: Sequence[int] | None,
     seed: int,
+    search: Any = None,
 ) -> PreparedCircuit:
     from qiskit_machine_learning.utils import circuit_cache_key
 
@@ -100,14 +101,32 @@ def _transpile_once(
         level,
         None if layout is None else tuple(layout),
         seed,
+        repr(search),
     )
     hit = _TRANSPILED.get(key)
     if hit is None or hit[0] is not target:
         prepared = transpile_template(
-            template, target, optimization_level=level, initial_layout=layout, seed_transpiler=seed
+            template,
+            target,
+            optimization_level=level,
+            initial_layout=layout,
+            seed_transpiler=seed,
+            search=search,
         )
         hit = _TRANSPILED[key] = (target, prepared)
     return hit[1]
+
+
+def _search_option(value: Any) -> Any:
+    """``search=`` as given on the command line (``true``/``false``) or from a job manifest."""
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("", "0", "false", "no", "off", "none"):
+            return None
+        raise ConfigError(f"search must be true or false, got {value!r}")
+    return value or None
 
 
 def aer_device(requested: str) -> str:
@@ -136,6 +155,7 @@ class AerBackend(ExecutionBackend):
         target: str | None = None,
         readout: bool = False,
         device: str = "cpu",
+        search: Any = None,
     ) -> None:
         if shots is not None and (int(shots) != shots or shots < 1):
             raise ConfigError(f"shots must be a positive integer or None, got {shots!r}")
@@ -156,6 +176,8 @@ class AerBackend(ExecutionBackend):
         self.target = target
         self.readout = bool(readout)
         self.device = device
+        #: Transpiler search (qhqcnn.hardware.compile): the hardware path's transpile step.
+        self.search = _search_option(search)
         self.noise_model: NoiseModel | None = None  # on the compact qubits, set by prepare()
         self.full_prepared: PreparedCircuit | None = None  # the ISA circuit on all device qubits
         self._prepared: PreparedCircuit | None = None
@@ -186,6 +208,7 @@ class AerBackend(ExecutionBackend):
             self.optimization_level,
             self.initial_layout,
             self.seed,
+            self.search,
         )
         self.full_prepared = full
         compact = compact_circuit(full)
@@ -269,4 +292,5 @@ class AerBackend(ExecutionBackend):
             "target": self.target,
             "readout": self.readout,
             "device": self.device,
+            "search": self.search,
         }
