@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from qhqcnn.hardware.settings import MITIGATIONS, PRIMITIVES, ExecutionSettings
+from qhqcnn.hardware.settings import CALIBRATIONS, MITIGATIONS, PRIMITIVES, ExecutionSettings
 from qhqcnn.hardware.submit import DEFAULT_JOBS_DIR
 
 
@@ -43,8 +43,35 @@ def _add_job_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--max-params-per-pub", type=int, default=500, help="parameter sets per PUB")
     p.add_argument("--max-pubs-per-job", type=int, default=1, help="PUBs per job (chunk)")
-    p.add_argument("--optimization-level", type=int, default=2, choices=[0, 1, 2, 3])
+    p.add_argument("--optimization-level", type=int, default=3, choices=[0, 1, 2, 3])
     p.add_argument("--seed-transpiler", type=int, default=1234)
+    p.add_argument(
+        "--no-transpile-search",
+        action="store_true",
+        help="one preset transpilation instead of the best of several scored by the device's "
+        "calibrated errors",
+    )
+    p.add_argument("--search-seeds", type=int, default=None, help="transpiler seeds per order")
+    p.add_argument(
+        "--search-orders", type=int, default=None, help="commutation-equivalent gate orders"
+    )
+    p.add_argument(
+        "--approximation-degree",
+        type=float,
+        default=None,
+        help="approximate synthesis (< 1), kept only within --max-approx-error of exact values",
+    )
+    p.add_argument("--max-approx-error", type=float, default=1e-3)
+    p.add_argument(
+        "--calibration",
+        default="none",
+        choices=CALIBRATIONS,
+        help="affine: fit each output's scale and shift on training images run in the same "
+        "Batch and map the measured values back before the trained layers (never test images)",
+    )
+    p.add_argument(
+        "--calibration-images", type=int, default=32, help="training images of the calibration"
+    )
     p.add_argument(
         "--seed-simulator", type=int, default=None, help="seed of local simulations (fake only)"
     )
@@ -64,6 +91,13 @@ def _settings(args: argparse.Namespace) -> ExecutionSettings:
         optimization_level=args.optimization_level,
         seed_transpiler=args.seed_transpiler,
         seed_simulator=args.seed_simulator,
+        transpile_search=not args.no_transpile_search,
+        search_seeds=args.search_seeds,
+        search_orders=args.search_orders,
+        approximation_degree=args.approximation_degree,
+        max_approx_error=args.max_approx_error,
+        calibration=args.calibration,
+        calibration_images=args.calibration_images,
     )
 
 
@@ -135,6 +169,37 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_counts(args: argparse.Namespace) -> int:
+    from qhqcnn.hardware.counts import all_templates, count_rows, format_rows
+
+    search = {"seeds": args.search_seeds, "orders": args.search_orders}
+    rows = count_rows(
+        args.template or all_templates(), args.backend, search=search, check=not args.no_check
+    )
+    print(format_rows(rows))
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from qhqcnn.hardware.compare import compare
+
+    args.mitigation = None
+    settings = _settings(args)
+    compare(
+        args.run,
+        [args.backend, *args.also_backend],
+        args.method or ["none", "trex", "trex+dd", "trex+twirling", "trex+zne"],
+        settings,
+        label=args.label,
+        jobs_dir=args.jobs_dir,
+        limit=args.limit,
+        data_dir=args.data_dir,
+        doc=None if args.doc == "-" else args.doc,
+        title=args.title,
+    )
+    return 0
+
+
 def register(subparsers) -> None:
     """Add ``qhqcnn hardware …`` to the main parser."""
     hardware = subparsers.add_parser(
@@ -154,6 +219,36 @@ def register(subparsers) -> None:
     p.add_argument("--wait", action="store_true", help="wait for the results before returning")
     p.set_defaults(handler=_cmd_submit)
 
+    p = sub.add_parser(
+        "counts",
+        help="two-qubit gates and depth per template and device: preset transpilation vs search",
+    )
+    p.add_argument("--backend", action="append", required=True, help="device (repeatable)")
+    p.add_argument("--template", action="append", default=None, help="template (default: all)")
+    p.add_argument("--search-seeds", type=int, default=None)
+    p.add_argument("--search-orders", type=int, default=None)
+    p.add_argument("--no-check", action="store_true", help="skip the exact-values check")
+    p.set_defaults(handler=_cmd_counts)
+
+    p = sub.add_parser(
+        "compare",
+        help="the same model and images through each mitigation method (raw and calibrated "
+        "readout); writes a table",
+    )
+    _add_job_arguments(p)
+    p.add_argument("--also-backend", action="append", default=[], help="more devices")
+    p.add_argument(
+        "--method",
+        action="append",
+        default=None,
+        help="none, trex, trex+dd, twirling, trex+zne, ... (repeatable; default: none, trex, "
+        "trex+dd, trex+twirling, trex+zne)",
+    )
+    p.add_argument("--label", required=True, help="name of this comparison (records, doc section)")
+    p.add_argument("--title", default=None, help="heading of the table")
+    p.add_argument("--jobs-dir", default=DEFAULT_JOBS_DIR, help="parent of job records")
+    p.add_argument("--doc", default="docs/hardware.md", help="Markdown file of the table (- none)")
+    p.set_defaults(handler=_cmd_compare, calibration="affine")
     p = sub.add_parser("status", help="state of each chunk's job (writes nothing)")
     p.add_argument("job_dir", help="job record directory")
     p.set_defaults(handler=_cmd_status)
