@@ -196,6 +196,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         doc=None if args.doc == "-" else args.doc,
         title=args.title,
+        finished_only=args.finished_only,
     )
     return 0
 
@@ -248,6 +249,9 @@ def register(subparsers) -> None:
     p.add_argument("--title", default=None, help="heading of the table")
     p.add_argument("--jobs-dir", default=DEFAULT_JOBS_DIR, help="parent of job records")
     p.add_argument("--doc", default="docs/hardware.md", help="Markdown file of the table (- none)")
+    p.add_argument(
+        "--finished-only", action="store_true", help="submit nothing: tabulate finished records"
+    )
     p.set_defaults(handler=_cmd_compare, calibration="affine")
     p = sub.add_parser("status", help="state of each chunk's job (writes nothing)")
     p.add_argument("job_dir", help="job record directory")

@@ -154,13 +154,20 @@ def compare(
     data_dir: str | None = None,
     doc: str | Path | None = None,
     title: str | None = None,
+    finished_only: bool = False,
 ) -> list[dict[str, Any]]:
+    """Run (or read back) every device × method record; print and write the table as it grows.
+
+    ``finished_only``: submit nothing, tabulate the records that already have their facts."""
     jobs_dir = Path(jobs_dir)
     jobs_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for backend in backends:
         for method in methods:
             name = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{label}-{backend}-{method}")
+            if finished_only and not (jobs_dir / name / COMPARE_FILE).exists():
+                print(f"{name}: not finished, left out", flush=True)
+                continue
             rows.append(
                 run_method(
                     run_dir,
