@@ -42,6 +42,13 @@ def test_search_is_exact_at_random_parameters_and_not_worse_than_the_preset(sear
     )
     # The winner has the best calibrated score of the candidates it was chosen from.
     assert 0 < search["chosen"]["esp"] <= 1
+    # Searched once per process: another instance of the template gets the cached circuit with
+    # its own Parameter objects (EstimatorQNN binds by object), still exact.
+    other = hqcnn_template()
+    again = transpile_template(other, backend, search=SEARCH)
+    assert set(again.circuit.parameters) == set(other.circuit.parameters)
+    assert again.info["two_qubit_gates"] == prepared.info["two_qubit_gates"]
+    assert max_deviation(again, other, count=2, seed=6) < 1e-8
 
 
 def test_reordering_only_swaps_commuting_gates():

@@ -237,7 +237,6 @@ def search_transpile(
 
     key = (
         circuit_cache_key(template.circuit),
-        tuple(p.uuid for p in template.circuit.parameters),
         getattr(backend, "name", None),
         id(backend),
         repr(options),
@@ -245,7 +244,22 @@ def search_transpile(
     )
     hit = _SEARCHED.get(key)
     if hit is not None and hit[0] is backend:
-        return hit[1].copy(), dict(hit[2])
+        # Another instance of the same template: same circuit, its own Parameter objects
+        # (EstimatorQNN binds by object), so they are substituted by name.
+        by_name = {p.name: p for p in template.circuit.parameters}
+        isa = hit[1].copy()
+        swap = {p: by_name[p.name] for p in isa.parameters if by_name.get(p.name, p) != p}
+        if swap:  # via placeholders: a circuit cannot hold two parameters of one name
+            from qiskit.circuit import Parameter
+
+            # The global phase (a long symbolic expression after transpilation) changes no
+            # expectation value and makes substitution take minutes: it is dropped, as
+            # qhqcnn.noise.compact does for simulation.
+            isa.global_phase = 0.0
+            hold = {old: Parameter(f"_swap{i}") for i, old in enumerate(swap)}
+            isa.assign_parameters(hold, inplace=True)
+            isa.assign_parameters({hold[old]: new for old, new in swap.items()}, inplace=True)
+        return isa, dict(hit[2])
     isa, record = _search(template, backend, options, initial_layout, run_candidate)
     _SEARCHED[key] = (backend, isa, record)
     return isa.copy(), dict(record)
