@@ -160,7 +160,7 @@ def test_primitive_choice_and_what_really_applies(monkeypatch):
         with pytest.raises(ConfigError, match="no executor estimator"):
             choose_primitive("executor", get_fake_backend(DEVICE))
     kind, reason = choose_primitive("auto", get_fake_backend("fake_torino"))
-    assert kind == LEGACY and "133-qubit" in reason
+    assert kind == "executor" and "133-qubit" in reason and "trimmed" in reason
     ignored = applied_mitigation(LEGACY, True, {"resilience": {"measure_mitigation": True}})
     assert not any(ignored["techniques"].values()) and "ignores" in ignored["note"]
     server = applied_mitigation(LEGACY, False, {"resilience_level": 1})
@@ -592,3 +592,28 @@ def test_qcnn_and_quanv_runs_are_validated_like_hqcnn(breast_dir, tmp_path):
     assert result["image_indices"] == [2] and np.asarray(result["evs"]).shape == (196, 4)
     hardware = report["comparison"]["sources"]["hardware"]
     assert hardware["mae_vs_exact"] < 0.2  # a 4-qubit filter under fake_manila's noise
+
+
+def test_calibrated_readout_runs_in_the_same_job_and_is_recorded(trained_run, breast_dir, tmp_path):
+    """Calibration (training) images ride in the last job; the fit lands in the record."""
+    from qhqcnn.hardware.report import build_report
+
+    settings = ExecutionSettings(
+        shots=256,
+        max_params_per_pub=8,
+        seed_simulator=7,
+        calibration="affine",
+        calibration_images=6,
+        search_seeds=1,
+        search_orders=1,
+    )
+    plan = build_plan(trained_run, DEVICE, settings, limit=4, data_dir=breast_dir)
+    assert plan.calibration.split == "train" and len(plan.chunks) == 1
+    assert plan.chunks[0]["pubs"] == [[0, 4], [4, 10]]
+    record = submit(plan, tmp_path / "jobs", name="cal")
+    assert record.manifest["calibration"]["rows"] == 6
+    report = build_report(record.path, noisy=False)
+    fit = json.loads((record.path / "calibration.json").read_text())
+    assert fit["split"] == "train" and fit["rows"] == 6 and len(fit["scale"]) == 8
+    assert report["n_images"] == 4 and len(report["predictions"]["y_true"]) == 4
+    assert "hardware_calibrated" in report["comparison"]["sources"]

@@ -6,6 +6,7 @@ import argparse
 
 from qhqcnn.cli.options import DeprecatedAlias
 from qhqcnn.hardware.settings import (
+    CALIBRATIONS,
     DEFAULT_JOBS_DIR,
     MITIGATIONS,
     PRIMITIVES,
@@ -97,6 +98,50 @@ def _add_job_arguments(p: argparse.ArgumentParser) -> None:
         help=f"transpiler seed (default: {_default('seed_transpiler')})",
     )
     p.add_argument(
+        "--no-transpile-search",
+        action="store_true",
+        help="one preset transpilation instead of the best of several scored by the device's "
+        "calibrated errors",
+    )
+    p.add_argument(
+        "--search-seeds",
+        type=int,
+        default=_default("search_seeds"),
+        help="transpiler seeds per gate order (default: per device)",
+    )
+    p.add_argument(
+        "--search-orders",
+        type=int,
+        default=_default("search_orders"),
+        help="commutation-equivalent gate orders tried (default: per device)",
+    )
+    p.add_argument(
+        "--approximation-degree",
+        type=float,
+        default=_default("approximation_degree"),
+        help="approximate synthesis (< 1), kept only within --max-approx-error of exact values",
+    )
+    p.add_argument(
+        "--max-approx-error",
+        type=float,
+        default=_default("max_approx_error"),
+        help=f"largest output change an approximation may make "
+        f"(default: {_default('max_approx_error')})",
+    )
+    p.add_argument(
+        "--calibration",
+        default=_default("calibration"),
+        choices=CALIBRATIONS,
+        help="affine: fit each output's scale and shift on training images run in the same "
+        "Batch and map the measured values back before the trained layers (never test images)",
+    )
+    p.add_argument(
+        "--calibration-images",
+        type=int,
+        default=_default("calibration_images"),
+        help=f"training images of the calibration (default: {_default('calibration_images')})",
+    )
+    p.add_argument(
         "--seed-simulator",
         type=int,
         default=_default("seed_simulator"),
@@ -118,6 +163,13 @@ def _settings(args: argparse.Namespace) -> ExecutionSettings:
         optimization_level=args.optimization_level,
         seed_transpiler=args.seed_transpiler,
         seed_simulator=args.seed_simulator,
+        transpile_search=not args.no_transpile_search,
+        search_seeds=args.search_seeds,
+        search_orders=args.search_orders,
+        approximation_degree=args.approximation_degree,
+        max_approx_error=args.max_approx_error,
+        calibration=args.calibration,
+        calibration_images=args.calibration_images,
     )
 
 
@@ -189,6 +241,38 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_counts(args: argparse.Namespace) -> int:
+    from qhqcnn.hardware.counts import all_templates, count_rows, format_rows
+
+    search = {"seeds": args.search_seeds, "orders": args.search_orders}
+    rows = count_rows(
+        args.template or all_templates(), args.ibm_backend, search=search, check=not args.no_check
+    )
+    print(format_rows(rows))
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from qhqcnn.hardware.compare import compare
+
+    args.mitigation = None
+    settings = _settings(args)
+    compare(
+        args.run,
+        [args.ibm_backend, *args.also_ibm_backend],
+        args.method or ["none", "trex", "trex+dd", "trex+twirling", "trex+zne"],
+        settings,
+        label=args.label,
+        jobs_dir=args.jobs_dir,
+        limit=args.limit,
+        data_dir=args.data_dir,
+        doc=None if args.doc == "-" else args.doc,
+        title=args.title,
+        finished_only=args.finished_only,
+    )
+    return 0
+
+
 def register(subparsers) -> None:
     """Add ``qhqcnn hardware …`` to the main parser."""
     hardware = subparsers.add_parser(
@@ -208,6 +292,48 @@ def register(subparsers) -> None:
     p.add_argument("--wait", action="store_true", help="wait for the results before returning")
     p.set_defaults(handler=_cmd_submit)
 
+    p = sub.add_parser(
+        "counts",
+        help="two-qubit gates and depth per template and device: preset transpilation vs search",
+    )
+    p.add_argument(
+        "--ibm-backend",
+        action="append",
+        required=True,
+        help="IBM Quantum device or fake one (repeatable)",
+    )
+    p.add_argument("--template", action="append", default=None, help="template (default: all)")
+    p.add_argument("--search-seeds", type=int, default=None, help="transpiler seeds per order")
+    p.add_argument(
+        "--search-orders", type=int, default=None, help="commutation-equivalent gate orders"
+    )
+    p.add_argument("--no-check", action="store_true", help="skip the exact-values check")
+    p.set_defaults(handler=_cmd_counts)
+
+    p = sub.add_parser(
+        "compare",
+        help="the same model and images through each mitigation method (raw and calibrated "
+        "readout); writes a table",
+    )
+    _add_job_arguments(p)
+    p.add_argument(
+        "--also-ibm-backend", action="append", default=[], help="more devices (repeatable)"
+    )
+    p.add_argument(
+        "--method",
+        action="append",
+        default=None,
+        help="none, trex, trex+dd, twirling, trex+zne, ... (repeatable; default: none, trex, "
+        "trex+dd, trex+twirling, trex+zne)",
+    )
+    p.add_argument("--label", required=True, help="name of this comparison (records, doc section)")
+    p.add_argument("--title", default=None, help="heading of the table")
+    p.add_argument("--jobs-dir", default=DEFAULT_JOBS_DIR, help="parent of job records")
+    p.add_argument("--doc", default="docs/hardware.md", help="Markdown file of the table (- none)")
+    p.add_argument(
+        "--finished-only", action="store_true", help="submit nothing: tabulate finished records"
+    )
+    p.set_defaults(handler=_cmd_compare, calibration="affine")
     p = sub.add_parser("status", help="state of each chunk's job (writes nothing)")
     p.add_argument("job_dir", help="job record directory")
     p.set_defaults(handler=_cmd_status)

@@ -159,6 +159,7 @@ def validate_manifest(manifest: Any, path: Path) -> dict[str, Any]:
     if not isinstance(chunks, list) or not chunks:
         raise fail("no chunks")
     rows = len(manifest["inputs"].get("indices", [])) * rows_per_image(manifest)
+    rows += calibration_rows(manifest)
     expected_start = 0
     for position, chunk in enumerate(chunks):
         if not isinstance(chunk, dict):
@@ -171,6 +172,11 @@ def validate_manifest(manifest: Any, path: Path) -> dict[str, Any]:
     if expected_start != rows:
         raise fail(f"chunks cover {expected_start} of {rows} parameter sets")
     return manifest
+
+
+def calibration_rows(manifest: dict[str, Any]) -> int:
+    """Parameter sets of calibration (training) images after the evaluated ones (0: none)."""
+    return int((manifest.get("calibration") or {}).get("rows", 0))
 
 
 def rows_per_image(manifest: dict[str, Any]) -> int:
@@ -202,7 +208,8 @@ class JobRecord:
     def image_span(self, chunk: dict[str, Any]) -> tuple[int, int]:
         """Positions ``[first, stop)`` (in the record's image list) of the images a chunk covers."""
         rows = self.rows_per_image
-        return chunk["start"] // rows, -(-chunk["stop"] // rows)
+        evaluated = len(self.manifest["inputs"]["indices"]) * rows
+        return min(chunk["start"], evaluated) // rows, -(-min(chunk["stop"], evaluated) // rows)
 
     @property
     def backend_name(self) -> str:
@@ -331,7 +338,16 @@ class JobRecord:
         """Indices, labels, input angles and circuit weights as arrays."""
         data = read_json_file(self.path / INPUTS_FILE, "the circuit inputs")
         try:
+            calibration = data.get("calibration") or {}
+            extra = {
+                f"calibration_{key}": np.asarray(
+                    calibration[key], dtype=float if key == "angles" else None
+                )
+                for key in ("indices", "labels", "angles")
+                if key in calibration
+            }
             return {
+                **extra,
                 "indices": np.asarray(data["indices"], dtype=int),
                 "labels": np.asarray(data["labels"]),
                 "angles": np.asarray(data["angles"], dtype=float),

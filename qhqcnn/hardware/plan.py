@@ -9,7 +9,7 @@ again, and always holds whole images.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from qhqcnn.backends.base import PreparedCircuit
 from qhqcnn.backends.devices import get_backend, is_fake_name, runtime_service
 from qhqcnn.backends.transpile import transpile_template
 from qhqcnn.circuits.template import CircuitTemplate
+from qhqcnn.hardware.calibration import CALIBRATION_SPLIT
 from qhqcnn.hardware.features import RunInputs, load_run_inputs, parameter_values
 from qhqcnn.hardware.primitives import (
     applied_mitigation,
@@ -55,6 +56,8 @@ class HardwarePlan:
     usage: dict[str, Any]
     service: Any = None
     warnings: list[str] = field(default_factory=list)
+    #: Training images run in the same Batch to fit the calibrated readout (or ``None``).
+    calibration: RunInputs | None = None
 
     @property
     def backend_name(self) -> str:
@@ -70,8 +73,12 @@ class HardwarePlan:
 
     @property
     def n_rows(self) -> int:
-        """Circuit parameter sets: images × ``inputs.rows_per_image``."""
+        """Circuit parameter sets: images × ``inputs.rows_per_image`` (+ calibration rows)."""
         return int(self.values.shape[0])
+
+    @property
+    def n_calibration_rows(self) -> int:
+        return 0 if self.calibration is None else int(self.calibration.angles.shape[0])
 
 
 def make_chunks(
@@ -93,6 +100,17 @@ def make_chunks(
             }
         )
     return chunks
+
+
+def add_calibration_pubs(
+    chunks: list[dict[str, Any]], start: int, stop: int, max_params_per_pub: int
+) -> None:
+    """Calibration rows ``[start, stop)`` as extra PUB(s) of the last job: no extra job, and
+    they run in the same Batch, close in time to the evaluated images."""
+    last = chunks[-1]
+    for first in range(start, stop, max_params_per_pub):
+        last["pubs"].append([first, min(stop, first + max_params_per_pub)])
+    last["stop"] = stop
 
 
 def measurement_bases(observables) -> int:
@@ -144,6 +162,56 @@ def estimate_usage(
     }
 
 
+#: Mitigation choices whose QPU time ``hardware plan`` estimates side by side.
+PLAN_CHOICES = ("none", "trex", "trex,dd", "twirling", "trex,twirling", "zne", "trex,zne")
+#: TREX's readout-calibration circuits, per job and measurement basis (rough assumption).
+TREX_CALIBRATION_SHOTS = 32 * 128
+
+
+def usage_by_choice(
+    prepared: PreparedCircuit,
+    backend,
+    plan_rows: int,
+    calibration_rows: int,
+    n_jobs: int,
+    settings: ExecutionSettings,
+) -> list[dict[str, Any]]:
+    """The rough QPU estimate of every mitigation choice, without and with the calibration."""
+    rows = []
+    bases = measurement_bases(prepared.observables)
+    for choice in PLAN_CHOICES:
+        for calibrated in (False, True):
+            variant = replace(settings, mitigation=tuple(choice.split(",")))
+            n = plan_rows + (calibration_rows if calibrated else 0)
+            usage = estimate_usage(prepared, backend, n, n_jobs, variant)
+            seconds = usage["estimated_qpu_seconds"]
+            if "trex" in variant.mitigation:
+                seconds += n_jobs * bases * TREX_CALIBRATION_SHOTS * rep_delay(backend)
+            rows.append(
+                {
+                    "mitigation": choice.replace(",", "+"),
+                    "calibration": calibrated,
+                    "total_shots": usage["total_shots"],
+                    "estimated_qpu_seconds": round(seconds, 1),
+                }
+            )
+    return rows
+
+
+def format_choices(rows: list[dict[str, Any]]) -> list[str]:
+    """Two columns per mitigation choice: raw readout, calibrated readout."""
+    by = {(r["mitigation"], r["calibration"]): r for r in rows}
+    lines = ["QPU time per choice (rough estimate, s; nothing is sent):"]
+    lines.append(f"  {'mitigation':<16}{'raw readout':>14}{'+ calibration':>16}")
+    for choice in dict.fromkeys(r["mitigation"] for r in rows):
+        raw, cal = by[(choice, False)], by[(choice, True)]
+        lines.append(
+            f"  {choice:<16}{raw['estimated_qpu_seconds']:>12.1f} s"
+            f"{cal['estimated_qpu_seconds']:>14.1f} s"
+        )
+    return lines
+
+
 def build_plan(
     run_dir: str | Path,
     backend_name: str,
@@ -173,6 +241,7 @@ def build_plan(
         backend,
         optimization_level=settings.optimization_level,
         seed_transpiler=settings.seed_transpiler,
+        search=settings.search(),
     )
     values = parameter_values(
         prepared.circuit,
@@ -181,15 +250,37 @@ def build_plan(
         inputs.angles,
         inputs.weights,
     )
+    calibration = None
+    if settings.calibration != "none":
+        calibration = load_run_inputs(
+            run_dir, CALIBRATION_SPLIT, limit=settings.calibration_images, data_dir=data_dir
+        )
+        calibration_values = parameter_values(
+            prepared.circuit,
+            template.input_params,
+            template.weight_params,
+            calibration.angles,
+            inputs.weights,
+        )
+        values = np.concatenate([values, calibration_values])
     options = settings.estimator_options()
     estimator = make_estimator(primitive, backend, options)
     applied = applied_mitigation(
         primitive, is_local_backend(backend), options, finalized_options(estimator)
     )
     chunks = make_chunks(
-        len(values), settings.max_params_per_pub, settings.max_pubs_per_job, inputs.rows_per_image
+        len(inputs.angles),
+        settings.max_params_per_pub,
+        settings.max_pubs_per_job,
+        inputs.rows_per_image,
     )
+    if calibration is not None:
+        add_calibration_pubs(chunks, len(inputs.angles), len(values), settings.max_params_per_pub)
     usage = estimate_usage(prepared, backend, len(values), len(chunks), settings)
+    n_calibration = 0 if calibration is None else len(calibration.angles)
+    usage["by_choice"] = usage_by_choice(
+        prepared, backend, len(values) - n_calibration, n_calibration, len(chunks), settings
+    )
     return HardwarePlan(
         inputs=inputs,
         backend=backend,
@@ -204,6 +295,7 @@ def build_plan(
         chunks=chunks,
         usage=usage,
         service=service,
+        calibration=calibration,
     )
 
 
@@ -246,6 +338,26 @@ def format_plan(plan: HardwarePlan) -> str:
         f"backend      {plan.backend_name}: {plan.backend.num_qubits} qubits, {mode}",
         f"circuit      {plan.template.num_qubits} qubits on physical {info['layout']}; depth "
         f"{info['depth']}; {info['two_qubit_gates']} two-qubit gates; {ops}",
+        *(
+            [
+                f"transpile    best of {info['search']['candidates']} exact candidates "
+                f"(optimization level {info['optimization_level']}; two-qubit gates "
+                f"{info['search']['two_qubit_gates_range'][0]}–"
+                f"{info['search']['two_qubit_gates_range'][1]}), scored by the device's "
+                f"calibrated errors: ESP {info['search']['chosen']['esp']:.3f}"
+            ]
+            if "search" in info
+            else []
+        ),
+        *(
+            [
+                f"calibration  {settings.calibration}: {plan.calibration.n_images} "
+                f"{plan.calibration.split} images ({plan.n_calibration_rows} parameter sets) in "
+                "the last job; per-output scale and shift fitted at report time"
+            ]
+            if plan.calibration is not None
+            else []
+        ),
         f"parameters   {n_params} per set ({plan.template.num_inputs} input angles + "
         f"{plan.template.num_weights} trained weights bound)",
         f"observables  {len(plan.prepared.observables)} ({', '.join(plan.template.output_names)})"
@@ -264,6 +376,7 @@ def format_plan(plan: HardwarePlan) -> str:
         f"{usage['total_shots']:,} shots, circuit "
         f"{'unknown' if duration is None else f'{duration * 1e6:.1f} µs'}; "
         f"{usage['assumptions']})",
+        *(format_choices(usage["by_choice"]) if "by_choice" in usage else []),
         "nothing was submitted",
     ]
     return "\n".join(lines)

@@ -63,10 +63,11 @@ def choose_primitive(requested: str, backend: Any) -> tuple[str, str]:
         return LEGACY, "requested"
     if not has_executor:
         return LEGACY, "the installed qiskit-ibm-runtime has no executor estimator"
-    if local and backend.num_qubits > LOCAL_EXECUTOR_MAX_QUBITS and has_legacy:
-        return LEGACY, (
+    if local and backend.num_qubits > LOCAL_EXECUTOR_MAX_QUBITS:
+        return EXECUTOR, (
             f"local testing mode on a {backend.num_qubits}-qubit fake device: the executor "
-            "estimator simulates every qubit, so the legacy EstimatorV2 runs instead"
+            "estimator simulates every qubit it is given, so it runs on the device trimmed to "
+            "the qubits the circuit uses (qhqcnn.hardware.trim)"
         )
     return EXECUTOR, "the default: client-side mitigation, qiskit-ibm-runtime >= 0.50"
 

@@ -21,6 +21,7 @@ from qhqcnn.backends.base import make_backend
 from qhqcnn.backends.devices import is_fake_name, normalize_fake_name
 from qhqcnn.config import ModelSpec
 from qhqcnn.errors import QhqcnnError
+from qhqcnn.hardware.calibration import CALIBRATION_FILE, apply_affine, fit_affine
 from qhqcnn.hardware.features import build_classifier, score_outputs
 from qhqcnn.hardware.manifest import (
     JobRecord,
@@ -29,6 +30,7 @@ from qhqcnn.hardware.manifest import (
     write_json,
     write_text,
 )
+from qhqcnn.hardware.settings import ExecutionSettings
 from qhqcnn.reporting.plots import new_figure, save_figure, styled
 
 REPORT_MD, REPORT_JSON, REPORT_PNG = "report.md", "report.json", "report.png"
@@ -36,24 +38,36 @@ SOURCE_LABELS = {
     "exact": "exact (ideal circuit)",
     "noisy": "noisy simulation",
     "hardware": "hardware",
+    "hardware_calibrated": "hardware + calibrated readout",
 }
-COLORS = {"exact": "#2ca02c", "noisy": "#ff7f0e", "hardware": "#1f77b4"}
+COLORS = {
+    "exact": "#2ca02c",
+    "noisy": "#ff7f0e",
+    "hardware": "#1f77b4",
+    "hardware_calibrated": "#9467bd",
+}
 
 
 def hardware_outputs(record: JobRecord, allow_partial: bool = False) -> dict[str, np.ndarray]:
     """Saved expectation values of every chunk, with the positions of the parameter sets (rows)
     and of the images they cover."""
-    positions, images, evs, stds, missing = [], [], [], [], []
+    positions, images, evs, stds, missing, calibration = [], [], [], [], [], []
+    evaluated = len(record.manifest["inputs"]["indices"]) * record.rows_per_image
     for chunk in record.chunks:
         result = record.read_result(chunk["index"])
         if result is None:
             missing.append(chunk["index"])
             continue
         values = np.asarray(result["evs"], dtype=float)
-        positions.append(np.arange(chunk["start"], chunk["stop"]))
+        rows = np.arange(chunk["start"], chunk["stop"])
+        keep = rows < evaluated  # calibration rows (training images) follow the evaluated ones
+        calibration.append(values[~keep])
+        values = values[keep]
+        positions.append(rows[keep])
         images.append(np.arange(*record.image_span(chunk)))
         evs.append(values)
-        stds.append(np.asarray(result.get("stds", np.full_like(values, np.nan)), dtype=float))
+        std = np.asarray(result.get("stds", np.full((len(rows), values.shape[1]), np.nan)))
+        stds.append(std.astype(float)[keep])
     if missing and (not allow_partial or not evs):
         hint = " (or report on what exists with --partial)" if evs else ""
         raise QhqcnnError(
@@ -66,6 +80,7 @@ def hardware_outputs(record: JobRecord, allow_partial: bool = False) -> dict[str
         "evs": np.concatenate(evs),
         "stds": np.concatenate(stds),
         "missing_chunks": np.asarray(missing, dtype=int),
+        "calibration_evs": np.concatenate(calibration) if calibration else np.zeros((0, 0)),
     }
 
 
@@ -112,6 +127,8 @@ def noisy_outputs(
         "seed": settings["seed_transpiler"],
         # Readout errors count unless the hardware run mitigated them (TREX).
         "readout": not trex,
+        # The hardware path's transpile step (the search, when the record used it).
+        "search": ExecutionSettings.from_dict(settings).search(),
     }
     try:
         if noise != record.backend_name:
@@ -128,6 +145,29 @@ def noisy_outputs(
         info.get(key) == transpiled[key] for key in ("layout", "depth", "two_qubit_gates")
     )
     return values, info
+
+
+def calibrate(
+    record: JobRecord, spec: ModelSpec, inputs: dict[str, np.ndarray], hardware, names
+) -> dict[str, Any] | None:
+    """Fit the calibrated readout on the record's calibration (training) images, save it as
+    ``calibration.json`` in the record; ``None`` when the record has no calibration rows."""
+    meta = record.manifest.get("calibration")
+    measured = hardware["calibration_evs"]
+    if not meta or "calibration_angles" not in inputs or measured.size == 0:
+        return None
+    angles = inputs["calibration_angles"]
+    if measured.shape[0] != angles.shape[0]:
+        raise QhqcnnError(
+            f"{record.path}: {measured.shape[0]} calibration rows have results, "
+            f"{angles.shape[0]} were sent; retrieve the missing chunk first"
+        )
+    exact, _ = exact_outputs(spec, angles, inputs["weights"])
+    fit = fit_affine(measured, exact, split=meta["split"], names=names)
+    fit["image_indices"] = inputs["calibration_indices"]
+    fit["fitted"] = now()
+    write_json(record.path / CALIBRATION_FILE, fit, record.secrets)
+    return fit
 
 
 def _agreement(a: np.ndarray, b: np.ndarray) -> float:
@@ -174,7 +214,7 @@ def plot_comparison(
     fig = new_figure(14, 4.4)
     ax_scatter, ax_error, ax_score = fig.subplots(1, 3)
     exact = outputs["exact"].ravel()
-    for key, marker in (("hardware", "o"), ("noisy", "x")):
+    for key, marker in (("hardware", "o"), ("noisy", "x"), ("hardware_calibrated", ".")):
         if key in outputs:
             ax_scatter.scatter(
                 exact,
@@ -198,7 +238,7 @@ def plot_comparison(
     ax_scatter.set_yticks(ticks)
     ax_scatter.legend(loc="upper left")
 
-    keys = [k for k in ("noisy", "hardware") if k in outputs]
+    keys = [k for k in ("noisy", "hardware", "hardware_calibrated") if k in outputs]
     x = np.arange(len(names))
     width = 0.8 / max(len(keys), 1)
     for i, key in enumerate(keys):
@@ -219,7 +259,7 @@ def plot_comparison(
     ax_error.legend()
 
     metrics = ("acc", "auc")
-    keys = [k for k in ("exact", "noisy", "hardware") if k in outputs]
+    keys = [k for k in ("exact", "noisy", "hardware", "hardware_calibrated") if k in outputs]
     width = 0.8 / len(keys)
     for i, key in enumerate(keys):
         values = [summary["sources"][key][m] for m in metrics]
@@ -288,6 +328,23 @@ def format_markdown(report: dict[str, Any]) -> str:
             "",
             f"Hardware vs noisy simulation: predicted classes agree on {pair['agreement']:.1%} "
             f"of the images; mean |Δ⟨O⟩| = {pair['mae']:.4f}.",
+        ]
+    fit = report.get("calibration")
+    if fit:
+        lines += [
+            "",
+            f"Calibrated readout: per-output scale and shift fitted on {fit['rows']} "
+            f"{fit['split']}-split parameter sets run in the same Batch (`calibration.json`); "
+            "measured values are mapped back as (m − shift) / scale before the trained layers.",
+            "",
+            "| output | scale | shift | fit RMSE |",
+            "|---|---:|---:|---:|",
+            *(
+                f"| {n} | {a:.3f} | {b:+.3f} | {r:.4f} |"
+                for n, a, b, r in zip(
+                    fit["outputs"], fit["scale"], fit["shift"], fit["rmse"], strict=True
+                )
+            ),
         ]
     noisy = report["references"]["noisy"]
     if "unavailable" in noisy:
@@ -408,6 +465,9 @@ def build_report(
             outputs["noisy"] = values
     outputs["hardware"] = hardware["evs"]
     names = [obs["name"] for obs in record.manifest["circuit"]["observables"]]
+    calibration = calibrate(record, spec, inputs, hardware, names)
+    if calibration is not None:
+        outputs["hardware_calibrated"] = apply_affine(calibration, hardware["evs"])
     summary = compare(outputs, labels, classifier, run["task"], names)
     scored = summary.pop("scored")
     report = {
@@ -427,6 +487,7 @@ def build_report(
         "references": references,
         "comparison": summary,
         "hardware_mean_std": np.nanmean(hardware["stds"], axis=0).tolist(),
+        "calibration": calibration,
         "predictions": {
             "image_indices": inputs["indices"][images],
             "y_true": labels,

@@ -16,6 +16,8 @@ MITIGATIONS = ("none", "trex", "zne", "twirling", "dd")
 PRIMITIVES = ("auto", "executor", "legacy")
 #: The dynamical-decoupling sequence used for ``--mitigation dd``.
 DD_SEQUENCE = "XY4"
+#: ``--calibration`` choices (see qhqcnn.hardware.calibration).
+CALIBRATIONS = ("none", "affine")
 
 
 def parse_mitigation(text: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
@@ -48,10 +50,22 @@ class ExecutionSettings:
     primitive: str = "auto"
     max_params_per_pub: int = 500
     max_pubs_per_job: int = 1
-    optimization_level: int = 2
+    optimization_level: int = 3
     seed_transpiler: int = 1234
     #: Seed of local (fake-backend) simulations; real devices ignore it.
     seed_simulator: int | None = None
+    #: Pick the best of several exact transpilations scored by the device's calibrated errors
+    #: (qhqcnn.backends.search); ``search_seeds``/``search_orders`` ``None``: per-device defaults.
+    transpile_search: bool = True
+    search_seeds: int | None = None
+    search_orders: int | None = None
+    #: Approximate synthesis (< 1), kept only within ``max_approx_error`` of the exact values.
+    approximation_degree: float | None = None
+    max_approx_error: float = 1e-3
+    #: Calibrated readout: ``none``, or ``affine`` (per-output scale and shift fitted on
+    #: ``calibration_images`` training images run in the same Batch; see calibration.py).
+    calibration: str = "none"
+    calibration_images: int = 32
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mitigation", parse_mitigation(list(self.mitigation)))
@@ -65,6 +79,8 @@ class ExecutionSettings:
             (self.max_params_per_pub >= 1, "max parameter sets per PUB must be >= 1"),
             (self.max_pubs_per_job >= 1, "max PUBs per job must be >= 1"),
             (self.optimization_level in (0, 1, 2, 3), "optimization level must be 0-3"),
+            (self.calibration in CALIBRATIONS, f"calibration must be one of {CALIBRATIONS}"),
+            (self.calibration_images >= 2, "calibration needs at least 2 images"),
         ]
         for ok, message in checks:
             if not ok:
@@ -94,6 +110,19 @@ class ExecutionSettings:
             options["environment"] = {"job_tags": list(job_tags)}
         return options
 
+    def search(self) -> dict[str, Any] | None:
+        """The ``search=`` option of ``transpile_template`` (``None``: one preset run)."""
+        if not self.transpile_search:
+            return None
+        return {
+            "seeds": self.search_seeds,
+            "orders": self.search_orders,
+            "optimization_level": self.optimization_level,
+            "approximation_degree": self.approximation_degree,
+            "max_approx_error": self.max_approx_error,
+            "seed": self.seed_transpiler,
+        }
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["mitigation"] = list(self.mitigation)
@@ -106,6 +135,8 @@ class ExecutionSettings:
         if unknown:
             raise ConfigError(f"unknown execution settings: {', '.join(unknown)}")
         values = dict(data)
+        # Records written before the transpiler search: one preset transpilation ran.
+        values.setdefault("transpile_search", False)
         if "mitigation" in values:
             values["mitigation"] = tuple(values["mitigation"])
         return cls(**values)

@@ -44,6 +44,7 @@ from qhqcnn.hardware.primitives import (
     make_estimator,
 )
 from qhqcnn.hardware.settings import DEFAULT_JOBS_DIR, ExecutionSettings
+from qhqcnn.hardware.trim import needs_trimming, trimmed_execution
 from qhqcnn.io.files import environment_record
 
 
@@ -134,12 +135,28 @@ def _manifest(plan: HardwarePlan, record_id: str) -> dict[str, Any]:
             "rows_per_image": inputs.rows_per_image,
             "indices": inputs.indices,
         },
+        "calibration": _calibration_manifest(plan),
         "chunks": [
             {**chunk, "status": PENDING, "job_id": None, "attempts": [], "error": None}
             for chunk in plan.chunks
         ],
         "environment": environment_record(),
         "events": [],
+    }
+
+
+def _calibration_manifest(plan: HardwarePlan) -> dict[str, Any] | None:
+    if plan.calibration is None:
+        return None
+    return {
+        "method": plan.settings.calibration,
+        "split": plan.calibration.split,
+        "n_images": plan.calibration.n_images,
+        "rows": plan.n_calibration_rows,
+        "start": plan.n_rows - plan.n_calibration_rows,
+        "stop": plan.n_rows,
+        "note": "training images run in the same Batch; the fit is written by `hardware "
+        "report` to calibration.json (never fitted on the evaluated images)",
     }
 
 
@@ -170,6 +187,18 @@ def create_record(
             "weights": inputs.weights,
             "parameter_order": record.manifest["circuit"]["parameter_order"],
             "parameter_values": plan.values,
+            **(
+                {
+                    "calibration": {
+                        "split": plan.calibration.split,
+                        "indices": plan.calibration.indices,
+                        "labels": plan.calibration.labels,
+                        "angles": plan.calibration.angles,
+                    }
+                }
+                if plan.calibration is not None
+                else {}
+            ),
         },
     )
     record.write_classifier(inputs.classifier_state)
@@ -214,6 +243,14 @@ def submit_chunks(
     execution = record.manifest["execution"]
     settings = ExecutionSettings.from_dict(record.manifest["settings"])
     options = settings.estimator_options()
+    if execution["primitive"] == EXECUTOR and needs_trimming(backend, record.local):
+        # Local testing mode only: simulate the used qubits (see qhqcnn.hardware.trim).
+        backend, circuit, observables, physical = trimmed_execution(
+            record.backend_name, circuit, observables
+        )
+        if execution.get("trimmed_to") != physical:
+            execution["trimmed_to"] = physical
+            record.note(f"local executor runs on {record.backend_name} trimmed to {physical}")
     submitted: list[int] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -2,7 +2,7 @@
 
 ``prepare()`` transpiles the template ONCE to the ISA of the noise source's device (or of
 ``target``; else a generic rz/sx/x/cx line for parametric noise, all-to-all when noiseless),
-shrinks it to the physical qubits it uses (:mod:`qhqcnn.noise.compact`) and re-indexes the device
+shrinks it to the physical qubits it uses (:mod:`qhqcnn.backends.compact`) and re-indexes the device
 noise model to them, so the gates that would run on the device are the gates that are trained and
 simulated, on 4–6 instead of 127–156 qubits.
 
@@ -37,10 +37,10 @@ from qiskit_aer.noise import NoiseModel
 from qiskit_machine_learning.gradients import BaseEstimatorGradient
 
 from qhqcnn.backends.base import ExecutionBackend, PreparedCircuit
+from qhqcnn.backends.compact import compact_circuit
 from qhqcnn.backends.transpile import transpile_template
 from qhqcnn.circuits.template import CircuitTemplate
 from qhqcnn.errors import BackendError, ConfigError
-from qhqcnn.noise.compact import compact_circuit
 from qhqcnn.noise.gradient import BroadcastParamShiftGradient
 from qhqcnn.noise.models import PARAMETRIC_BASIS, NoiseSource, load_noise, remap_noise_model
 from qhqcnn.noise.readout import apply_readout_error, readout_flip_table
@@ -87,6 +87,7 @@ def _transpile_once(
     level: int,
     layout: Sequence[int] | None,
     seed: int,
+    search: Any = None,
 ) -> PreparedCircuit:
     from qiskit_machine_learning.utils import circuit_cache_key
 
@@ -100,14 +101,32 @@ def _transpile_once(
         level,
         None if layout is None else tuple(layout),
         seed,
+        repr(search),
     )
     hit = _TRANSPILED.get(key)
     if hit is None or hit[0] is not target:
         prepared = transpile_template(
-            template, target, optimization_level=level, initial_layout=layout, seed_transpiler=seed
+            template,
+            target,
+            optimization_level=level,
+            initial_layout=layout,
+            seed_transpiler=seed,
+            search=search,
         )
         hit = _TRANSPILED[key] = (target, prepared)
     return hit[1]
+
+
+def _search_option(value: Any) -> Any:
+    """``search=`` as given on the command line (``true``/``false``) or from a job manifest."""
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("", "0", "false", "no", "off", "none"):
+            return None
+        raise ConfigError(f"search must be true or false, got {value!r}")
+    return value or None
 
 
 def aer_device(requested: str) -> str:
@@ -136,6 +155,7 @@ class AerBackend(ExecutionBackend):
         target: str | None = None,
         readout: bool = False,
         device: str = "cpu",
+        search: Any = None,
     ) -> None:
         if shots is not None and (int(shots) != shots or shots < 1):
             raise ConfigError(f"shots must be a positive integer or None, got {shots!r}")
@@ -156,6 +176,8 @@ class AerBackend(ExecutionBackend):
         self.target = target
         self.readout = bool(readout)
         self.device = device
+        #: Transpiler search (qhqcnn.backends.search): the hardware path's transpile step.
+        self.search = _search_option(search)
 
     @property
     def precision(self) -> float:
@@ -182,6 +204,7 @@ class AerBackend(ExecutionBackend):
             self.optimization_level,
             self.initial_layout,
             self.seed,
+            self.search,
         )
         compact = compact_circuit(full)
         if any(i.operation.name == "delay" for i in compact.prepared.circuit.data):
@@ -253,4 +276,5 @@ class AerBackend(ExecutionBackend):
             "target": self.target,
             "readout": self.readout,
             "device": self.device,
+            "search": self.search,
         }

@@ -1,0 +1,145 @@
+"""What the device runs computes what the trained model computes, and what comes back is mapped
+to what the trained layers expect: the transpiler search is exact and shared with the ``aer``
+backend; the calibrated readout recovers a known distortion and is never fitted on test images.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from qiskit.quantum_info import Operator
+
+from qhqcnn.backends.devices import get_fake_backend
+from qhqcnn.backends.search import calibrated_score, max_deviation, reordered
+from qhqcnn.backends.transpile import transpile_template
+from qhqcnn.circuits.hqcnn import hqcnn_template
+from qhqcnn.errors import ConfigError
+from qhqcnn.hardware.calibration import apply_affine, fit_affine
+from qhqcnn.hardware.settings import ExecutionSettings
+
+SEARCH = {"seeds": 2, "orders": 2}
+
+
+@pytest.fixture(scope="module")
+def searched():
+    template = hqcnn_template()
+    backend = get_fake_backend("fake_nairobi")
+    return template, backend, transpile_template(template, backend, search=SEARCH)
+
+
+def test_search_is_exact_at_random_parameters_and_not_worse_than_the_preset(searched):
+    template, backend, prepared = searched
+    # The ISA circuit's exact values equal the logical template's (inputs and weights random).
+    assert max_deviation(prepared, template, count=3, seed=5) < 1e-8
+    preset = transpile_template(template, backend, optimization_level=2, seed_transpiler=1234)
+    assert prepared.info["two_qubit_gates"] <= preset.info["two_qubit_gates"]
+    search = prepared.info["search"]
+    assert (
+        search["candidates"] == 4
+        and search["chosen"]["two_qubit_gates"] == (prepared.info["two_qubit_gates"])
+    )
+    # The winner has the best calibrated score of the candidates it was chosen from.
+    assert 0 < search["chosen"]["esp"] <= 1
+    # Searched once per process: another instance of the template gets the cached circuit with
+    # its own Parameter objects (EstimatorQNN binds by object), still exact.
+    other = hqcnn_template()
+    again = transpile_template(other, backend, search=SEARCH)
+    assert set(again.circuit.parameters) == set(other.circuit.parameters)
+    assert again.info["two_qubit_gates"] == prepared.info["two_qubit_gates"]
+    assert max_deviation(again, other, count=2, seed=6) < 1e-8
+
+
+def test_reordering_only_swaps_commuting_gates():
+    template = hqcnn_template()
+    rng = np.random.default_rng(3)
+    params = list(template.input_params) + list(template.weight_params)
+    values = dict(zip(params, rng.uniform(-np.pi, np.pi, len(params)), strict=True))
+    original = template.circuit.assign_parameters(values)
+    for seed in range(3):
+        other = reordered(template.circuit, random.Random(seed)).assign_parameters(values)
+        assert [i.operation.name for i in other.data] != [i.operation.name for i in original.data]
+        assert Operator(other).equiv(Operator(original))
+
+
+def test_the_aer_backend_runs_the_hardware_paths_transpile_step(searched):
+    from qhqcnn.noise.backend import AerBackend
+
+    template, _, prepared = searched
+    aer = AerBackend(noise="fake_nairobi", search=SEARCH)
+    aer.prepare(template)
+    full = aer.full_prepared
+    assert full.info["two_qubit_gates"] == prepared.info["two_qubit_gates"]
+    assert full.info["layout"] == prepared.info["layout"]
+    assert full.info["search"]["chosen"] == prepared.info["search"]["chosen"]
+
+
+def test_calibrated_score_penalises_more_gates(searched):
+    _, backend, prepared = searched
+    isa = prepared.circuit
+    doubled = isa.compose(isa)
+    assert (
+        calibrated_score(doubled, backend.target, [0])["esp"]
+        < calibrated_score(isa, backend.target, [0])["esp"]
+    )
+
+
+def test_affine_calibration_recovers_a_known_distortion():
+    rng = np.random.default_rng(0)
+    exact = rng.uniform(-1, 1, (40, 3))
+    scale, shift = np.array([0.5, 0.42, 0.8]), np.array([0.03, -0.1, 0.0])
+    measured = exact * scale + shift + rng.normal(0, 1e-3, exact.shape)
+    fit = fit_affine(measured, exact, split="train", names=["a", "b", "c"])
+    assert np.allclose(fit["scale"], scale, atol=5e-3)
+    assert np.allclose(fit["shift"], shift, atol=5e-3)
+    new_exact = rng.uniform(-1, 1, (10, 3))
+    recovered = apply_affine(fit, new_exact * scale + shift)
+    assert np.allclose(recovered, new_exact, atol=2e-2)
+
+
+@pytest.mark.parametrize("split", ["test", "val"])
+def test_calibration_refuses_anything_but_training_images(split):
+    values = np.zeros((4, 2))
+    with pytest.raises(ConfigError, match="train"):
+        fit_affine(values, values, split=split)
+
+
+def test_records_from_before_the_search_keep_their_preset_transpilation():
+    old = ExecutionSettings.from_dict({"shots": 4096, "optimization_level": 2})
+    assert old.search() is None
+    new = ExecutionSettings()
+    assert new.search() is not None and new.optimization_level == 3
+    with pytest.raises(ConfigError):
+        ExecutionSettings(calibration="quadratic")
+
+
+def test_plan_estimates_every_choice_and_zne_costs_more(searched):
+    from qhqcnn.hardware.plan import PLAN_CHOICES, format_choices, usage_by_choice
+
+    _, backend, prepared = searched
+    rows = usage_by_choice(prepared, backend, 100, 20, 1, ExecutionSettings())
+    assert len(rows) == 2 * len(PLAN_CHOICES)
+    cost = {(r["mitigation"], r["calibration"]): r["estimated_qpu_seconds"] for r in rows}
+    assert cost[("zne", False)] > 2.5 * cost[("none", False)]
+    assert cost[("trex", True)] > cost[("trex", False)] > cost[("none", False)]
+    assert "trex+zne" in "\n".join(format_choices(rows))
+
+
+def test_compare_table_is_written_into_its_own_section(tmp_path):
+    from qhqcnn.hardware.compare import format_table, write_section
+
+    metrics = {"acc": 0.8, "auc": 0.9, "mae": 0.1, "agreement": 0.9}
+    row = {
+        "device": "fake_nairobi", "method": "trex", "dataset": "breastmnist", "n_images": 4,
+        "calibration_rows": 2, "exact": metrics, "raw": metrics, "calibrated": metrics,
+        "two_qubit_gates": 89, "shots": 100, "estimated_qpu_seconds": 1.0, "jobs": 1,
+        "wall_seconds": 2.0,
+    }  # fmt: skip
+    doc = tmp_path / "hardware.md"
+    doc.write_text("# Hardware\n\nkept\n")
+    write_section(doc, "a", format_table([row], "A"))
+    write_section(doc, "a", format_table([row, row], "A"))
+    text = doc.read_text()
+    assert text.count("<!-- compare:a -->") == 1 and "kept" in text
+    assert text.count("| fake_nairobi | trex | calibrated |") == 2
