@@ -40,8 +40,8 @@ class HardwareError(QhqcnnError):
 
 
 class IntegrityError(QhqcnnError):
-    """A file the package wrote (checkpoint, result, record) fails its recorded checksum, or
-    another process holds the lock on it."""
+    """A file the package wrote (checkpoint, result, record) fails its recorded checksum, another
+    process holds the lock on it, or it cannot be written (disk full, permissions)."""
 
     exit_code = 7
 

@@ -68,8 +68,7 @@ def test_the_aer_backend_runs_the_hardware_paths_transpile_step(searched):
 
     template, _, prepared = searched
     aer = AerBackend(noise="fake_nairobi", search=SEARCH)
-    aer.prepare(template)
-    full = aer.full_prepared
+    full = aer.prepare(template).device_circuit
     assert full.info["two_qubit_gates"] == prepared.info["two_qubit_gates"]
     assert full.info["layout"] == prepared.info["layout"]
     assert full.info["search"]["chosen"] == prepared.info["search"]["chosen"]

@@ -436,7 +436,8 @@ def exit_codes() -> list[tuple[int, str]]:
     kinds = [
         value
         for value in vars(errors).values()
-        if isinstance(value, type) and issubclass(value, QhqcnnError)
+        # a kind with its own status; subkinds that share their parent's status are its cases
+        if isinstance(value, type) and issubclass(value, QhqcnnError) and "exit_code" in vars(value)
     ]
     rows = [
         (0, "success"),
