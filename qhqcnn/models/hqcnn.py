@@ -27,7 +27,16 @@ from qhqcnn.circuits.template import CircuitTemplate
 from qhqcnn.errors import ConfigError
 from qhqcnn.nn.quantum_layer import QuantumLayer
 
-MODEL_NAMES = ("hqcnn", "classical", "quanv", "qcnn", "quanv-classical", "qcnn-classical")
+MODEL_NAMES = (
+    "hqcnn",
+    "classical",
+    "quanv",
+    "qcnn",
+    "quanv-classical",
+    "qcnn-classical",
+    "resnet18",
+    "backbone-head",
+)
 #: Each quantum model -> its parameter-matched classical twin (the honest baseline).
 CLASSICAL_TWINS = {"hqcnn": "classical", "quanv": "quanv-classical", "qcnn": "qcnn-classical"}
 #: Models with a quantum layer (they need an execution backend).
@@ -201,6 +210,12 @@ def build_model(
     image_size: int = 28,
 ) -> nn.Module:
     """Build ``spec.model`` for images with ``in_channels`` channels and ``num_classes`` outputs."""
+    from qhqcnn.models.baselines import BASELINE_MODELS, build_baseline
+
+    if spec.model in BASELINE_MODELS:
+        return build_baseline(
+            spec.model, in_channels, num_classes, image_size=image_size, dropout=spec.dropout
+        )
     if spec.model in QUANV_MODELS:
         from qhqcnn.models.quanv import build_quanv_family
 
