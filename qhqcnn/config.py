@@ -10,7 +10,12 @@ from qhqcnn.errors import ConfigError
 from qhqcnn.models.hqcnn import ModelSpec
 from qhqcnn.training.distributed import DEVICES
 
-AUGMENTATIONS = ("none", "flip")
+#: ``flip``: random horizontal and vertical flips (the recipe's default, kept as before);
+#: ``anatomy``: the dataset's anatomy-aware policy (:mod:`qhqcnn.training.medical`).
+AUGMENTATIONS = ("none", "flip", "anatomy")
+#: Class-imbalance handling and training losses (:mod:`qhqcnn.training.medical`).
+CLASS_BALANCE = ("none", "weights", "sampler")
+LOSSES = ("ce", "ordinal")
 #: Learning rate of the classical parameters (``--lr``) unless the model has its own below.
 DEFAULT_LR = 1e-3
 #: Models whose default ``lr`` (``--lr``) differs, chosen on BreastMNIST's validation split
@@ -42,6 +47,11 @@ class TrainConfig:
     quantum_lr: float | None = 3e-2
     weight_decay: float = 1e-4
     augment: str = "flip"
+    #: ``none`` (default, as before), ``weights`` (inverse-frequency loss weights; multi-label:
+    #: pos_weight) or ``sampler`` (class-balanced sampling with replacement)
+    class_balance: str = "none"
+    #: ``ce`` (default) or ``ordinal`` (CE + squared EMD of the class CDFs; RetinaMNIST)
+    loss: str = "ce"
     patience: int = 15
     seed: int = 0
     threads: int | None = None
@@ -68,6 +78,11 @@ class TrainConfig:
             (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
             (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
             (self.augment in AUGMENTATIONS, f"augment must be one of {AUGMENTATIONS}"),
+            (
+                self.class_balance in CLASS_BALANCE,
+                f"class_balance must be one of {CLASS_BALANCE}",
+            ),
+            (self.loss in LOSSES, f"loss must be one of {LOSSES}"),
             (self.max_train is None or self.max_train >= 2, "max_train must be >= 2"),
             (self.max_eval is None or self.max_eval >= 2, "max_eval must be >= 2"),
             (self.threads is None or self.threads >= 1, "threads must be >= 1"),

@@ -96,10 +96,36 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
         help="learning rate of the circuit weights (default 3e-2, chosen on validation)",
     )
     p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--augment", default="flip", choices=["flip", "none"])
+    p.add_argument(
+        "--augment",
+        default="flip",
+        choices=["flip", "none", "anatomy"],
+        help="flip: random horizontal+vertical flips (default, as before); anatomy: the "
+        "dataset's plausible flips only, small rotations and translations (docs/recipe.md)",
+    )
+    p.add_argument(
+        "--class-balance",
+        default="none",
+        choices=["none", "weights", "sampler"],
+        help="class imbalance: inverse-frequency loss weights (multi-label: pos_weight) or a "
+        "class-balanced sampler (default none, as before)",
+    )
+    p.add_argument(
+        "--loss",
+        default="ce",
+        choices=["ce", "ordinal"],
+        help="ce (default) or ordinal: CE + squared EMD of the class CDFs (RetinaMNIST grades)",
+    )
     p.add_argument("--patience", type=int, default=15, help="early-stopping patience (epochs)")
     p.add_argument("--qubits", type=int, default=4)
     p.add_argument("--layers", type=int, default=2, help="entangling layers of the circuit")
+    p.add_argument(
+        "--observables",
+        default="zx",
+        choices=["zx", "zx+zz"],
+        help="hqcnn/classical read-out: <Z_i>,<X_i> (default) or also the ring's <Z_i Z_j> "
+        "correlators (the bottleneck width is --qubits)",
+    )
     p.add_argument(
         "--encoding",
         default="angle",
@@ -161,6 +187,7 @@ def config_from_args(args: argparse.Namespace, *, dataset: str, model: str, seed
             window=args.window,
             stride=args.stride,
             filter_seed=args.filter_seed,
+            observables=args.observables,
         ),
         backend=args.backend,
         backend_options=backend_options_from_args(args),
@@ -170,6 +197,8 @@ def config_from_args(args: argparse.Namespace, *, dataset: str, model: str, seed
         quantum_lr=args.quantum_lr,
         weight_decay=args.weight_decay,
         augment=args.augment,
+        class_balance=args.class_balance,
+        loss=args.loss,
         patience=args.patience,
         seed=seed,
         threads=args.threads,

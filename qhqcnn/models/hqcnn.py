@@ -45,6 +45,10 @@ QUANTUM_MODELS = ("hqcnn", "quanv", "qcnn")
 QUANV_MODELS = ("quanv", "qcnn", "quanv-classical", "qcnn-classical")
 
 
+#: Read-out choices of the HQCNN circuit (``ModelSpec.observables``).
+OBSERVABLES = ("zx", "zx+zz")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Everything that defines a model's architecture (saved in every run config)."""
@@ -63,6 +67,9 @@ class ModelSpec:
     window: int = 2
     stride: int = 2
     filter_seed: int = 0
+    #: hqcnn/classical read-out: ``zx`` (⟨Z_i⟩, ⟨X_i⟩; default) or ``zx+zz`` (plus the ring's
+    #: ⟨Z_i Z_j⟩ correlators). The bottleneck width is ``num_qubits`` (the bridge's outputs).
+    observables: str = "zx"
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_NAMES:
@@ -71,6 +78,8 @@ class ModelSpec:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.observables not in OBSERVABLES:
+            raise ConfigError(f"observables must be one of {OBSERVABLES}, got {self.observables!r}")
 
     @property
     def is_quantum(self) -> bool:
@@ -84,7 +93,11 @@ class ModelSpec:
 
             return spec_template(self)
         return hqcnn_template(
-            self.num_qubits, self.layers, encoding=self.encoding, attention=self.attention
+            self.num_qubits,
+            self.layers,
+            encoding=self.encoding,
+            attention=self.attention,
+            correlators=self.observables == "zx+zz",
         )
 
     def to_dict(self) -> dict:
