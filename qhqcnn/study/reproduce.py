@@ -10,9 +10,11 @@ interrupted cells resume, so the study can be stopped and restarted at any time.
 quanvolution filter's features come from the same on-disk cache as ``qhqcnn train``
 (:mod:`qhqcnn.nn.feature_cache`).
 
-``finished_only`` tabulates the cells that already have test metrics and trains nothing; the
-others are listed as not run, and each row says how many seeds it has (``n``), so a study can
-report fewer seeds for its expensive cells honestly.
+``finished_only`` tabulates the cells that already have test metrics and trains nothing (it
+only adds, to a finished cell that lacks them, its test-set bootstrap cache and medmnist
+result file, both computed from the saved test predictions); the others are listed as not
+run, and each row says how many seeds it has (``n``), so a study can report fewer seeds for
+its expensive cells honestly.
 """
 
 from __future__ import annotations
@@ -242,9 +244,12 @@ def read_cell(
         "parameters": record["parameters"],
         "config": record["config"],
     }
-    bootstrap = run_bootstrap(run, compute=evaluate_noise)
+    bootstrap = run_bootstrap(run)
     if bootstrap is not None:
         cell["test_bootstrap"] = bootstrap
+    medmnist_file = ensure_medmnist_file(run, metrics)
+    if medmnist_file is not None:
+        cell["medmnist_file"] = str(medmnist_file)
     planned = plan.cell_config(dataset, model, seed).to_dict()
     differences = recipe_differences(planned, record["config"])
     if differences:
@@ -283,6 +288,23 @@ def run_bootstrap(run: Path, *, compute: bool = True) -> dict[str, Any] | None:
     )
     atomic_write_json(path, result)
     return result
+
+
+def ensure_medmnist_file(run: Path, metrics: dict[str, Any]) -> Path | None:
+    """The run's test scores in medmnist's ``Evaluator`` result-file format, written from
+    ``predictions_test.npz`` if an older run has none (``None`` without saved predictions)."""
+    from qhqcnn.evaluation.evaluate import write_medmnist_result
+    from qhqcnn.training.trainer import run_dir_config
+
+    existing = metrics.get("medmnist_file")
+    if existing and Path(existing).exists():
+        return Path(existing)
+    predictions = run / "predictions_test.npz"
+    if not predictions.exists():
+        return None
+    with np.load(predictions) as saved:
+        y_score = saved["y_score"]
+    return write_medmnist_result(run, run_dir_config(run), "test", y_score, metrics)
 
 
 def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
