@@ -40,7 +40,8 @@ from qiskit_machine_learning.neural_networks import EstimatorQNN
 
 from qhqcnn.backends.base import make_backend
 from qhqcnn.circuits import hqcnn_template
-from qhqcnn.models.hqcnn import ModelSpec, build_model
+from qhqcnn.config import ModelSpec
+from qhqcnn.models import build_model
 from qhqcnn.nn.quantum_layer import build_qnn
 
 
@@ -132,7 +133,6 @@ def main() -> None:
     aer = make_backend("aer", noise=args.device, engine="aer")
     prepared = aer.prepare(template)
     density = make_backend("aer", noise=args.device, engine="density")
-    density.prepare(template)
     exact = make_backend("exact")
     info = prepared.info
     print(
@@ -146,7 +146,7 @@ def main() -> None:
     if not args.skip_aer:
         aer_estimator = AerEstimator(
             options={
-                "backend_options": {"method": "density_matrix", "noise_model": aer.noise_model}
+                "backend_options": {"method": "density_matrix", "noise_model": prepared.noise_model}
             }
         )
         qml = EstimatorQNN(
@@ -174,7 +174,7 @@ def main() -> None:
         engines.insert(0, ("Aer EstimatorV2 + broadcast param-shift (one PUB)", aer))
     layers = {}
     for label, backend in engines:
-        qnn = build_qnn(backend.prepare(template), backend)
+        qnn = build_qnn(backend.prepare(template))
         layers[label] = qnn
         rows.append((label, timed(qnn_step(qnn, x, w), args.repeats), "measured"))
 

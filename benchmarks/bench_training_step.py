@@ -22,7 +22,8 @@ import time
 import torch
 
 from qhqcnn.backends.base import make_backend
-from qhqcnn.models.hqcnn import ModelSpec, build_model, parameter_counts
+from qhqcnn.config import ModelSpec
+from qhqcnn.models import build_model, parameter_counts
 
 
 def make_step(model: torch.nn.Module, batch: int, channels: int = 1):

@@ -27,16 +27,17 @@ from typing import Any
 
 from qhqcnn.config import TrainConfig
 from qhqcnn.evaluation.evaluate import evaluate_run
-from qhqcnn.training.trainer import HISTORY_FILE, Trainer, run_dir_config
+from qhqcnn.training.rundir import RunDir
+from qhqcnn.training.trainer import Trainer
 
 
 def finished(run: Path, config: TrainConfig) -> bool:
     """Whether ``run`` holds a finished training of ``config`` (all epochs or early-stopped)."""
-    if not (run / HISTORY_FILE).exists() or not (run / "best.pt").exists():
+    if not (run / RunDir.HISTORY).exists() or not (run / "best.pt").exists():
         return False
-    saved = run_dir_config(run)
+    saved = RunDir(run).config()
     same = {**saved.to_dict(), "threads": None} == {**config.to_dict(), "threads": None}
-    done = json.loads((run / HISTORY_FILE).read_text())
+    done = json.loads((run / RunDir.HISTORY).read_text())
     last, best = done[-1]["epoch"], max(done, key=lambda h: h["val_auc"])["epoch"]
     return same and (last >= config.epochs or last - best >= config.patience)
 
@@ -46,7 +47,7 @@ def train_run(config: TrainConfig, out: Path, data_dir: str | None) -> Path:
     if finished(out, config):
         return out
     print(f"{config.dataset} seed {config.seed}: training {config.backend} -> {out}", flush=True)
-    if (out / HISTORY_FILE).exists():
+    if (out / RunDir.HISTORY).exists():
         trainer = Trainer.resume(out, data_dir=data_dir, progress=False)
     else:
         trainer = Trainer(config, out, data_dir=data_dir, progress=False)

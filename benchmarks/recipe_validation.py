@@ -19,9 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from qhqcnn.config import TrainConfig
+from qhqcnn.config import ModelSpec, TrainConfig
 from qhqcnn.io.files import atomic_write_text
-from qhqcnn.models.hqcnn import ModelSpec
 from qhqcnn.training.trainer import Trainer
 
 #: name -> (model, TrainConfig overrides, ModelSpec overrides)

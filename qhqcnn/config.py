@@ -1,14 +1,19 @@
-"""Run configuration: every value that decides a training run, saved with its results."""
+"""Run configuration: every value that decides a training run, saved with its results.
+
+Plain dataclasses (no torch, no qiskit at import): :class:`ModelSpec` is a model's architecture,
+:class:`TrainConfig` a whole run. They are the one place that holds each default and each
+choice; the command line is generated from them.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qhqcnn.data.medmnist import IMAGE_SIZES
 from qhqcnn.errors import ConfigError
-from qhqcnn.models.hqcnn import ModelSpec
-from qhqcnn.training.distributed import DEVICES
+
+if TYPE_CHECKING:
+    from qhqcnn.circuits.template import CircuitTemplate
 
 #: ``flip``: random horizontal and vertical flips (the recipe's default, kept as before);
 #: ``anatomy``: the dataset's anatomy-aware policy (:mod:`qhqcnn.training.medical`).
@@ -16,6 +21,12 @@ AUGMENTATIONS = ("none", "flip", "anatomy")
 #: Class-imbalance handling and training losses (:mod:`qhqcnn.training.medical`).
 CLASS_BALANCE = ("none", "weights", "sampler")
 LOSSES = ("ce", "ordinal")
+#: Read-out choices of the HQCNN circuit (``ModelSpec.observables``).
+OBSERVABLES = ("zx", "zx+zz")
+#: Where the backbone and the quantum engine run (``auto``: CUDA when torch sees a GPU).
+DEVICES = ("auto", "cpu", "cuda")
+#: Image sides of MedMNIST v2 (28) and MedMNIST+ (64, 128, 224).
+IMAGE_SIZES = (28, 64, 128, 224)
 #: Learning rate of the classical parameters (``--lr``) unless the model has its own below.
 DEFAULT_LR = 1e-3
 #: Models whose default ``lr`` (``--lr``) differs, chosen on BreastMNIST's validation split
@@ -27,6 +38,60 @@ MODEL_LR = {"qcnn": 3e-2, "qcnn-classical": 3e-2}
 def default_lr(model: str) -> float:
     """The recipe's learning rate of ``model``'s classical parameters."""
     return MODEL_LR.get(model, DEFAULT_LR)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything that defines a model's architecture (saved in every run config).
+
+    ``model`` names a registered model (:func:`qhqcnn.models.register_model`); the other fields
+    are the options of the shipped families, ignored by models that do not use them.
+    """
+
+    model: str = "hqcnn"
+    num_qubits: int = 4
+    layers: int = 2
+    encoding: str = "angle"
+    attention: bool = True
+    dropout: float = 0.3
+    #: BatchNorm1d on the bridge features before the angle map (HQCNN).
+    bridge_norm: bool = True
+    #: quanv only: ``random`` (fixed, Henderson et al.) or ``trainable`` filter, patch window
+    #: and stride, and the seed of the random filter's circuit.
+    quanv_filter: str = "random"
+    window: int = 2
+    stride: int = 2
+    filter_seed: int = 0
+    #: hqcnn/classical read-out: ``zx`` (⟨Z_i⟩, ⟨X_i⟩; default) or ``zx+zz`` (plus the ring's
+    #: ⟨Z_i Z_j⟩ correlators). The bottleneck width is ``num_qubits`` (the bridge's outputs).
+    observables: str = "zx"
+
+    def __post_init__(self) -> None:
+        from qhqcnn.models.registry import get_model
+
+        get_model(self.model)  # a clear error for an unknown name
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.observables not in OBSERVABLES:
+            raise ConfigError(f"observables must be one of {OBSERVABLES}, got {self.observables!r}")
+
+    @property
+    def is_quantum(self) -> bool:
+        """Whether this model has a quantum layer (and so needs an execution backend)."""
+        from qhqcnn.models.registry import get_model
+
+        return get_model(self.model).quantum
+
+    def template(self) -> CircuitTemplate | None:
+        """The circuit of this spec (for a classical twin, the circuit it stands in for, which
+        sets its layer sizes); ``None`` for a model without one."""
+        from qhqcnn.models.registry import get_model
+
+        builder = get_model(self.model).template
+        return builder(self) if builder is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass

@@ -5,15 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
+from qhqcnn.config import ModelSpec
 from qhqcnn.errors import ConfigError
-from qhqcnn.models.hqcnn import MODEL_NAMES, ModelSpec, build_model, parameter_counts
+from qhqcnn.models import build_model, get_model, model_names, parameter_counts
 
 
 @pytest.mark.parametrize(
     ("name", "channels", "classes"), [("resnet18", 3, 8), ("backbone-head", 1, 2)]
 )
 def test_baselines_build_and_run(name, channels, classes):
-    assert name in MODEL_NAMES
+    assert name in model_names()
+    entry = get_model(name)  # registered: classical, no twin, no circuit
+    assert not entry.quantum and entry.twin is None and entry.template is None
     spec = ModelSpec(model=name)
     assert not spec.is_quantum
     net = build_model(spec, channels, classes)

@@ -11,7 +11,7 @@ import pytest
 from qiskit import qasm3
 
 from qhqcnn.cli.main import main
-from qhqcnn.errors import QhqcnnError
+from qhqcnn.errors import ConfigError, QhqcnnError
 from qhqcnn.export.library import (
     ExportOptions,
     check_library,
@@ -98,7 +98,7 @@ def test_cli_show_list_and_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert "Ry(x[0])" in out and "38 weights" in out
     assert main(["circuits", "list"]) == 0
     assert "toffoli_ring" in capsys.readouterr().out
-    assert main(["circuits", "show", "nope"]) == 2
+    assert main(["circuits", "show", "nope"]) == ConfigError.exit_code
     assert "unknown circuit 'nope'" in capsys.readouterr().err
     with pytest.raises(QhqcnnError, match="manifest.json is missing"):
         read_manifest(REPO / "docs")
@@ -117,7 +117,8 @@ def test_cli_export_without_graphviz(tmp_path: Path, monkeypatch: pytest.MonkeyP
         "--backend",
         "fake_lima",
     ]
-    assert main(args) == 2  # the layout plot needs Graphviz: a clear error, nothing half-done
+    # the layout plot needs Graphviz: a clear error, nothing half-done
+    assert main(args) == QhqcnnError.exit_code
     assert main([*args, "--no-layout", "--no-images"]) == 0
     assert (out / "rotations" / "fake_lima" / "rotations_isa.qpy").exists()
     assert not list(out.rglob("*.pdf"))

@@ -16,7 +16,7 @@ import pytest
 
 from qhqcnn.backends.devices import get_backend, get_fake_backend
 from qhqcnn.cli.main import main
-from qhqcnn.errors import BackendError, ConfigError
+from qhqcnn.errors import BackendError, ConfigError, HardwareError
 from qhqcnn.hardware import jobs
 from qhqcnn.hardware.manifest import (
     DONE,
@@ -326,7 +326,7 @@ def test_corrupted_manifest_gives_clear_error_and_nothing_is_overwritten(
         manifest.write_text(broken)
         before = _snapshot(copy)
         for action in ("status", "retrieve", "report"):
-            assert main(["hardware", action, str(copy)]) == 2
+            assert main(["hardware", action, str(copy)]) == HardwareError.exit_code
             err = capsys.readouterr().err
             assert "manifest.json" in err and "left untouched" in err, err
             assert _snapshot(copy) == before
@@ -345,10 +345,10 @@ def test_classifier_file_missing_corrupt_or_from_an_older_record(done_record, tm
     expected = json.loads((copy / "report.json").read_text())["comparison"]
     saved = load_record(copy).classifier_state()
     (copy / "classifier.npz").write_bytes(b"PK\x03\x04 truncated")
-    assert main(["hardware", "report", str(copy), "--no-noisy"]) == 2
+    assert main(["hardware", "report", str(copy), "--no-noisy"]) == HardwareError.exit_code
     assert "classifier.npz is corrupt" in capsys.readouterr().err
     (copy / "classifier.npz").unlink()
-    assert main(["hardware", "report", str(copy), "--no-noisy"]) == 2
+    assert main(["hardware", "report", str(copy), "--no-noisy"]) == HardwareError.exit_code
     assert "classifier.npz is missing" in capsys.readouterr().err
     # Records written before the .npz file keep the classifier as JSON, and still report.
     (copy / "classifier.json").write_text(json.dumps({k: v.tolist() for k, v in saved.items()}))
@@ -364,7 +364,7 @@ def test_unknown_backend(trained_run, breast_dir, tmp_path, capsys):
         ["hardware", "submit", str(trained_run), "--backend", "fake_nowhere", *SMALL,
          "--jobs-dir", str(tmp_path / "jobs"), "--data-dir", breast_dir]
     )  # fmt: skip
-    assert code == 2 and "unknown fake backend" in capsys.readouterr().err
+    assert code == BackendError.exit_code and "unknown fake backend" in capsys.readouterr().err
     assert not (tmp_path / "jobs").exists()
 
 
@@ -382,7 +382,7 @@ def test_no_credentials_fail_before_any_work(
          "--jobs-dir", str(tmp_path / "jobs"), "--data-dir", breast_dir]
     )  # fmt: skip
     err = capsys.readouterr().err
-    assert code == 2 and "no usable IBM Quantum credentials" in err
+    assert code == BackendError.exit_code and "no usable IBM Quantum credentials" in err
     assert "QISKIT_IBM_TOKEN" in err
     assert not (tmp_path / "jobs").exists()
 
@@ -515,7 +515,7 @@ def test_real_device_states_through_the_service(done_record, tmp_path, capsys):
     )
 
     # Without credentials, a real record cannot even be looked at.
-    assert main(["hardware", "status", str(copy)]) == 2
+    assert main(["hardware", "status", str(copy)]) == HardwareError.exit_code
     assert "no usable IBM Quantum credentials" in capsys.readouterr().err
 
     states = chunk_states(copy, service=service)

@@ -115,7 +115,7 @@ def test_multilabel_chestmnist_with_class_weights_and_medmnist_result_file(
     assert ours.AUC == pytest.approx(metrics["auc"]) and ours.ACC == pytest.approx(metrics["acc"])
     assert f"[AUC]{metrics['auc']:.3f}_[ACC]{metrics['acc']:.3f}" in result_file.name
     ordinal = [*args[: -len(TINY)], "--loss", "ordinal", "--out", str(tmp_path / "r2"), *TINY]
-    assert main(ordinal) == 2
+    assert main(ordinal) != 0
     assert "the ordinal loss is for single-label tasks" in capsys.readouterr().err
 
 

@@ -57,9 +57,9 @@ def device_backends(template):
     prepared = backend.prepare(template)
     backends = {"aer": (backend, prepared)}
     if "density" in ENGINES:
-        twin = copy.copy(backend)  # same ISA circuit and noise model, other engine
+        twin = copy.copy(backend)  # same ISA circuit (cached) and noise model, other engine
         twin.engine = "density"
-        backends["density"] = (twin, prepared)
+        backends["density"] = (twin, twin.prepare(template))
     return backends
 
 
@@ -69,7 +69,7 @@ def _rows(circuit: QuantumCircuit, values: list[dict]) -> np.ndarray:
 
 def _estimate(backend, prepared, values, estimator=None) -> np.ndarray:
     """(num_observables, num_sets) expectation values of ``prepared`` via one broadcast PUB."""
-    estimator = estimator or backend.estimator()
+    estimator = estimator or prepared.estimator
     pub = (prepared.circuit, [[o] for o in prepared.observables], _rows(prepared.circuit, values))
     return np.asarray(estimator.run([pub]).result()[0].data.evs)
 
@@ -89,8 +89,8 @@ def _aer_reference(circuit, observables, values, noise_model) -> np.ndarray:
 @pytest.fixture(scope="module")
 def device_reference(device_backends, rng_values):
     """The full fake_torino ISA circuit, its full noise model and Aer's reference values."""
-    backend, _ = device_backends["aer"]
-    full = backend.full_prepared
+    backend, prepared = device_backends["aer"]
+    full = prepared.device_circuit
     model = backend.source.model
     assert full.circuit.num_qubits == 133 and len(model.noise_qubits) == 133
     return full, model, _aer_reference(full.circuit, full.observables, rng_values, model)
@@ -134,8 +134,6 @@ def test_bad_devices_and_options_raise_clear_errors():
         make_backend("aer", engine="gpu")
     with pytest.raises(ConfigError, match="bad options"):
         make_backend("aer", noise_level=3)
-    with pytest.raises(BackendError, match="prepare"):
-        AerBackend().estimator()
 
 
 def test_trimmed_model_gives_identical_results(device_reference, rng_values):
@@ -196,7 +194,7 @@ def test_shots_sample_within_five_sigma(engine, template, rng_values):
         [[o] for o in prepared.observables],
         _rows(prepared.circuit, rng_values),
     )
-    result = backend.estimator().run([pub]).result()[0]
+    result = prepared.estimator.run([pub]).result()[0]
     sampled, stds = np.asarray(result.data.evs), np.asarray(result.data.stds)
     sigma = np.sqrt((1 - exact**2) / shots)
     np.testing.assert_allclose(stds, sigma, rtol=1e-12)
@@ -226,7 +224,7 @@ def test_readout_transform_matches_confusion_matrices():
 @pytest.mark.parametrize("engine", ENGINES)
 def test_gradients_match_finite_differences(engine, device_backends, template):
     backend, prepared = device_backends[engine]
-    qnn = build_qnn(prepared, backend)
+    qnn = build_qnn(prepared)
     rng = np.random.default_rng(1)
     x = rng.uniform(-np.pi, np.pi, (2, template.num_inputs))
     w = template.init_weights(rng)
@@ -245,7 +243,7 @@ def test_gradients_match_finite_differences(engine, device_backends, template):
             shifted[:, order[p]] += sign * eps
             rows.append(shifted)
     pub = (prepared.circuit, [[o] for o in prepared.observables], np.concatenate(rows))
-    values = backend.estimator().run([pub]).result()[0].data.evs  # (8, 2 * len(chosen) * 2)
+    values = prepared.estimator.run([pub]).result()[0].data.evs  # (8, 2 * len(chosen) * 2)
     values = values.reshape(8, len(chosen), 2, 2)  # observable, parameter, sign, sample
     fd = (values[:, :, 0] - values[:, :, 1]) / (2 * eps)  # (8, parameter, sample)
     np.testing.assert_allclose(analytic, fd.transpose(2, 0, 1), atol=1e-7)
@@ -254,7 +252,7 @@ def test_gradients_match_finite_differences(engine, device_backends, template):
 def test_broadcast_gradient_sends_one_pub(device_backends, template, monkeypatch):
     backend, prepared = device_backends["aer"]
     calls = []
-    gradient = backend.gradient()
+    gradient = prepared.gradient
     original = gradient._estimator.run
 
     def counting_run(pubs, **kwargs):
@@ -263,8 +261,7 @@ def test_broadcast_gradient_sends_one_pub(device_backends, template, monkeypatch
         return original(pubs, **kwargs)
 
     monkeypatch.setattr(gradient._estimator, "run", counting_run)
-    monkeypatch.setattr(backend, "gradient", lambda: gradient)
-    qnn = build_qnn(prepared, backend)
+    qnn = build_qnn(prepared)
     rng = np.random.default_rng(2)
     qnn.backward(rng.uniform(-1, 1, (3, 4)), template.init_weights(rng))
     assert calls == [1]
@@ -385,8 +382,8 @@ def test_fused_mixed_circuit_matches_aer():
 def test_fusion_shrinks_the_device_program(device_backends, rng_values):
     density = _density()
     backend, prepared = device_backends["aer"]
-    fused = density.build_noisy_program(prepared.circuit, backend.noise_model)
-    unfused = density.build_noisy_program(prepared.circuit, backend.noise_model, fuse=0)
+    fused = density.build_noisy_program(prepared.circuit, prepared.noise_model)
+    unfused = density.build_noisy_program(prepared.circuit, prepared.noise_model, fuse=0)
     parametric = [step for step in fused.steps if step.ptm is None]
     assert len(parametric) == sum(step.ptm is None for step in unfused.steps) == 72
     assert {step.kind for step in parametric} == {"phase"}  # the ISA's parameterized RZ
@@ -455,7 +452,7 @@ def test_noise_list_and_show(capsys):
     assert "cx" in summary["gate_errors"]
     assert main(["noise", "show", PARAMETRIC]) == 0
     assert "all qubits" in capsys.readouterr().out
-    assert main(["noise", "show", "fake_nowhere"]) == 2
+    assert main(["noise", "show", "fake_nowhere"]) == BackendError.exit_code
 
 
 def test_noise_flags_need_the_aer_backend(tmp_path, capsys):

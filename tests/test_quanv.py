@@ -28,8 +28,9 @@ from qhqcnn.circuits import (
 )
 from qhqcnn.circuits.quanv import ENCODERS, patch_qubits
 from qhqcnn.cli.main import main
+from qhqcnn.config import ModelSpec
 from qhqcnn.errors import ConfigError
-from qhqcnn.models.hqcnn import ModelSpec, build_model, parameter_counts
+from qhqcnn.models import build_model, parameter_counts
 from qhqcnn.nn.feature_cache import VARIANTS, cache_path, cached_features
 from qhqcnn.nn.quanv2d import FeatureMemory, Quanv2d
 
@@ -367,7 +368,7 @@ def test_qcnn_twin_parameter_counts(encoding, twin_weights):
 
 
 def test_matched_width():
-    from qhqcnn.models.quanv import matched_width
+    from qhqcnn.models.qcnn import matched_width
 
     assert matched_width(4, 4, 31) == 3  # 4·3 + 3 + 3·4 + 4 = 31
     assert matched_width(15, 4, 31) == 1  # 24 (h = 2 would give 44)

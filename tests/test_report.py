@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from qhqcnn.cli.main import main
-from qhqcnn.config import TrainConfig
+from qhqcnn.config import ModelSpec, TrainConfig
 from qhqcnn.errors import RunNotFoundError
-from qhqcnn.models.hqcnn import ModelSpec
-from qhqcnn.reporting.report import REPORT_FILE, load_run, write_report
+from qhqcnn.reporting.report import load_run, write_report
+from qhqcnn.training.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -90,7 +90,7 @@ def fake_run(
 
 
 def check_report(run_dir: Path, figures: list[str]) -> str:
-    report = (run_dir / REPORT_FILE).read_text(encoding="utf-8")
+    report = (run_dir / RunDir.REPORT).read_text(encoding="utf-8")
     for figure in figures:
         path = run_dir / "figures" / figure
         assert path.read_bytes()[:8] == PNG_MAGIC, figure
@@ -141,7 +141,7 @@ def test_report_without_predictions(tmp_path: Path) -> None:
 def test_report_errors(tmp_path: Path) -> None:
     with pytest.raises(RunNotFoundError, match="not a qhqcnn run directory"):
         load_run(tmp_path)
-    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert main(["report", str(tmp_path / "missing")]) == RunNotFoundError.exit_code
 
 
 def test_report_figures_are_reproducible(tmp_path: Path) -> None:

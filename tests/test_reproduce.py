@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from qhqcnn.cli.main import main
-from qhqcnn.config import TrainConfig
+from qhqcnn.config import ModelSpec, TrainConfig
 from qhqcnn.errors import ConfigError
-from qhqcnn.models.hqcnn import ModelSpec
 from qhqcnn.study.reproduce import StudyPlan, paired_test, summarize
 
 TINY = ["--epochs", "1", "--max-train", "32", "--max-eval", "32", "--batch-size", "16"]
@@ -192,7 +191,8 @@ def test_cells_in_worker_processes_equal_the_serial_study(tmp_path, breast_dir, 
 
     assert study("parallel", "--workers", "2") == study("serial")
     capsys.readouterr()
-    assert main(["reproduce", "--workers", "0", "--data-dir", breast_dir, *TINY]) == 2
+    code = main(["reproduce", "--workers", "0", "--data-dir", breast_dir, *TINY])
+    assert code == ConfigError.exit_code
     assert "workers must be >= 1" in capsys.readouterr().err
 
 

@@ -11,12 +11,12 @@ import torch
 from torch import nn
 
 from qhqcnn.cli.main import main
-from qhqcnn.config import TrainConfig
+from qhqcnn.config import ModelSpec, TrainConfig
 from qhqcnn.data import medmnist_info as _medmnist
 from qhqcnn.data.batches import MappedImages, images_to_tensor
 from qhqcnn.data.medmnist import dataset_info, load_npz_file, load_split
 from qhqcnn.errors import ConfigError
-from qhqcnn.models.hqcnn import ModelSpec, build_model, parameter_counts
+from qhqcnn.models import build_model, parameter_counts
 
 
 def test_info_names_file_and_checksum_of_each_size():

@@ -11,9 +11,8 @@ import pytest
 import torch
 
 from qhqcnn.cli.main import main
-from qhqcnn.config import TrainConfig
-from qhqcnn.errors import ConfigError, TrainingError
-from qhqcnn.models.hqcnn import ModelSpec
+from qhqcnn.config import ModelSpec, TrainConfig
+from qhqcnn.errors import ConfigError, RunNotFoundError, TrainingError
 from qhqcnn.training.trainer import Trainer
 
 SMALL = ["--max-train", "48", "--max-eval", "40", "--batch-size", "16", "--no-progress"]
@@ -144,19 +143,19 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, breast_dir, mon
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "message", "kind"),
     [
-        (["train", "--dataset", "nosuchmnist"], "unknown dataset"),
-        (["train", "--model", "transformer"], "unknown model"),
-        (["train", "--backend", "warp-drive"], "unknown backend"),
-        (["train", "--epochs", "0"], "epochs must be"),
-        (["train", "--relabel", "9"], "class"),
-        (["evaluate", "/nonexistent/run"], "not a qhqcnn run directory"),
-        (["train", "--resume", "--out", "/nonexistent/run"], "no run to resume"),
+        (["train", "--dataset", "nosuchmnist"], "unknown dataset", ConfigError),
+        (["train", "--model", "transformer"], "unknown model", ConfigError),
+        (["train", "--backend", "warp-drive"], "unknown backend", ConfigError),
+        (["train", "--epochs", "0"], "epochs must be", ConfigError),
+        (["train", "--relabel", "9"], "class", ConfigError),
+        (["evaluate", "/nonexistent/run"], "not a qhqcnn run directory", RunNotFoundError),
+        (["train", "--resume", "--out", "/nonexistent/run"], "no run to resume", RunNotFoundError),
     ],
 )
-def test_cli_errors_are_clear(args, message, breast_dir, capsys):
-    assert main([*args, "--data-dir", breast_dir]) == 2
+def test_cli_errors_are_clear(args, message, kind, breast_dir, capsys):
+    assert main([*args, "--data-dir", breast_dir]) == kind.exit_code
     assert message in capsys.readouterr().err.lower()
 
 

@@ -1,8 +1,11 @@
 """Execution backends: the single seam that decides which estimator and gradient run a circuit.
 
-A backend turns a :class:`~qhqcnn.circuits.CircuitTemplate` into what ``EstimatorQNN`` needs: a
-(possibly transpiled) circuit, observables mapped to its layout, an estimator and an estimator
-gradient. Everything above this module (quantum layer, models, training) is backend-agnostic.
+A backend turns a :class:`~qhqcnn.circuits.CircuitTemplate` into what ``EstimatorQNN`` needs:
+:meth:`ExecutionBackend.prepare` returns a :class:`PreparedCircuit` that owns the (possibly
+transpiled) circuit, the observables mapped to its layout, and the estimator and estimator
+gradient that run it. A backend keeps only its options, no state from one ``prepare`` to the
+next, so one backend object can serve several layers. Everything above this module (quantum
+layer, models, training) is backend-agnostic.
 
 Backends are registered by name and loaded lazily, so optional dependencies (Aer noise models,
 IBM Runtime) are imported only when that backend is asked for.
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from qiskit import QuantumCircuit
@@ -27,24 +30,56 @@ from qhqcnn.errors import BackendError, ConfigError
 
 @dataclass(frozen=True)
 class PreparedCircuit:
-    """The circuit and observables a backend actually executes, with a description of them."""
+    """The circuit and observables a backend actually executes, and the primitives that run it.
+
+    Attributes:
+        circuit: the circuit as executed (the template's, or its ISA form on a device).
+        observables: the outputs, mapped to ``circuit``'s qubits.
+        input_params, weight_params: ``circuit``'s parameters, in the template's order.
+        info: a JSON-ready description (depth, transpilation, noise, ...).
+        estimator: the V2 estimator that evaluates ``circuit`` (``None`` for a circuit that is
+            only transpiled, as the hardware path does).
+        gradient: the estimator gradient matching ``estimator``.
+        precision: the precision ``EstimatorQNN`` passes to ``estimator`` (0 = exact).
+        noise_model: the Aer noise model on ``circuit``'s qubits, for noisy backends.
+        device_circuit: for a circuit shrunk to the qubits it uses, the ISA circuit on all of
+            the device's qubits (what a device would run).
+    """
 
     circuit: QuantumCircuit
     observables: tuple[SparsePauliOp, ...]
     input_params: tuple[Parameter, ...]
     weight_params: tuple[Parameter, ...]
     info: dict[str, Any] = field(default_factory=dict)
+    estimator: BaseEstimatorV2 | None = field(default=None, repr=False, compare=False)
+    gradient: BaseEstimatorGradient | None = field(default=None, repr=False, compare=False)
+    precision: float = 0.0
+    noise_model: Any = field(default=None, repr=False, compare=False)
+    device_circuit: PreparedCircuit | None = field(default=None, repr=False, compare=False)
 
 
 class ExecutionBackend(ABC):
-    """Provides the estimator and gradient under ``EstimatorQNN`` for one execution target."""
+    """Prepares circuits for one execution target: the circuit it runs and the primitives.
+
+    Subclasses implement :meth:`_primitives` (and override :meth:`_prepare_circuit` when they
+    run something other than the template's own circuit). They hold options only.
+    """
 
     name: ClassVar[str]
-    #: Precision passed to ``EstimatorQNN`` (0 = exact expectation values).
-    precision: float = 0.0
+
+    @property
+    def precision(self) -> float:
+        """The precision ``EstimatorQNN`` passes to the estimator (0 = exact values)."""
+        return 0.0
 
     def prepare(self, template: CircuitTemplate) -> PreparedCircuit:
-        """Return the circuit to run for ``template`` (exact backends run it as it is)."""
+        """The circuit, observables, estimator and gradient that run ``template`` here."""
+        prepared = self._prepare_circuit(template)
+        estimator, gradient = self._primitives(prepared)
+        return replace(prepared, estimator=estimator, gradient=gradient, precision=self.precision)
+
+    def _prepare_circuit(self, template: CircuitTemplate) -> PreparedCircuit:
+        """The circuit to run for ``template`` (exact backends run it as it is)."""
         return PreparedCircuit(
             circuit=template.circuit,
             observables=template.observables,
@@ -54,12 +89,11 @@ class ExecutionBackend(ABC):
         )
 
     @abstractmethod
-    def estimator(self) -> BaseEstimatorV2:
-        """A Qiskit V2 estimator."""
-
-    @abstractmethod
-    def gradient(self) -> BaseEstimatorGradient:
-        """A qiskit-machine-learning estimator gradient matching :meth:`estimator`."""
+    def _primitives(
+        self, prepared: PreparedCircuit
+    ) -> tuple[BaseEstimatorV2, BaseEstimatorGradient]:
+        """A Qiskit V2 estimator for ``prepared`` and a qiskit-machine-learning estimator
+        gradient that uses it."""
 
     def options(self) -> dict[str, Any]:
         """The options that rebuild this backend with :func:`make_backend` (saved in configs)."""
@@ -74,15 +108,14 @@ class ExactBackend(ExecutionBackend):
     def __init__(self, device: str = "cpu") -> None:
         self.device = device
 
-    def estimator(self) -> BaseEstimatorV2:
-        from qhqcnn.engine import FastEstimator
-
-        return FastEstimator(device=self.device)
-
-    def gradient(self) -> BaseEstimatorGradient:
+    def _primitives(
+        self, prepared: PreparedCircuit
+    ) -> tuple[BaseEstimatorV2, BaseEstimatorGradient]:
         from qhqcnn.engine import FastEstimator, FastEstimatorGradient
 
-        return FastEstimatorGradient(FastEstimator(device=self.device))
+        return FastEstimator(device=self.device), FastEstimatorGradient(
+            FastEstimator(device=self.device)
+        )
 
     def options(self) -> dict[str, Any]:
         return {"device": self.device}
@@ -93,15 +126,13 @@ class StatevectorBackend(ExecutionBackend):
 
     name = "statevector"
 
-    def estimator(self) -> BaseEstimatorV2:
+    def _primitives(
+        self, prepared: PreparedCircuit
+    ) -> tuple[BaseEstimatorV2, BaseEstimatorGradient]:
         from qiskit.primitives import StatevectorEstimator
-
-        return StatevectorEstimator()
-
-    def gradient(self) -> BaseEstimatorGradient:
         from qiskit_machine_learning.gradients import ParamShiftEstimatorGradient
 
-        return ParamShiftEstimatorGradient(self.estimator())
+        return StatevectorEstimator(), ParamShiftEstimatorGradient(StatevectorEstimator())
 
 
 #: name -> "module:ClassName", imported on first use.
@@ -113,11 +144,16 @@ _REGISTRY: dict[str, str] = {
 
 
 def register_backend(name: str, target: str) -> None:
-    """Register a backend class given as ``"module:ClassName"`` under ``name``."""
+    """Register a backend class given as ``"module:ClassName"`` under ``name``.
+
+    The module is imported on first use, so a backend's optional dependencies cost nothing
+    until it is asked for. The class subclasses :class:`ExecutionBackend`.
+    """
     _REGISTRY[name] = target
 
 
 def available_backends() -> list[str]:
+    """The names of the registered backends (built by :func:`make_backend`)."""
     return sorted(_REGISTRY)
 
 

@@ -46,7 +46,7 @@ def _fake_provider():
 def fake_backend_names() -> tuple[str, ...]:
     """Every fake backend of ``qiskit_ibm_runtime.fake_provider`` (e.g. ``fake_torino``)."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", UserWarning)  # calibration notes; deprecations show
         return tuple(sorted(b.name for b in _fake_provider().backends()))
 
 
@@ -59,7 +59,7 @@ def get_fake_backend(name: str):
             f"unknown fake backend {name!r}; available: {', '.join(fake_backend_names())}"
         )
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", UserWarning)  # calibration notes; deprecations show
         return _fake_provider().backend(key)
 
 

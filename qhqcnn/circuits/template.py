@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +28,76 @@ class CircuitTemplate:
     output_names: tuple[str, ...]
     init_weights: Callable[[np.random.Generator], np.ndarray] = field(repr=False)
     description: str = ""
+
+    @classmethod
+    def from_circuit(
+        cls,
+        circuit: QuantumCircuit,
+        *,
+        inputs: Iterable[Parameter],
+        weights: Iterable[Parameter],
+        observables: Sequence[SparsePauliOp | str] | None = None,
+        output_names: Sequence[str] | None = None,
+        name: str | None = None,
+        init_scale: float = 0.1,
+        description: str = "",
+    ) -> CircuitTemplate:
+        """A template from any Qiskit parameterized circuit.
+
+        Args:
+            circuit: the circuit (e.g. ``zz_feature_map(n).compose(real_amplitudes(n))``).
+            inputs: the parameters that receive each sample's features, in feature order.
+            weights: the trainable parameters, in the order of the layer's weight tensor.
+            observables: what is measured, one output each (``SparsePauliOp`` or Pauli
+                labels such as ``"ZZII"``); default ⟨Zᵢ⟩ on every qubit.
+            output_names: a label per output (default: the Pauli labels).
+            name: the template's name (default: the circuit's).
+            init_scale: initial weights are drawn uniformly from ±``init_scale``·π.
+            description: free text shown in exports.
+
+        Every parameter of ``circuit`` must be an input or a weight, and none both.
+        """
+        inputs, weights = tuple(inputs), tuple(weights)
+        overlap = set(inputs) & set(weights)
+        if overlap:
+            raise ValueError(f"parameters both input and weight: {sorted(p.name for p in overlap)}")
+        unknown = (set(inputs) | set(weights)) - set(circuit.parameters)
+        if unknown:
+            raise ValueError(f"parameters not in the circuit: {sorted(p.name for p in unknown)}")
+        unassigned = set(circuit.parameters) - set(inputs) - set(weights)
+        if unassigned:
+            names = sorted(p.name for p in unassigned)
+            raise ValueError(f"circuit parameters neither input nor weight: {names}")
+        if observables is None:
+            observables, default_names = single_qubit_observables(circuit.num_qubits, ("Z",))
+            output_names = output_names or default_names
+        operators = tuple(
+            SparsePauliOp(o) for o in observables
+        )
+        for operator in operators:
+            if operator.num_qubits != circuit.num_qubits:
+                raise ValueError(
+                    f"observable on {operator.num_qubits} qubits for a "
+                    f"{circuit.num_qubits}-qubit circuit"
+                )
+        names = tuple(output_names or ("+".join(o.paulis.to_labels()) for o in operators))
+        if len(names) != len(operators):
+            raise ValueError(f"{len(names)} output names for {len(operators)} observables")
+        count = len(weights)
+
+        def init_weights(rng: np.random.Generator) -> np.ndarray:
+            return rng.uniform(-init_scale * np.pi, init_scale * np.pi, count)
+
+        return cls(
+            name=name or circuit.name,
+            circuit=circuit,
+            input_params=inputs,
+            weight_params=weights,
+            observables=operators,
+            output_names=names,
+            init_weights=init_weights,
+            description=description,
+        )
 
     @property
     def num_qubits(self) -> int:

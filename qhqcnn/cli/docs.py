@@ -1,8 +1,9 @@
-"""Write ``docs/cli.md`` from the CLI's own parsers: ``python -m qhqcnn.cli.docs [--check]``.
+"""Write the reference pages: ``python -m qhqcnn.cli.docs [--check]``.
 
-Every command and subcommand's ``--help`` text, at a fixed width, so the page is the same on
-every machine with the same Python version (argparse's layout differs slightly between
-versions). ``tests/test_docs_cli.py`` fails when the page is stale.
+``docs/cli.md`` is every command and subcommand's ``--help`` text, at a fixed width, so the
+page is the same on every machine with the same Python version (argparse's layout differs
+slightly between versions). ``docs/reference.md`` is the public Python API (``qhqcnn.__all__``)
+with each name's signature and docstring. ``tests/test_docs_cli.py`` fails when either is stale.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from pathlib import Path
 
 from qhqcnn.io.files import atomic_write_text
 
-DEFAULT_PATH = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+DEFAULT_PATH = DOCS / "cli.md"
+REFERENCE_PATH = DOCS / "reference.md"
 WIDTH = 100
 COMMAND = "python -m qhqcnn.cli.docs"
 
@@ -62,24 +65,81 @@ def cli_markdown(parser: argparse.ArgumentParser | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(DEFAULT_PATH), help="where to write the page")
-    parser.add_argument(
-        "--check", action="store_true", help="write nothing; exit 1 if the page is stale"
-    )
-    args = parser.parse_args(argv)
-    text, path = cli_markdown(), Path(args.out)
-    if args.check:
+def _signature(value: object) -> str:
+    import inspect
+
+    try:
+        return str(inspect.signature(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return ""
+
+
+def api_markdown() -> str:
+    """The Markdown reference of the public API: every name of ``qhqcnn.__all__``, grouped by
+    the module that defines it, with its signature and docstring."""
+    import inspect
+
+    import qhqcnn
+
+    by_module: dict[str, list[str]] = {}
+    for name in qhqcnn.__all__:
+        if name != "__version__":
+            by_module.setdefault(qhqcnn._EXPORTS[name], []).append(name)
+    lines = [
+        "# Python API reference",
+        "",
+        f"Generated from the docstrings by `{COMMAND}`; `tests/test_docs_cli.py` fails when this",
+        "page no longer matches the code. Worked examples: [api.md](api.md).",
+        "",
+        "Every name below is importable from the package itself (`from qhqcnn import NAME`).",
+    ]
+    for module in sorted(by_module, key=lambda m: list(qhqcnn._EXPORTS.values()).index(m)):
+        lines += ["", f"## `{module}`"]
+        for name in by_module[module]:
+            value = getattr(qhqcnn, name)
+            kind = "class" if inspect.isclass(value) else "function"
+            lines += ["", f"### `{name}{_signature(value)}`", "", f"*{kind}*", ""]
+            lines.append(inspect.getdoc(value) or "")
+            if inspect.isclass(value):
+                for member, attribute in sorted(vars(value).items()):
+                    if member.startswith("_") or not callable(attribute):
+                        continue
+                    doc = inspect.getdoc(attribute)
+                    if doc:
+                        first = doc.split("\n\n")[0].replace("\n", " ")
+                        lines.append(f"- `{member}{_signature(attribute)}`: {first}")
+    return "\n".join(lines) + "\n"
+
+
+def _check_or_write(path: Path, text: str, check: bool) -> bool:
+    """``True`` when ``path`` holds ``text`` (``check``) or was written."""
+    if check:
         current = path.read_text(encoding="utf-8") if path.exists() else ""
         if current != text:
             print(f"{path} is stale: run `{COMMAND}`", file=sys.stderr)
-            return 1
+            return False
         print(f"{path} is up to date")
-        return 0
+        return True
     atomic_write_text(path, text)
     print(f"wrote {path}")
-    return 0
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(DEFAULT_PATH), help="where to write the CLI page")
+    parser.add_argument(
+        "--reference", default=str(REFERENCE_PATH), help="where to write the API reference page"
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if a page is stale"
+    )
+    args = parser.parse_args(argv)
+    fresh = [
+        _check_or_write(Path(args.out), cli_markdown(), args.check),
+        _check_or_write(Path(args.reference), api_markdown(), args.check),
+    ]
+    return 0 if all(fresh) else 1
 
 
 if __name__ == "__main__":

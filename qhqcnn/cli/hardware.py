@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from qhqcnn.hardware.settings import MITIGATIONS, PRIMITIVES, ExecutionSettings
-from qhqcnn.hardware.submit import DEFAULT_JOBS_DIR
+from qhqcnn.hardware.settings import (
+    DEFAULT_JOBS_DIR,
+    MITIGATIONS,
+    PRIMITIVES,
+    ExecutionSettings,
+)
 
 
 def _add_job_arguments(p: argparse.ArgumentParser) -> None:

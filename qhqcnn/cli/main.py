@@ -170,8 +170,7 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace, *, dataset: str, model: str, seed: int):
     """The TrainConfig that the recipe flags in ``args`` describe."""
-    from qhqcnn.config import TrainConfig
-    from qhqcnn.models.hqcnn import ModelSpec
+    from qhqcnn.config import ModelSpec, TrainConfig
 
     return TrainConfig(
         dataset=dataset.lower(),
@@ -275,42 +274,28 @@ def default_run_dir(dataset: str, relabel: str | None, model: str, seed: int) ->
 def _cmd_train(args: argparse.Namespace) -> int:
     """Train (single process, or one rank of a ``torchrun`` job: rank 0 alone prints, writes
     and evaluates the test split)."""
-    from qhqcnn.evaluation.evaluate import evaluate_run, format_metrics_table
-    from qhqcnn.models.hqcnn import parameter_counts
-    from qhqcnn.training.distributed import barrier, shutdown
-    from qhqcnn.training.trainer import Trainer
+    from qhqcnn.evaluation.evaluate import format_metrics_table
+    from qhqcnn.training.distributed import barrier, current_context, shutdown
+    from qhqcnn.training.pipeline import train
 
     out = Path(args.out or default_run_dir(args.dataset, args.relabel, args.model, args.seed))
-    progress = not args.no_progress
-    if not args.resume and (out / "config.json").exists():
-        raise QhqcnnError(
-            f"{out} already holds a run; use --resume to continue it or another --out"
-        )
-    if args.resume:
-        trainer = Trainer.resume(out, data_dir=args.data_dir, progress=progress)
-    else:
-        config = config_from_args(args, dataset=args.dataset, model=args.model, seed=args.seed)
-        trainer = Trainer(config, out, data_dir=args.data_dir, progress=progress)
-    context = trainer.context
-    say = print if context.is_main else (lambda *_, **__: None)
-    if args.resume:
-        say(f"resuming {out} at epoch {trainer.start_epoch}")
-    else:
-        counts = parameter_counts(trainer.model)
-        ranks = f"; {context.world_size} ranks ({context.backend})" if context.enabled else ""
-        say(
-            f"{config.model.model} on {config.dataset}: {counts['classical']:,} classical + "
-            f"{counts['quantum']} quantum parameters (head: {counts['head']}); "
-            f"backend {config.backend}; device {trainer.device}{ranks}; run directory {out}"
-        )
-    if not args.no_cache:
-        from qhqcnn.nn.feature_cache import precompute_for_trainer
-
-        for line in precompute_for_trainer(trainer, args.cache_dir):
-            say(line)
+    config = (
+        None
+        if args.resume
+        else config_from_args(args, dataset=args.dataset, model=args.model, seed=args.seed)
+    )
     try:
-        best = trainer.fit()
+        result = train(
+            config,
+            out,
+            data_dir=args.data_dir,
+            resume=args.resume,
+            progress=False if args.no_progress else None,
+            feature_cache=not args.no_cache,
+            cache_dir=args.cache_dir,
+        )
     except KeyboardInterrupt:
+        context = current_context()
         if context.is_main:
             print(
                 f"\ninterrupted: {out / 'last.pt'} holds the last finished epoch; continue "
@@ -319,10 +304,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         return 130
-    say(f"best validation AUC {best['best_val_auc']:.4f} at epoch {best['best_epoch']}")
-    if context.is_main:
-        result = evaluate_run(out, "test", data_dir=args.data_dir)
-        print(format_metrics_table([result]))
+    if result.test is not None:
+        print(format_metrics_table([result.test]))
+    context = current_context()
     barrier(context)
     shutdown(context)
     return 0
@@ -479,7 +463,7 @@ def _info_parser(sub) -> None:
 def _cmd_info(args: argparse.Namespace) -> int:
     from qhqcnn.backends.base import available_backends
     from qhqcnn.data.medmnist import available_datasets, dataset_info, resolve_data_dir
-    from qhqcnn.models.hqcnn import MODEL_NAMES
+    from qhqcnn.models import model_names
 
     data_dir = resolve_data_dir(args.data_dir)
     print(f"data directory: {data_dir}")
@@ -488,7 +472,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         info = dataset_info(name)
         present = "present" if (data_dir / info.file_name).exists() else "missing"
         print(f"{name:<18}{info.task:<28}{info.n_classes:>8}{info.n_channels:>9}  {present}")
-    print(f"models: {', '.join(MODEL_NAMES)}")
+    print(f"models: {', '.join(model_names())}")
     print(f"backends: {', '.join(available_backends())}")
     return 0
 
@@ -520,7 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except QhqcnnError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from qhqcnn.noise.models import PARAMETRIC_KINDS
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", UserWarning)  # calibration notes; deprecations show
         devices = sorted((b.name, b.num_qubits) for b in _fake_provider().backends())
     print(f"fake devices ({len(devices)}; NoiseModel.from_backend of their stored calibration):")
     for i in range(0, len(devices), 4):

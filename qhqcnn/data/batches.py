@@ -7,12 +7,13 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from qhqcnn.training.metrics import MULTI_LABEL
+from qhqcnn.data.medmnist import MULTI_LABEL_TASK as MULTI_LABEL
 
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 N×H×W×C → float32 N×C×H×W scaled to [−1, 1] (MedMNIST's mean 0.5 / std 0.5)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+    tensor = tensor.to(torch.float32, copy=True)  # never normalise the caller's array in place
     return tensor.div_(255.0).sub_(0.5).div_(0.5).contiguous()
 
 
@@ -99,7 +100,7 @@ def train_batches(
     global batch are drawn as one block and rank r takes its rows r, r + W, …
 
     ``augment="anatomy"`` applies ``policy`` (an
-    :class:`~qhqcnn.training.medical.AugmentPolicy`); ``weights`` (one per image) replaces the
+    :class:`~qhqcnn.data.augment.AugmentPolicy`); ``weights`` (one per image) replaces the
     shuffle by a weighted draw with replacement of as many images (a balanced sampler; one
     process only). Both draw from the epoch's generator, so they are resume-safe.
     """
@@ -125,7 +126,7 @@ def train_batches(
             flips = torch.rand((stop - start) * world_size, 2, generator=generator) < 0.5
             batch = apply_flips(batch, flips[rank::world_size])
         elif augment == "anatomy":
-            from qhqcnn.training.medical import apply_anatomy_augment
+            from qhqcnn.data.augment import apply_anatomy_augment
 
             batch = apply_anatomy_augment(batch, policy, generator)
         yield batch, labels[index]

@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 import pooch
 
+from qhqcnn.config import IMAGE_SIZES
 from qhqcnn.data import medmnist_info as _medmnist
 from qhqcnn.errors import ConfigError, DataError
 
@@ -30,7 +31,6 @@ DATA_DIR_ENV = "QHQCNN_DATA_DIR"
 SPLITS = ("train", "val", "test")
 IMAGE_SIZE = 28
 #: Image sizes of MedMNIST v2 (28) and MedMNIST+ (64, 128, 224).
-IMAGE_SIZES = (28, 64, 128, 224)
 BINARY_TASK = "binary-class"
 MULTI_LABEL_TASK = "multi-label, binary-class"
 

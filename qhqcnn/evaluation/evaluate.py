@@ -1,4 +1,8 @@
-"""Evaluation of a trained run on a split, on its own backend or any other one."""
+"""Evaluation: a trained run (its best checkpoint) or any model, on its own backend or another.
+
+ACC and AUC are medmnist's own (``medmnist.Evaluator``'s ``getACC``/``getAUC``) for the
+dataset's task type.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,28 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from torch import nn
 
 from qhqcnn.backends.base import make_backend
-from qhqcnn.errors import RunNotFoundError
+from qhqcnn.data.arrays import ArrayDataset
+from qhqcnn.data.batches import images_to_tensor, labels_to_tensor
+from qhqcnn.data.medmnist import SPLITS
+from qhqcnn.errors import RunNotFoundError, TrainingError
 from qhqcnn.io.files import atomic_save_npz, atomic_write_json
-from qhqcnn.training.scoring import score_split
-from qhqcnn.training.trainer import BEST_CHECKPOINT, load_data, model_for_config, run_dir_config
+from qhqcnn.training.rundir import RunDir
+from qhqcnn.training.scoring import SplitScore, score_split
+from qhqcnn.training.trainer import load_data, model_for_config
 
-SPLITS = ("train", "val", "test")
+__all__ = [
+    "SPLITS",
+    "evaluate_model",
+    "evaluate_run",
+    "format_metrics_table",
+    "load_trained_model",
+    "result_tag",
+]
 
 
 def result_tag(backend: str | None, options: dict[str, Any] | None) -> str:
@@ -26,37 +43,87 @@ def result_tag(backend: str | None, options: dict[str, Any] | None) -> str:
 
 
 def load_trained_model(run_dir: str | Path, info, config, backend=None):
-    """The run's model with its best checkpoint loaded, on ``backend`` (default: its own)."""
-    checkpoint = Path(run_dir) / BEST_CHECKPOINT
+    """The run's model with its best checkpoint loaded, on ``backend`` (default: its own).
+
+    The checkpoint is loaded onto the CPU, so a run trained on CUDA evaluates anywhere.
+    Returns ``(model, epoch of the checkpoint)``.
+    """
+    checkpoint = RunDir(run_dir).best_checkpoint
     if not checkpoint.exists():
-        raise RunNotFoundError(f"{run_dir} has no {BEST_CHECKPOINT}: it finished no epoch yet")
+        raise RunNotFoundError(f"{run_dir} has no {RunDir.BEST}: it finished no epoch yet")
     model = model_for_config(config, info, backend)
-    state = torch.load(checkpoint, weights_only=False)
+    try:
+        state = torch.load(checkpoint, weights_only=False, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is the same error
+        raise TrainingError(f"cannot read checkpoint {checkpoint}: {exc}") from exc
     model.load_state_dict(state["model"])
     model.eval()
     return model, state["epoch"]
+
+
+def evaluate_model(
+    model: nn.Module,
+    images: np.ndarray | torch.Tensor,
+    labels: np.ndarray | torch.Tensor,
+    task: str,
+    *,
+    batch_size: int = 256,
+) -> SplitScore:
+    """Loss, ACC and AUC of any model on images and labels, as ``medmnist.Evaluator`` scores.
+
+    Args:
+        model: maps a float batch ``(B, C, H, W)`` in [−1, 1] to logits.
+        images: uint8 ``(N, H, W[, C])`` (MedMNIST's layout, normalised here) or a float
+            tensor ``(N, C, H, W)`` already normalised.
+        labels: ``(N,)``/``(N, 1)`` class indices, or ``(N, L)`` multi-label targets.
+        task: the MedMNIST task type (``"binary-class"``, ``"multi-class"``,
+            ``"ordinal-regression"``, ``"multi-label, binary-class"``).
+
+    Returns:
+        a :class:`~qhqcnn.training.scoring.SplitScore` (``loss``, ``acc``, ``auc``,
+        ``y_score``).
+    """
+    if isinstance(images, np.ndarray):
+        images = images_to_tensor(images if images.ndim == 4 else images[..., None])
+    label_tensor = labels_to_tensor(np.asarray(labels), task)
+    return score_split(model, images, label_tensor, task, batch_size)
 
 
 def evaluate_run(
     run_dir: str | Path,
     split: str = "test",
     *,
+    data: ArrayDataset | None = None,
     data_dir: str | None = None,
     backend: str | None = None,
     backend_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """ACC/AUC of the run's best checkpoint on ``split``; writes ``metrics_<split><tag>.json``
-    and ``predictions_<split><tag>.npz`` (``y_true``, ``y_score``) into the run directory."""
-    run_dir = Path(run_dir)
-    config = run_dir_config(run_dir)
-    data = load_data(config, data_dir, splits=(split,))
+    """ACC/AUC of the run's best checkpoint on ``split``.
+
+    Writes ``metrics_<split><tag>.json`` and ``predictions_<split><tag>.npz`` (``y_true``,
+    ``y_score``) into the run directory; ``tag`` names the backend when it is not the run's own.
+
+    Args:
+        run_dir: a run directory written by training.
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        data: the user's own dataset the run was trained on (``None``: its MedMNIST set).
+        data_dir: where the MedMNIST files are.
+        backend, backend_options: evaluate on this backend instead of the run's own (e.g.
+            ``"aer"`` with ``{"noise": "fake_torino"}``).
+
+    Returns:
+        the metrics record that was written.
+    """
+    run = RunDir(run_dir)
+    config = run.config()
+    prepared = load_data(config, data_dir, splits=(split,), data=data)
     target = make_backend(backend, **(backend_options or {})) if backend else None
-    model, epoch = load_trained_model(run_dir, data.info, config, target)
-    tensors = data.splits[split]
-    score = score_split(model, tensors.images, tensors.labels, data.info.task)
+    model, epoch = load_trained_model(run.path, prepared.info, config, target)
+    tensors = prepared.splits[split]
+    score = score_split(model, tensors.images, tensors.labels, prepared.info.task)
     result = {
-        "run": str(run_dir),
-        "dataset": config.dataset,
+        "run": str(run.path),
+        "dataset": config.dataset if data is None else data.name,
         "relabel": config.relabel,
         "model": config.model.model,
         "split": split,
@@ -67,14 +134,14 @@ def evaluate_run(
         **score.metrics(),
     }
     tag = result_tag(backend, backend_options)
-    atomic_write_json(run_dir / f"metrics_{split}{tag}.json", result)
+    atomic_write_json(run.metrics_path(split, tag), result)
     y_true = tensors.labels.numpy()
-    atomic_save_npz(run_dir / f"predictions_{split}{tag}.npz", y_true=y_true, y_score=score.y_score)
-    if not tag:
+    atomic_save_npz(run.predictions_path(split, tag), y_true=y_true, y_score=score.y_score)
+    if not tag and data is None:  # a MedMNIST set: also medmnist's own result file
         result["medmnist_file"] = str(
-            write_medmnist_result(run_dir, config, split, score.y_score, result)
+            write_medmnist_result(run.path, config, split, score.y_score, result)
         )
-        atomic_write_json(run_dir / f"metrics_{split}{tag}.json", result)
+        atomic_write_json(run.metrics_path(split, tag), result)
     return result
 
 

@@ -20,12 +20,14 @@ import torch
 from torch import nn
 
 from qhqcnn.backends.base import make_backend
+from qhqcnn.config import ModelSpec
 from qhqcnn.errors import ConfigError
 from qhqcnn.evaluation.evaluate import SPLITS, load_trained_model
-from qhqcnn.models.hqcnn import CLASSICAL_TWINS, ModelSpec, build_model
+from qhqcnn.models import build_model, classical_twins
 from qhqcnn.reporting.plots import predicted_labels
 from qhqcnn.training.metrics import medmnist_metrics, scores_from_logits
-from qhqcnn.training.trainer import load_data, run_dir_config
+from qhqcnn.training.rundir import RunDir
+from qhqcnn.training.trainer import load_data
 
 
 @dataclass
@@ -79,7 +81,7 @@ def load_run_inputs(
     images."""
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    config = run_dir_config(run_dir)
+    config = RunDir(run_dir).config()
     if not config.model.is_quantum:
         raise ConfigError(f"{run_dir} is a {config.model.model!r} run: it has no quantum circuit")
     # The whole split (training may have capped it with --max-eval), then the chosen slice.
@@ -89,7 +91,7 @@ def load_run_inputs(
     # Any backend can rebuild the model: only its classical parts and stored weights are used.
     model, epoch = load_trained_model(run_dir, data.info, config, make_backend("statevector"))
     with torch.no_grad():
-        angles = model.angles(tensors.images[torch.as_tensor(indices)]).double().numpy()
+        angles = model.circuit_inputs(tensors.images[torch.as_tensor(indices)]).double().numpy()
     weights = model.head.weight.detach().double().numpy().copy()
     readout = model.readout().state_dict()
     classifier = {k: v.detach().cpu().numpy() for k, v in readout.items()}
@@ -151,7 +153,7 @@ def build_classifier(
 ) -> nn.Module:
     """The trained layers after the circuit (``model.readout()``), in eval mode: circuit
     outputs, ``rows_per_image`` rows per image, → class logits."""
-    twin = replace(spec, model=CLASSICAL_TWINS[spec.model])
+    twin = replace(spec, model=classical_twins()[spec.model])
     classifier = build_model(twin, n_channels, n_classes, image_size=image_size).readout()
     tensors = {k: torch.as_tensor(np.asarray(v, dtype=np.float32)) for k, v in state.items()}
     classifier.load_state_dict(tensors)

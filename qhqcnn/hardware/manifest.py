@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from qhqcnn.errors import QhqcnnError, RunNotFoundError
+from qhqcnn.errors import HardwareError, RunNotFoundError
 from qhqcnn.io.files import atomic_save_npz, atomic_write, atomic_write_text
 
 SCHEMA = "qhqcnn.hardware-job/1"
@@ -51,7 +51,7 @@ RESUBMITTABLE = frozenset({PENDING, SUBMITTING, FAILED, CANCELLED, LOST})
 _REQUIRED = ("schema", "run", "backend", "circuit", "settings", "execution", "inputs", "chunks")
 
 
-class JobRecordError(QhqcnnError):
+class JobRecordError(HardwareError):
     """A job record directory is missing, corrupt or inconsistent."""
 
 

@@ -28,7 +28,7 @@ from qhqcnn.hardware.primitives import (
     make_estimator,
 )
 from qhqcnn.hardware.settings import ExecutionSettings
-from qhqcnn.training.trainer import run_dir_config
+from qhqcnn.training.rundir import RunDir
 
 #: Assumed per-job overhead and repetition delay of the rough QPU-usage estimate.
 JOB_OVERHEAD_S = 2.0
@@ -161,7 +161,7 @@ def build_plan(
     or rejected credentials fail before any data is loaded or circuit transpiled.
     """
     settings = settings or ExecutionSettings()
-    run_dir_config(run_dir)  # a clear error for a missing run, before touching the network
+    RunDir(run_dir).config()  # a clear error for a missing run, before touching the network
     if service is None and not is_fake_name(backend_name):
         service = runtime_service()
     backend = get_backend(backend_name, service=service)

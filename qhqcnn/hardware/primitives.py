@@ -10,7 +10,6 @@ in memory for large fake devices: ``auto`` then falls back to the legacy primiti
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 from qhqcnn.errors import BackendError, ConfigError
@@ -77,9 +76,7 @@ def make_estimator(kind: str, mode: Any, options: dict[str, Any]):
     cls = executor_estimator_class() if kind == EXECUTOR else legacy_estimator_class()
     if cls is None:
         raise BackendError(f"the {kind} estimator is not available in this qiskit-ibm-runtime")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return cls(mode=mode, options=options)
+    return cls(mode=mode, options=options)  # the legacy estimator's deprecation shows
 
 
 def _techniques(options: dict[str, Any]) -> dict[str, bool]:

@@ -19,6 +19,7 @@ import numpy as np
 
 from qhqcnn.backends.base import make_backend
 from qhqcnn.backends.devices import is_fake_name, normalize_fake_name
+from qhqcnn.config import ModelSpec
 from qhqcnn.errors import QhqcnnError
 from qhqcnn.hardware.features import build_classifier, score_outputs
 from qhqcnn.hardware.manifest import (
@@ -28,7 +29,6 @@ from qhqcnn.hardware.manifest import (
     write_json,
     write_text,
 )
-from qhqcnn.models.hqcnn import ModelSpec
 from qhqcnn.reporting.plots import new_figure, save_figure, styled
 
 REPORT_MD, REPORT_JSON, REPORT_PNG = "report.md", "report.json", "report.png"

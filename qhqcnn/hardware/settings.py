@@ -7,6 +7,9 @@ from typing import Any
 
 from qhqcnn.errors import ConfigError
 
+#: Where job records are written unless ``--jobs-dir`` says otherwise.
+DEFAULT_JOBS_DIR = "hardware_jobs"
+
 #: ``--mitigation`` choices; several may be combined (``trex,zne``), ``none`` stands alone.
 MITIGATIONS = ("none", "trex", "zne", "twirling", "dd")
 #: ``auto`` picks the executor estimator where it exists and fits (see primitives.py).

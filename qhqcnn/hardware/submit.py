@@ -43,10 +43,8 @@ from qhqcnn.hardware.primitives import (
     legacy_estimator_class,
     make_estimator,
 )
-from qhqcnn.hardware.settings import ExecutionSettings
+from qhqcnn.hardware.settings import DEFAULT_JOBS_DIR, ExecutionSettings
 from qhqcnn.io.files import environment_record
-
-DEFAULT_JOBS_DIR = "hardware_jobs"
 
 
 def _sha256(path: Path) -> str:

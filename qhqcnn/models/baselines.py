@@ -12,8 +12,10 @@
     (``FC 128 → ReLU → dropout → FC n_classes``) with **no** 4-value bottleneck: what the
     bridge to the qubits costs (or gains) when compared with ``classical`` and ``hqcnn``.
 
-Both are plain ``nn.Module`` s with a ``head`` attribute of ``None`` (no quantum part and no
-swapped head), so run records and parameter counts treat them like any classical model.
+Both are registered models (:func:`~qhqcnn.models.register_model`, classical, no circuit and
+no twin) and :class:`~qhqcnn.models.HybridModel` s with a ``head`` of ``None`` (no quantum part
+and no swapped head), so run records and parameter counts treat them like any classical model;
+they have no circuit inputs, so the hardware path does not apply to them.
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from qhqcnn.config import ModelSpec
+from qhqcnn.models.base import HybridModel
 from qhqcnn.models.hqcnn import Backbone
+from qhqcnn.models.registry import register_model
 
 #: The classical baselines of this module (no circuit, no classical twin).
 BASELINE_MODELS = ("resnet18", "backbone-head")
@@ -50,7 +55,7 @@ class BasicBlock(nn.Module):
         return torch.relu(out + self.shortcut(x))
 
 
-class ResNet18(nn.Module):
+class ResNet18(HybridModel):
     """ResNet-18 for small images: 3×3 stride-1 stem, no max-pool (MedMNIST's ResNet-18 (28))."""
 
     def __init__(self, in_channels: int, num_classes: int) -> None:
@@ -75,7 +80,7 @@ class ResNet18(nn.Module):
         return self.fc(torch.flatten(self.pool(self.stages(self.stem(images))), 1))
 
 
-class BackboneHead(nn.Module):
+class BackboneHead(HybridModel):
     """The HQCNN backbone (5 convs → FC 256) with an ordinary classifier and no bottleneck."""
 
     def __init__(
@@ -95,12 +100,27 @@ class BackboneHead(nn.Module):
         return self.classifier(self.backbone(images))
 
 
-def build_baseline(
-    name: str, in_channels: int, num_classes: int, *, image_size: int = 28, dropout: float = 0.3
-) -> nn.Module:
-    """The baseline ``name`` (one of :data:`BASELINE_MODELS`)."""
-    if name == "resnet18":
-        return ResNet18(in_channels, num_classes)
-    if name == "backbone-head":
-        return BackboneHead(in_channels, num_classes, image_size=image_size, dropout=dropout)
-    raise ValueError(f"not a baseline model: {name!r}")
+@register_model(
+    "resnet18",
+    quantum=False,
+    summary="ResNet-18 (28×28 variant: 3×3 stem, no max-pool), the MedMNIST reference CNN",
+)
+def build_resnet18(
+    spec: ModelSpec, in_channels: int, num_classes: int, backend=None, *, seed: int = 0,
+    image_size: int = 28,
+) -> ResNet18:  # fmt: skip
+    """ResNet-18 (28); ``spec``'s circuit options do not apply."""
+    return ResNet18(in_channels, num_classes)
+
+
+@register_model(
+    "backbone-head",
+    quantum=False,
+    summary="the HQCNN backbone + FC 256 with an ordinary classifier (no 4-value bottleneck)",
+)
+def build_backbone_head(
+    spec: ModelSpec, in_channels: int, num_classes: int, backend=None, *, seed: int = 0,
+    image_size: int = 28,
+) -> BackboneHead:  # fmt: skip
+    """The backbone-only baseline (``spec.dropout`` as in the hybrid models)."""
+    return BackboneHead(in_channels, num_classes, image_size=image_size, dropout=spec.dropout)

@@ -10,13 +10,12 @@ The classical ablation is the identical network with the quantum layer replaced 
 ``tanh(Linear(n_q, n_out))``: the same input and output sizes, outputs bounded in [−1, 1] like
 expectation values, and a parameter count within a few of the circuit's (40 vs 38 by default).
 
-The quanvolution family (``quanv``, ``qcnn``) is built by :mod:`qhqcnn.models.quanv`.
+The quanvolution family is in :mod:`qhqcnn.models.quanv` and :mod:`qhqcnn.models.qcnn`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -24,84 +23,10 @@ from torch import nn
 from qhqcnn.backends.base import ExecutionBackend
 from qhqcnn.circuits import hqcnn_template
 from qhqcnn.circuits.template import CircuitTemplate
-from qhqcnn.errors import ConfigError
+from qhqcnn.config import ModelSpec
+from qhqcnn.models.base import HybridModel
+from qhqcnn.models.registry import register_model
 from qhqcnn.nn.quantum_layer import QuantumLayer
-
-MODEL_NAMES = (
-    "hqcnn",
-    "classical",
-    "quanv",
-    "qcnn",
-    "quanv-classical",
-    "qcnn-classical",
-    "resnet18",
-    "backbone-head",
-)
-#: Each quantum model -> its parameter-matched classical twin (the honest baseline).
-CLASSICAL_TWINS = {"hqcnn": "classical", "quanv": "quanv-classical", "qcnn": "qcnn-classical"}
-#: Models with a quantum layer (they need an execution backend).
-QUANTUM_MODELS = ("hqcnn", "quanv", "qcnn")
-#: The quanvolution family and its classical twins, built by :mod:`qhqcnn.models.quanv`.
-QUANV_MODELS = ("quanv", "qcnn", "quanv-classical", "qcnn-classical")
-
-
-#: Read-out choices of the HQCNN circuit (``ModelSpec.observables``).
-OBSERVABLES = ("zx", "zx+zz")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Everything that defines a model's architecture (saved in every run config)."""
-
-    model: str = "hqcnn"
-    num_qubits: int = 4
-    layers: int = 2
-    encoding: str = "angle"
-    attention: bool = True
-    dropout: float = 0.3
-    #: BatchNorm1d on the bridge features before the angle map (see ``HybridNet``).
-    bridge_norm: bool = True
-    #: quanv only: ``random`` (fixed, Henderson et al.) or ``trainable`` filter, patch window
-    #: and stride, and the seed of the random filter's circuit.
-    quanv_filter: str = "random"
-    window: int = 2
-    stride: int = 2
-    filter_seed: int = 0
-    #: hqcnn/classical read-out: ``zx`` (⟨Z_i⟩, ⟨X_i⟩; default) or ``zx+zz`` (plus the ring's
-    #: ⟨Z_i Z_j⟩ correlators). The bottleneck width is ``num_qubits`` (the bridge's outputs).
-    observables: str = "zx"
-
-    def __post_init__(self) -> None:
-        if self.model not in MODEL_NAMES:
-            raise ConfigError(
-                f"unknown model {self.model!r}; choose one of {', '.join(MODEL_NAMES)}"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.observables not in OBSERVABLES:
-            raise ConfigError(f"observables must be one of {OBSERVABLES}, got {self.observables!r}")
-
-    @property
-    def is_quantum(self) -> bool:
-        """Whether this model has a quantum layer (and so needs an execution backend)."""
-        return self.model in QUANTUM_MODELS
-
-    def template(self) -> CircuitTemplate:
-        """The circuit template of this spec (also defines the classical head's sizes)."""
-        if self.model in QUANV_MODELS:
-            from qhqcnn.models.quanv import spec_template
-
-            return spec_template(self)
-        return hqcnn_template(
-            self.num_qubits,
-            self.layers,
-            encoding=self.encoding,
-            attention=self.attention,
-            correlators=self.observables == "zx+zz",
-        )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -168,7 +93,7 @@ class ClassicalHead(nn.Module):
         return torch.tanh(self.linear(values))
 
 
-class HybridNet(nn.Module):
+class HybridNet(HybridModel):
     """Backbone → bridge (FC to the circuit's inputs) → angle map → head → classifier."""
 
     def __init__(
@@ -201,8 +126,9 @@ class HybridNet(nn.Module):
             nn.Linear(128, num_classes),
         )
 
-    def angles(self, images: torch.Tensor) -> torch.Tensor:
-        """The classical features sent to the head (the circuit's input angles)."""
+    def circuit_inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """The classical features sent to the head (the circuit's input angles), one row per
+        image."""
         return self.angle_map(self.bridge(self.backbone(images)))
 
     def readout(self) -> nn.Module:
@@ -210,38 +136,28 @@ class HybridNet(nn.Module):
         return self.classifier
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.head(self.angles(images)))
+        return self.classifier(self.head(self.circuit_inputs(images)))
 
 
-def build_model(
+def hqcnn_spec_template(spec: ModelSpec) -> CircuitTemplate:
+    """The HQCNN circuit of ``spec`` (also the size of the classical ablation's layer)."""
+    return hqcnn_template(
+        spec.num_qubits,
+        spec.layers,
+        encoding=spec.encoding,
+        attention=spec.attention,
+        correlators=spec.observables == "zx+zz",
+    )
+
+
+def _hybrid_net(
     spec: ModelSpec,
+    head: nn.Module,
+    template: CircuitTemplate,
     in_channels: int,
     num_classes: int,
-    backend: ExecutionBackend | None = None,
-    *,
-    seed: int = 0,
-    image_size: int = 28,
-) -> nn.Module:
-    """Build ``spec.model`` for images with ``in_channels`` channels and ``num_classes`` outputs."""
-    from qhqcnn.models.baselines import BASELINE_MODELS, build_baseline
-
-    if spec.model in BASELINE_MODELS:
-        return build_baseline(
-            spec.model, in_channels, num_classes, image_size=image_size, dropout=spec.dropout
-        )
-    if spec.model in QUANV_MODELS:
-        from qhqcnn.models.quanv import build_quanv_family
-
-        return build_quanv_family(
-            spec, in_channels, num_classes, backend, seed=seed, image_size=image_size
-        )
-    template = spec.template()
-    if spec.model == "hqcnn":
-        if backend is None:
-            raise ConfigError("the hqcnn model needs an execution backend")
-        head: nn.Module = QuantumLayer(template, backend, seed=seed)
-    else:
-        head = ClassicalHead(template.num_inputs, template.num_outputs)
+    image_size: int,
+) -> HybridNet:
     return HybridNet(
         head,
         template.num_inputs,
@@ -254,20 +170,44 @@ def build_model(
     )
 
 
-def parameter_counts(model: nn.Module) -> dict[str, int]:
-    """Trainable parameters split into classical, quantum (circuit weights) and the head's share.
+@register_model(
+    "hqcnn",
+    quantum=True,
+    twin="classical",
+    template=hqcnn_spec_template,
+    summary="conv backbone → bridge → angle-encoded circuit with Fourier attention → classifier",
+)
+def build_hqcnn(
+    spec: ModelSpec,
+    in_channels: int,
+    num_classes: int,
+    backend: ExecutionBackend | None,
+    *,
+    seed: int = 0,
+    image_size: int = 28,
+) -> HybridNet:
+    """The HQCNN: :class:`HybridNet` with the circuit of ``spec`` as its head."""
+    template = hqcnn_spec_template(spec)
+    head = QuantumLayer(template, backend, seed=seed)
+    return _hybrid_net(spec, head, template, in_channels, num_classes, image_size)
 
-    ``head`` is the part that the ablation swaps: the circuit weights for HQCNN, the
-    ``Linear(n_q, n_out)`` for the classical model.
-    """
-    quantum = sum(
-        p.numel()
-        for m in model.modules()
-        if isinstance(m, QuantumLayer)
-        for p in m.parameters()
-        if p.requires_grad
-    )
-    total = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    head = getattr(model, "head", None)
-    head_count = sum(p.numel() for p in head.parameters()) if head is not None else 0
-    return {"classical": total - quantum, "quantum": quantum, "head": head_count, "total": total}
+
+@register_model(
+    "classical",
+    quantum=False,
+    template=hqcnn_spec_template,
+    summary="the HQCNN with its circuit replaced by tanh(Linear) of the same sizes",
+)
+def build_classical(
+    spec: ModelSpec,
+    in_channels: int,
+    num_classes: int,
+    backend: ExecutionBackend | None = None,
+    *,
+    seed: int = 0,
+    image_size: int = 28,
+) -> HybridNet:
+    """The HQCNN's parameter-matched classical ablation (``backend`` is ignored)."""
+    template = hqcnn_spec_template(spec)
+    head = ClassicalHead(template.num_inputs, template.num_outputs)
+    return _hybrid_net(spec, head, template, in_channels, num_classes, image_size)

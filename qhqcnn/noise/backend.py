@@ -156,13 +156,9 @@ class AerBackend(ExecutionBackend):
         self.target = target
         self.readout = bool(readout)
         self.device = device
-        self.noise_model: NoiseModel | None = None  # on the compact qubits, set by prepare()
-        self.full_prepared: PreparedCircuit | None = None  # the ISA circuit on all device qubits
-        self._prepared: PreparedCircuit | None = None
-        self._estimator: BaseEstimatorV2 | None = None
 
     @property
-    def precision(self) -> float:  # type: ignore[override]
+    def precision(self) -> float:
         return 0.0 if self.shots is None else 1.0 / math.sqrt(self.shots)
 
     # -- circuit -------------------------------------------------------------------------------
@@ -178,7 +174,7 @@ class AerBackend(ExecutionBackend):
         # (cp, crx, ...) wrongly (qiskit-aer#2403) while rz/sx/x/cx circuits are exact.
         return generic_target(template.num_qubits, self.seed, line=self.source.kind != "ideal")
 
-    def prepare(self, template: CircuitTemplate) -> PreparedCircuit:
+    def _prepare_circuit(self, template: CircuitTemplate) -> PreparedCircuit:
         """Transpile once, shrink to the active qubits, re-index noise (and readout) to them."""
         full = _transpile_once(
             template,
@@ -187,18 +183,17 @@ class AerBackend(ExecutionBackend):
             self.initial_layout,
             self.seed,
         )
-        self.full_prepared = full
         compact = compact_circuit(full)
         if any(i.operation.name == "delay" for i in compact.prepared.circuit.data):
             raise BackendError("circuits with delays are not supported (no relaxation on delays)")
-        self.noise_model = (
+        noise_model = (
             remap_noise_model(self.source.model, compact.mapping)
             if self.source.model is not None
             else None
         )
         prepared = compact.prepared
         if self.readout:
-            flips = readout_flip_table(self.noise_model, prepared.circuit.num_qubits)
+            flips = readout_flip_table(noise_model, prepared.circuit.num_qubits)
             prepared = replace(
                 prepared,
                 observables=tuple(apply_readout_error(o, flips) for o in prepared.observables),
@@ -211,27 +206,33 @@ class AerBackend(ExecutionBackend):
             "shots": self.shots,
             "readout_error_applied": self.readout,
         }
-        self._prepared = replace(prepared, info=info)
-        self._estimator = None
-        return self._prepared
+        return replace(prepared, info=info, noise_model=noise_model, device_circuit=full)
+
+    def _primitives(
+        self, prepared: PreparedCircuit
+    ) -> tuple[BaseEstimatorV2, BaseEstimatorGradient]:
+        # One estimator instance: with shots, the forward pass and the gradient draw from one
+        # random stream.
+        exact = self.exact_estimator(prepared.noise_model)
+        estimator = exact if self.shots is None else ShotEstimator(exact, self.shots, self.seed)
+        if self.engine == "density" and self.shots is None:
+            from qhqcnn.noise.density import DensityMatrixGradient
+
+            return estimator, DensityMatrixGradient(estimator)
+        return estimator, BroadcastParamShiftGradient(estimator)
 
     # -- primitives ----------------------------------------------------------------------------
-    def _require_prepared(self) -> None:
-        if self._prepared is None:
-            raise BackendError("AerBackend.prepare(template) must run before estimator()")
-
-    def exact_estimator(self) -> BaseEstimatorV2:
-        """Exact (noisy) expectation values, no shot noise."""
-        self._require_prepared()
+    def exact_estimator(self, noise_model: NoiseModel | None) -> BaseEstimatorV2:
+        """Exact (noisy) expectation values under ``noise_model``, no shot noise."""
         if self.engine == "density":
             from qhqcnn.noise.density import DensityMatrixEstimator
 
-            return DensityMatrixEstimator(self.noise_model)
+            return DensityMatrixEstimator(noise_model)
         from qiskit_aer.primitives import EstimatorV2
 
         backend_options: dict[str, Any] = {"method": "statevector"}
-        if self.noise_model is not None:
-            backend_options = {"method": "density_matrix", "noise_model": self.noise_model}
+        if noise_model is not None:
+            backend_options = {"method": "density_matrix", "noise_model": noise_model}
         backend_options["device"] = aer_device(self.device)
         return EstimatorV2(
             options={
@@ -240,23 +241,6 @@ class AerBackend(ExecutionBackend):
                 "run_options": {"seed_simulator": self.seed},
             }
         )
-
-    def estimator(self) -> BaseEstimatorV2:
-        """The estimator of the prepared circuit (one instance: with shots, the forward pass and
-        the gradient draw from one random stream)."""
-        if self._estimator is None:
-            exact = self.exact_estimator()
-            self._estimator = (
-                exact if self.shots is None else ShotEstimator(exact, self.shots, self.seed)
-            )
-        return self._estimator
-
-    def gradient(self) -> BaseEstimatorGradient:
-        if self.engine == "density" and self.shots is None:
-            from qhqcnn.noise.density import DensityMatrixGradient
-
-            return DensityMatrixGradient(self.estimator())
-        return BroadcastParamShiftGradient(self.estimator())
 
     def options(self) -> dict[str, Any]:
         return {

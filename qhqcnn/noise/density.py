@@ -43,6 +43,7 @@ from qiskit.quantum_info.operators.base_operator import BaseOperator
 from qiskit_aer.noise import NoiseModel
 from qiskit_machine_learning.gradients import EstimatorGradientResult
 
+from qhqcnn import _compat
 from qhqcnn.engine import ControlledGate, ExponentialGate, FixedGate, UGate, compile_circuit
 from qhqcnn.engine.batching import index_by_identity, unique_rows
 from qhqcnn.engine.compile import IGNORED
@@ -81,8 +82,8 @@ def instruction_error(model: NoiseModel | None, name: str, qubits: tuple[int, ..
     """The error Aer applies after ``name`` on ``qubits``: local, else all-qubit, else None."""
     if model is None:
         return None
-    local = model._local_quantum_errors.get(name, {}).get(qubits)
-    return local if local is not None else model._default_quantum_errors.get(name)
+    local = _compat.local_quantum_errors(model).get(name, {}).get(qubits)
+    return local if local is not None else _compat.default_quantum_errors(model).get(name)
 
 
 def _instruction_keys(circuit: QuantumCircuit) -> list[tuple[str, tuple[int, ...]]]:

@@ -29,8 +29,8 @@ from qiskit_machine_learning.gradients import (
     EstimatorGradientResult,
     ParamShiftEstimatorGradient,
 )
-from qiskit_machine_learning.gradients.utils import _assign_unique_parameters
 
+from qhqcnn import _compat
 from qhqcnn.engine.batching import index_by_identity
 from qhqcnn.errors import BackendError
 
@@ -61,7 +61,7 @@ def _constant(value) -> float:
 def shift_program(circuit: QuantumCircuit) -> ShiftProgram:
     """Build the unique-angle circuit and its affine angle map (raises if not affine)."""
     translated = TranslateParameterizedGates(ParamShiftEstimatorGradient.SUPPORTED_GATES)(circuit)
-    unique = _assign_unique_parameters(translated)
+    unique = _compat.assign_unique_parameters(translated)
     g_circuit = unique.gradient_circuit
     g_circuit.global_phase = 0.0  # no expectation value depends on it
     params: list[Parameter] = list(circuit.parameters)

@@ -36,6 +36,7 @@ from qiskit_aer.noise import (
     thermal_relaxation_error,
 )
 
+from qhqcnn import _compat
 from qhqcnn.backends.devices import get_backend, is_fake_name, normalize_fake_name
 from qhqcnn.errors import BackendError, ConfigError
 
@@ -169,7 +170,7 @@ def device_noise_model(name: str) -> tuple[NoiseModel, Any]:
     backend = get_backend(name)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            warnings.simplefilter("ignore", UserWarning)  # calibration notes; deprecations show
             return NoiseModel.from_backend(backend), backend
     except Exception as exc:  # noqa: BLE001 - Aer raises NoiseError and others
         raise BackendError(f"cannot build a noise model for {name!r}: {exc}") from exc
@@ -202,19 +203,19 @@ def remap_noise_model(
     and re-added through the public ``add_*`` methods.
     """
     new = NoiseModel(basis_gates=model.basis_gates)
-    for label, error in model._default_quantum_errors.items():
+    for label, error in _compat.default_quantum_errors(model).items():
         new.add_all_qubit_quantum_error(error, label, warnings=False)
-    for label, table in model._local_quantum_errors.items():
+    for label, table in _compat.local_quantum_errors(model).items():
         for qubits, error in table.items():
             if all(q in mapping for q in qubits):
                 new.add_quantum_error(error, label, [mapping[q] for q in qubits], warnings=False)
-    if model._default_readout_error is not None:
-        new.add_all_qubit_readout_error(model._default_readout_error, warnings=False)
-    for qubits, error in model._local_readout_errors.items():
+    if _compat.default_readout_error(model) is not None:
+        new.add_all_qubit_readout_error(_compat.default_readout_error(model), warnings=False)
+    for qubits, error in _compat.local_readout_errors(model).items():
         if all(q in mapping for q in qubits):
             new.add_readout_error(error, [mapping[q] for q in qubits], warnings=False)
     if keep_passes:
-        new._custom_noise_passes = list(model._custom_noise_passes)
+        _compat.set_custom_noise_passes(new, _compat.custom_noise_passes(model))
     return new
 
 
@@ -234,7 +235,7 @@ def error_rate(error) -> float:
 
 def readout_flips(model: NoiseModel, qubit: int) -> tuple[float, float] | None:
     """``(P(read 1 | 0), P(read 0 | 1))`` of ``qubit``'s single-qubit readout error, if any."""
-    error = model._local_readout_errors.get((qubit,), model._default_readout_error)
+    error = _compat.local_readout_errors(model).get((qubit,), _compat.default_readout_error(model))
     if error is None or error.number_of_qubits != 1:
         return None
     probs = error.probabilities
@@ -253,9 +254,10 @@ def describe_noise_model(
         return {"name": name or "ideal", "ideal": True, "qubits": list(qubits or [])}
     qubits = sorted(qubits) if qubits is not None else sorted(model.noise_qubits)
     chosen = set(qubits)
-    all_qubit = {label: error_rate(err) for label, err in model._default_quantum_errors.items()}
+    defaults = _compat.default_quantum_errors(model)
+    all_qubit = {label: error_rate(err) for label, err in defaults.items()}
     gates: dict[str, dict[str, float]] = {}
-    for label, table in sorted(model._local_quantum_errors.items()):
+    for label, table in sorted(_compat.local_quantum_errors(model).items()):
         for qs, err in sorted(table.items()):
             if set(qs) <= chosen:
                 gates.setdefault(label, {})[",".join(map(str, qs))] = error_rate(err)

@@ -18,6 +18,7 @@ import numpy as np
 from qiskit.quantum_info import Pauli, SparsePauliOp
 from qiskit_aer.noise import NoiseModel
 
+from qhqcnn import _compat
 from qhqcnn.errors import BackendError
 
 MAX_SUPPORT = 12
@@ -29,7 +30,7 @@ def readout_flip_table(model: NoiseModel | None, num_qubits: int) -> dict[int, t
 
     if model is None:
         return {}
-    correlated = [qs for qs in model._local_readout_errors if len(qs) > 1]
+    correlated = [qs for qs in _compat.local_readout_errors(model) if len(qs) > 1]
     if correlated:
         raise BackendError(f"correlated readout errors on {correlated} are not supported")
     table = {}

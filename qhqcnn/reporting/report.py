@@ -19,12 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 from qhqcnn.errors import ConfigError, RunNotFoundError
 from qhqcnn.io.files import atomic_write_text, read_json
+from qhqcnn.training.rundir import RunDir
 
 if TYPE_CHECKING:  # torch-backed modules are imported when used: `qhqcnn --help` stays fast
     import numpy as np
 
-REPORT_FILE = "report.md"
-FIGURES_DIR = "figures"
 DIAGRAM_FOLD = 100
 
 
@@ -67,29 +66,26 @@ def load_run(run_dir: str | Path, split: str = "test") -> RunFiles:
     """Load a run's files; a clear error when it is not a run or has no finished epoch."""
     import numpy as np
 
-    from qhqcnn.evaluation.evaluate import SPLITS
-    from qhqcnn.training.trainer import CONFIG_FILE, HISTORY_FILE
+    from qhqcnn.data.medmnist import SPLITS
 
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    run_dir = Path(run_dir)
-    if not (run_dir / CONFIG_FILE).exists():
-        raise RunNotFoundError(f"{run_dir} is not a qhqcnn run directory ({CONFIG_FILE} missing)")
-    if not (run_dir / HISTORY_FILE).exists():
-        raise RunNotFoundError(f"{run_dir} has no {HISTORY_FILE}: it finished no epoch yet")
-    metrics = [read_json(path) for path in sorted(run_dir.glob("metrics_*.json"))]
+    run = RunDir(run_dir).require()
+    if not run.history_path.exists():
+        raise RunNotFoundError(f"{run.path} has no {RunDir.HISTORY}: it finished no epoch yet")
+    metrics = [read_json(path) for path in run.metrics_files()]
     metrics.sort(
         key=lambda m: (m.get("split") != split, str(m.get("split")), str(m.get("backend")))
     )
-    predictions_path = run_dir / f"predictions_{split}.npz"
+    predictions_path = run.predictions_path(split)
     predictions = None
     if predictions_path.exists():
         with np.load(predictions_path) as saved:
             predictions = {key: saved[key] for key in saved.files}
     return RunFiles(
-        run_dir=run_dir,
-        record=read_json(run_dir / CONFIG_FILE),
-        history=read_json(run_dir / HISTORY_FILE),
+        run_dir=run.path,
+        record=run.record(),
+        history=run.history(),
         metrics=metrics,
         predictions=predictions,
     )
@@ -108,7 +104,7 @@ def write_figures(run: RunFiles, split: str = "test") -> dict[str, str]:
     figures: dict[str, str] = {}
 
     def save(kind: str, fig, file_name: str) -> None:
-        relative = f"{FIGURES_DIR}/{file_name}"
+        relative = f"{RunDir.FIGURES}/{file_name}"
         save_figure(fig, run.run_dir / relative)
         figures[kind] = relative
 
@@ -137,15 +133,13 @@ def write_figures(run: RunFiles, split: str = "test") -> dict[str, str]:
         )
     template = run_template(run)
     if template is not None:
-        figures["circuit"] = write_circuit_figure(template, run.run_dir / FIGURES_DIR)
+        figures["circuit"] = write_circuit_figure(template, run.run_dir / RunDir.FIGURES)
     return figures
 
 
 def run_template(run: RunFiles):
     """The circuit template of a quantum run (``None`` for a classical ablation or twin)."""
-    from qhqcnn.training.trainer import run_dir_config
-
-    config = run_dir_config(run.run_dir)
+    config = RunDir(run.run_dir).config()
     return config.model.template() if config.model.is_quantum else None
 
 
@@ -160,7 +154,7 @@ def write_circuit_figure(template, folder: Path) -> str:
         save_figure(fig, folder / "circuit.png", dpi=110, tight=True, palette=True)
     finally:
         plt.close(fig)
-    return f"{FIGURES_DIR}/circuit.png"
+    return f"{RunDir.FIGURES}/circuit.png"
 
 
 # -- Markdown ---------------------------------------------------------------------------------
@@ -230,9 +224,7 @@ def parameters_section(run: RunFiles) -> list[str]:
 def circuit_section(run: RunFiles, figures: dict[str, str]) -> list[str]:
     template = run_template(run)
     if template is None:
-        from qhqcnn.training.trainer import run_dir_config
-
-        stand_in = run_dir_config(run.run_dir).model.template()
+        stand_in = RunDir(run.run_dir).config().model.template()
         return [
             "Classical ablation: no circuit runs. The quantum layer is replaced by "
             f"`tanh(Linear({stand_in.num_inputs}, {stand_in.num_outputs}))`, with the input and "
@@ -346,7 +338,7 @@ def write_report(run_dir: str | Path, split: str = "test") -> Path:
     """Draw the figures and write ``RUN/report.md``; returns the report's path."""
     run = load_run(run_dir, split)
     figures = write_figures(run, split)
-    return atomic_write_text(run.run_dir / REPORT_FILE, report_markdown(run, figures, split))
+    return atomic_write_text(RunDir(run.run_dir).report_path, report_markdown(run, figures, split))
 
 
 # -- CLI --------------------------------------------------------------------------------------

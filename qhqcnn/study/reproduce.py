@@ -31,7 +31,7 @@ from qhqcnn.data.medmnist import dataset_info, resolve_data_dir
 from qhqcnn.errors import ConfigError
 from qhqcnn.evaluation.evaluate import evaluate_run
 from qhqcnn.io.files import atomic_write_json, atomic_write_text, environment_record, read_json
-from qhqcnn.models.hqcnn import CLASSICAL_TWINS, MODEL_NAMES, QUANTUM_MODELS
+from qhqcnn.models import classical_twins, model_names, quantum_models
 from qhqcnn.study.stats import (
     ALPHA,
     TEST_BOOTSTRAPS,
@@ -41,9 +41,9 @@ from qhqcnn.study.stats import (
     reading,
     test_set_bootstrap,
 )
-from qhqcnn.training.trainer import CONFIG_FILE, HISTORY_FILE, Trainer
+from qhqcnn.training.pipeline import train
+from qhqcnn.training.rundir import RunDir
 
-METRICS_FILE = "metrics_test.json"
 #: Config keys that may differ between a cell and the study recipe: what the cell is, and how
 #: the machine ran it (not what was trained).
 CELL_KEYS = ("dataset", "seed", "model.model", "threads", "device")
@@ -124,10 +124,10 @@ class StudyPlan:
     model_lr: bool = False
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.models if m not in MODEL_NAMES]
+        unknown = [m for m in self.models if m not in model_names()]
         if unknown:
             raise ConfigError(
-                f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODEL_NAMES)}"
+                f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(model_names())}"
             )
         if not self.models:
             raise ConfigError("no model to run")
@@ -153,7 +153,8 @@ class StudyPlan:
 
     def pairs(self) -> list[tuple[str, str]]:
         """(quantum model, classical twin) pairs whose both models are in the study."""
-        return [(q, c) for q, c in CLASSICAL_TWINS.items() if q in self.models and c in self.models]
+        twins = classical_twins().items()
+        return [(q, c) for q, c in twins if q in self.models and c in self.models]
 
     def comparisons(self) -> list[tuple[str, str]]:
         """Every paired comparison of one table: the twin pairs, then the baseline ones."""
@@ -197,19 +198,16 @@ def run_cell(
     ``~/.cache/qhqcnn``) unless ``cache`` is false.
     """
     run = cell_dir(out, dataset, model, seed)
-    if not (run / METRICS_FILE).exists():
-        if (run / CONFIG_FILE).exists():
-            trainer = Trainer.resume(run, data_dir=data_dir, progress=progress)
-        else:
-            config = plan.cell_config(dataset, model, seed)
-            trainer = Trainer(config, run, data_dir=data_dir, progress=progress)
-        if cache:
-            from qhqcnn.nn.feature_cache import precompute_for_trainer
-
-            for line in precompute_for_trainer(trainer, cache_dir):
-                print(line)
-        trainer.fit()
-        evaluate_run(run, "test", data_dir=data_dir)
+    if not RunDir(run).metrics_path("test").exists():
+        train(
+            plan.cell_config(dataset, model, seed),
+            run,
+            data_dir=data_dir,
+            resume=RunDir(run).exists(),
+            progress=progress,
+            feature_cache=cache,
+            cache_dir=cache_dir,
+        )
     return read_cell(plan, run, dataset, model, seed, data_dir=data_dir)
 
 
@@ -228,9 +226,10 @@ def read_cell(
     With ``plan.noise``, a quantum cell also gets its noisy test metrics: read if already
     computed, else computed now unless ``evaluate_noise`` is false (then left out).
     """
-    record = read_json(run / CONFIG_FILE)
-    history = read_json(run / HISTORY_FILE)
-    metrics = read_json(run / METRICS_FILE)
+    run_files = RunDir(run)
+    record = run_files.record()
+    history = run_files.history()
+    metrics = read_json(run_files.metrics_path("test"))
     cell = {
         "dataset": dataset,
         "model": model,
@@ -254,7 +253,7 @@ def read_cell(
     differences = recipe_differences(planned, record["config"])
     if differences:
         cell["recipe_differences"] = differences
-    if plan.noise and model in QUANTUM_MODELS:
+    if plan.noise and model in quantum_models():
         noisy = _noisy_metrics(run, plan.noise, data_dir, compute=evaluate_noise)
         if noisy is not None:
             cell["noisy"] = {
@@ -277,10 +276,10 @@ def run_bootstrap(run: Path, *, compute: bool = True) -> dict[str, Any] | None:
     path = run / BOOTSTRAP_FILE
     if path.exists():
         return read_json(path)
-    predictions = run / "predictions_test.npz"
+    predictions = RunDir(run).predictions_path("test")
     if not predictions.exists() or not compute:
         return None
-    task = read_json(run / CONFIG_FILE)["data"]["task"]
+    task = RunDir(run).record()["data"]["task"]
     with np.load(predictions) as saved:
         y_true, y_score = saved["y_true"], saved["y_score"]
     result = test_set_bootstrap(
@@ -294,17 +293,16 @@ def ensure_medmnist_file(run: Path, metrics: dict[str, Any]) -> Path | None:
     """The run's test scores in medmnist's ``Evaluator`` result-file format, written from
     ``predictions_test.npz`` if an older run has none (``None`` without saved predictions)."""
     from qhqcnn.evaluation.evaluate import write_medmnist_result
-    from qhqcnn.training.trainer import run_dir_config
 
     existing = metrics.get("medmnist_file")
     if existing and Path(existing).exists():
         return Path(existing)
-    predictions = run / "predictions_test.npz"
+    predictions = RunDir(run).predictions_path("test")
     if not predictions.exists():
         return None
     with np.load(predictions) as saved:
         y_score = saved["y_score"]
-    return write_medmnist_result(run, run_dir_config(run), "test", y_score, metrics)
+    return write_medmnist_result(run, RunDir(run).config(), "test", y_score, metrics)
 
 
 def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -331,10 +329,11 @@ def recipe_differences(recipe: dict[str, Any], config: dict[str, Any]) -> dict[s
 def cell_status(run: Path) -> str:
     """Why a cell has no test metrics: ``not started``, ``started, k/N epochs`` (running,
     interrupted or early-stopped) or ``trained, not evaluated``."""
-    if not (run / CONFIG_FILE).exists():
+    run_files = RunDir(run)
+    if not run_files.exists():
         return "not started"
-    planned = read_json(run / CONFIG_FILE).get("config", {}).get("epochs")
-    done = len(read_json(run / HISTORY_FILE)) if (run / HISTORY_FILE).exists() else 0
+    planned = run_files.record()["config"].get("epochs")
+    done = len(run_files.history())
     if planned is not None and done >= planned:
         return "trained, not evaluated"
     return f"started, {done}/{planned} epochs"
@@ -346,7 +345,7 @@ def _noisy_metrics(
     from qhqcnn.evaluation.evaluate import result_tag
 
     options = {"noise": noise}
-    path = run / f"metrics_test{result_tag('aer', options)}.json"
+    path = RunDir(run).metrics_path("test", result_tag("aer", options))
     if path.exists():
         return read_json(path)
     if not compute:
@@ -404,10 +403,10 @@ def paired_test(
     classical: str | None = None,
 ) -> dict:
     """``quantum`` − ``classical`` (default: its twin in
-    :data:`~qhqcnn.models.hqcnn.CLASSICAL_TWINS`) over the seeds both have finished, paired by
+    :func:`~qhqcnn.models.classical_twins`) over the seeds both have finished, paired by
     seed: mean difference, paired bootstrap 95 % CI, Cohen's d_z, rank-biserial, and the exact
     two-sided Wilcoxon signed-rank p with its floor at this n (:mod:`qhqcnn.study.stats`)."""
-    classical = classical or CLASSICAL_TWINS[quantum]
+    classical = classical or classical_twins()[quantum]
     comparison = paired_comparison(
         _by_seed(cells, dataset, quantum, metric), _by_seed(cells, dataset, classical, metric)
     )
@@ -705,7 +704,7 @@ def run_study(
         for dataset, model, seed in plan.cells():
             run = cell_dir(out, dataset, model, seed)
             if finished_only:
-                if (run / METRICS_FILE).exists():
+                if RunDir(run).metrics_path("test").exists():
                     cells.append(
                         read_cell(
                             plan, run, dataset, model, seed, data_dir=data_dir, evaluate_noise=False

@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from qhqcnn.config import DEVICES
 from qhqcnn.errors import ConfigError
 
 
@@ -50,8 +51,6 @@ class DistributedContext:
 
 
 SINGLE_PROCESS = DistributedContext()
-#: ``--device`` choices.
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def launched_by_torchrun() -> bool:
@@ -69,6 +68,15 @@ def init_distributed(device: torch.device) -> DistributedContext:
         rank=dist.get_rank(),
         world_size=dist.get_world_size(),
         backend=backend,
+    )
+
+
+def current_context() -> DistributedContext:
+    """The context of the process group this process has joined (single process if none)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return SINGLE_PROCESS
+    return DistributedContext(
+        rank=dist.get_rank(), world_size=dist.get_world_size(), backend=dist.get_backend()
     )
 
 
@@ -219,6 +227,7 @@ __all__ = [
     "DEVICES",
     "DistributedContext",
     "SINGLE_PROCESS",
+    "current_context",
     "barrier",
     "convert_batchnorm",
     "gather_rows",

@@ -21,7 +21,9 @@ so every rank takes the same best-checkpoint and early-stopping decisions, and o
 from __future__ import annotations
 
 import random
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from tqdm.auto import tqdm
 
 from qhqcnn.backends.base import make_backend
 from qhqcnn.config import TrainConfig
+from qhqcnn.data.arrays import ArrayDataset
 from qhqcnn.data.batches import (
     ImageSource,
     MappedImages,
@@ -39,10 +42,10 @@ from qhqcnn.data.batches import (
     labels_to_tensor,
     train_batches,
 )
-from qhqcnn.data.medmnist import IMAGE_SIZE, DatasetInfo, Relabel, load_split
-from qhqcnn.errors import ConfigError, RunNotFoundError, TrainingError
-from qhqcnn.io.files import atomic_torch_save, atomic_write_json, environment_record, read_json
-from qhqcnn.models.hqcnn import HybridNet, build_model, parameter_counts
+from qhqcnn.data.medmnist import IMAGE_SIZE, SPLITS, DatasetInfo, Relabel, load_split
+from qhqcnn.errors import ConfigError, DataError, RunNotFoundError, TrainingError
+from qhqcnn.io.files import atomic_torch_save, atomic_write_json, environment_record
+from qhqcnn.models import HybridModel, build_model, parameter_counts
 from qhqcnn.nn.quantum_layer import QuantumLayer
 from qhqcnn.training.distributed import (
     SINGLE_PROCESS,
@@ -54,12 +57,8 @@ from qhqcnn.training.distributed import (
     wrap_model,
 )
 from qhqcnn.training.metrics import medmnist_metrics, scores_from_logits
+from qhqcnn.training.rundir import RunDir, TensorBoardLog
 from qhqcnn.training.scoring import score_split
-
-CONFIG_FILE = "config.json"
-HISTORY_FILE = "history.json"
-LAST_CHECKPOINT = "last.pt"
-BEST_CHECKPOINT = "best.pt"
 
 
 @dataclass
@@ -75,10 +74,17 @@ class PreparedData:
 
 
 def load_data(
-    config: TrainConfig, data_dir: str | None, splits: tuple[str, ...] = ("train", "val", "test")
+    config: TrainConfig,
+    data_dir: str | None = None,
+    splits: tuple[str, ...] = SPLITS,
+    *,
+    data: ArrayDataset | None = None,
 ) -> PreparedData:
     """Load the config's dataset (relabelled if asked) as normalised tensors; MedMNIST+ sizes
-    are memory-mapped and converted batch by batch."""
+    are memory-mapped and converted batch by batch. ``data``: a user's own dataset instead of
+    the MedMNIST set ``config.dataset``."""
+    if data is not None:
+        return _array_data(config, data, splits)
     relabel = Relabel.parse(config.relabel) if config.relabel else None
     mapped = config.size > IMAGE_SIZE
     tensors, info = {}, None
@@ -97,6 +103,20 @@ def load_data(
     return PreparedData(info=info, splits=tensors)
 
 
+def _array_data(config: TrainConfig, data: ArrayDataset, splits: tuple[str, ...]) -> PreparedData:
+    info = data.info
+    tensors = {}
+    for split in splits:
+        if split not in data.splits:
+            raise DataError(f"the dataset {data.name!r} has no {split} split")
+        images, labels = data.splits[split]
+        limit = config.max_train if split == "train" else config.max_eval
+        tensors[split] = SplitTensors(
+            images_to_tensor(images[:limit]), labels_to_tensor(labels[:limit], info.task)
+        )
+    return PreparedData(info=info, splits=tensors)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -109,7 +129,7 @@ CUDA_BACKENDS = ("exact", "aer")
 
 def model_for_config(
     config: TrainConfig, info: DatasetInfo, backend=None, device: torch.device | None = None
-) -> HybridNet:
+) -> HybridModel:
     """The model a config describes, on ``backend`` (default: the config's own backend, with its
     engine on ``device`` when that is CUDA and the backend supports it)."""
     if backend is None and config.model.is_quantum:
@@ -123,7 +143,7 @@ def model_for_config(
         info.n_classes,
         backend,
         seed=config.seed,
-        image_size=config.size,
+        image_size=info.size,
     )
 
 
@@ -165,7 +185,7 @@ def _rank_generator_seed(seed: int, epoch: int, rank: int) -> int:
 def _describe_run(
     config: TrainConfig,
     data: PreparedData,
-    model: HybridNet,
+    model: HybridModel,
     context: DistributedContext = SINGLE_PROCESS,
     device: torch.device | None = None,
 ) -> dict[str, Any]:
@@ -173,12 +193,12 @@ def _describe_run(
     record: dict[str, Any] = {
         "config": config.to_dict(),
         "data": {
-            "dataset": config.dataset,
+            "dataset": info.name,
             "task": info.task,
             "n_classes": info.n_classes,
             "n_channels": info.n_channels,
             "label_names": info.label_names,
-            "file": info.file_name,
+            "file": info.file_name if info.url else None,
             "md5": info.md5,
             "n_images": {k: int(v.images.shape[0]) for k, v in data.splits.items()},
         },
@@ -216,21 +236,37 @@ def _medical_options(config: TrainConfig, data: PreparedData, context: Distribut
 
 
 class Trainer:
-    """Owns one run directory: builds everything from the config and trains it to the end."""
+    """Owns one run directory: builds everything from the config and trains it to the end.
+
+    Args:
+        config: the run (model, recipe, seed, device).
+        out_dir: the run directory (:class:`~qhqcnn.training.RunDir`).
+        data: a user's own dataset; ``None`` loads the MedMNIST set ``config.dataset``.
+        data_dir: where the MedMNIST files are (default ``$QHQCNN_DATA_DIR``, ``~/.medmnist``).
+        progress: progress bars per batch; ``None`` (default) shows them when stderr is a
+            terminal and otherwise logs one line per epoch.
+        log: where the line per epoch goes (``None``: nowhere).
+    """
 
     def __init__(
         self,
         config: TrainConfig,
         out_dir: str | Path,
         *,
+        data: ArrayDataset | None = None,
         data_dir: str | None = None,
-        progress: bool = True,
+        progress: bool | None = None,
+        log: Callable[[str], Any] | None = print,
     ) -> None:
         self.config = config
-        self.out_dir = Path(out_dir)
+        self.log = log
+        self.run_dir = RunDir(out_dir)
+        self.out_dir = self.run_dir.path
         self.data_dir = data_dir
         self.device = resolve_device(config.device)
         self.context = init_distributed(self.device)
+        if progress is None:
+            progress = sys.stderr.isatty()
         self.progress = progress and self.context.is_main
         if self.context.enabled and config.batch_size % self.context.world_size:
             raise ConfigError(
@@ -241,7 +277,8 @@ class Trainer:
             torch.cuda.set_device(self.device)
         if config.threads:
             torch.set_num_threads(config.threads)
-        self.data = load_data(config, data_dir)
+        splits = SPLITS if data is None or "test" in data.splits else ("train", "val")
+        self.data = load_data(config, data_dir, splits, data=data)
         seed_everything(config.seed)
         model = model_for_config(config, self.data.info, device=self.device).to(self.device)
         if self.context.enabled and config.sync_batchnorm:
@@ -266,24 +303,39 @@ class Trainer:
     # -- persistence -------------------------------------------------------------------------
     @classmethod
     def resume(
-        cls, out_dir: str | Path, *, data_dir: str | None = None, progress: bool = True
+        cls,
+        out_dir: str | Path,
+        *,
+        data: ArrayDataset | None = None,
+        data_dir: str | None = None,
+        progress: bool | None = None,
+        log: Callable[[str], Any] | None = print,
     ) -> Trainer:
-        """Rebuild a run from its saved config and continue after its last finished epoch."""
-        out_dir = Path(out_dir)
-        config_path, last_path = out_dir / CONFIG_FILE, out_dir / LAST_CHECKPOINT
-        if not config_path.exists():
-            raise RunNotFoundError(f"no run to resume at {out_dir} ({CONFIG_FILE} is missing)")
-        config = TrainConfig.from_dict(read_json(config_path)["config"])
-        trainer = cls(config, out_dir, data_dir=data_dir, progress=progress)
-        if last_path.exists():
-            trainer._load_checkpoint(last_path)
+        """Rebuild a run from its saved config and continue after its last finished epoch.
+
+        A run trained on a user's own dataset needs the same ``data`` again (its checksum is
+        compared with the one recorded).
+        """
+        run_dir = RunDir(out_dir)
+        if not run_dir.exists():
+            raise RunNotFoundError(f"no run to resume at {run_dir.path} ({RunDir.CONFIG} missing)")
+        record = run_dir.record()
+        recorded = record.get("data", {}).get("md5")
+        if data is not None and recorded and data.fingerprint() != recorded:
+            raise DataError(f"the data given differ from the data {run_dir.path} was trained on")
+        config = run_dir.config()
+        trainer = cls(
+            config, run_dir.path, data=data, data_dir=data_dir, progress=progress, log=log
+        )
+        if run_dir.last_checkpoint.exists():
+            trainer._load_checkpoint(run_dir.last_checkpoint)
         return trainer
 
     def _save_checkpoint(self, epoch: int) -> None:
         if not self.context.is_main:
             return
         atomic_torch_save(
-            self.out_dir / LAST_CHECKPOINT,
+            self.run_dir.last_checkpoint,
             {
                 "epoch": epoch,
                 "model": self.model.state_dict(),
@@ -295,7 +347,7 @@ class Trainer:
                 "rng": _rng_state(),
             },
         )
-        atomic_write_json(self.out_dir / HISTORY_FILE, self.history)
+        self.run_dir.write_history(self.history)
 
     def _load_checkpoint(self, path: Path) -> None:
         try:
@@ -350,7 +402,7 @@ class Trainer:
             if not torch.isfinite(step_loss).all():
                 raise TrainingError(
                     f"non-finite loss ({value}) at epoch {epoch}, batch {step}; training "
-                    f"stopped and the last good checkpoint ({self.out_dir / LAST_CHECKPOINT}, "
+                    f"stopped and the last good checkpoint ({self.run_dir.last_checkpoint}, "
                     f"epoch {epoch - 1}) is kept. Try a lower --lr."
                 )
             self.optimizer.zero_grad(set_to_none=True)
@@ -384,10 +436,11 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.start_epoch == 1 and main:
             atomic_write_json(
-                self.out_dir / CONFIG_FILE,
+                self.run_dir.config_path,
                 _describe_run(config, self.data, self.model, self.context, self.device),
             )
         val = self.data.splits["val"]
+        board = TensorBoardLog(self.run_dir, enabled=main)
         for epoch in range(self.start_epoch, config.epochs + 1):
             if epoch - self.best_epoch > config.patience and self.best_epoch > 0:
                 break
@@ -411,24 +464,18 @@ class Trainer:
                 self.best_auc, self.best_epoch = score.auc, epoch
             if improved and main:
                 atomic_torch_save(
-                    self.out_dir / BEST_CHECKPOINT,
+                    self.run_dir.best_checkpoint,
                     {"epoch": epoch, "model": self.model.state_dict(), "val": score.metrics()},
                 )
             self.history.append(record)
             self._save_checkpoint(epoch)
-            if not main:
+            board.epoch(record)
+            if not main or self.log is None:
                 continue
-            (tqdm.write if self.progress else print)(
+            (tqdm.write if self.progress else self.log)(
                 f"epoch {epoch:3d}/{config.epochs}  loss {record['train_loss']:.4f}  "
                 f"val loss {score.loss:.4f} acc {score.acc:.4f} auc {score.auc:.4f}"
                 f"{'  *best*' if improved else ''}  ({record['seconds']:.1f}s)"
             )
+        board.close()
         return {"best_epoch": self.best_epoch, "best_val_auc": self.best_auc}
-
-
-def run_dir_config(run_dir: str | Path) -> TrainConfig:
-    """The TrainConfig saved in ``run_dir`` (clear error if the run does not exist)."""
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.exists():
-        raise RunNotFoundError(f"{run_dir} is not a qhqcnn run directory ({CONFIG_FILE} missing)")
-    return TrainConfig.from_dict(read_json(path)["config"])
