@@ -33,7 +33,8 @@ from qiskit.primitives import StatevectorEstimator
 from qiskit_machine_learning.gradients import ParamShiftEstimatorGradient
 
 from qhqcnn.backends.base import make_backend
-from qhqcnn.circuits.quanv import pixel_angles, quanv_template
+from qhqcnn.circuits.encodings import pixel_angles
+from qhqcnn.circuits.quanv import quanv_template
 from qhqcnn.nn.quanv2d import Quanv2d
 
 PIXEL_RANGE = (-1.0, 1.0)

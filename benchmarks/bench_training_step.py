@@ -1,7 +1,7 @@
 """One full training step (forward, loss, backward, AdamW step) of HQCNN vs its classical ablation.
 
     python benchmarks/bench_training_step.py [--batch 64] [--repeats 30] [--threads 1]
-        [--backends exact statevector]
+        [--qubits 4] [--skip-reference]
 
 Both models are the package's own (`qhqcnn.models.hqcnn.build_model`), on a batch of 28×28
 grey images,
@@ -33,12 +33,12 @@ def make_step(model: torch.nn.Module, batch: int, channels: int = 1):
     loss_fn = torch.nn.CrossEntropyLoss()
     model.train()
 
-    def step() -> float:
-        started = time.perf_counter()
+    def step() -> tuple[float, float]:
+        started, started_cpu = time.perf_counter(), time.process_time()
         optimizer.zero_grad(set_to_none=True)
         loss_fn(model(images), labels).backward()
         optimizer.step()
-        return time.perf_counter() - started
+        return time.perf_counter() - started, time.process_time() - started_cpu
 
     return step
 
@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--qubits", type=int, default=4, help="qubits of both models")
     parser.add_argument(
         "--reference-batch",
         type=int,
@@ -58,42 +59,55 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    classical = build_model(ModelSpec(model="classical"), 1, 2)
-    hqcnn = build_model(ModelSpec(), 1, 2, make_backend("exact"))
+    classical = build_model(ModelSpec(model="classical", num_qubits=args.qubits), 1, 2)
+    hqcnn = build_model(ModelSpec(num_qubits=args.qubits), 1, 2, make_backend("exact"))
     steps = {"classical": make_step(classical, args.batch), "hqcnn": make_step(hqcnn, args.batch)}
     for step in steps.values():  # warm-up: compilation caches, allocator
         for _ in range(3):
             step()
     times: dict[str, list[float]] = {name: [] for name in steps}
+    cpu_times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(args.repeats):
         for name, step in steps.items():
-            times[name].append(step())
+            wall, cpu = step()
+            times[name].append(wall)
+            cpu_times[name].append(cpu)
     median = {name: statistics.median(t) for name, t in times.items()}
+    cpu = {name: statistics.median(t) for name, t in cpu_times.items()}
 
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"torch threads {args.threads}, load average {os.getloadavg()[0]:.2f}, "
         f"torch {torch.__version__}"
     )
-    print(f"one training step, batch {args.batch}, median of {args.repeats} (interleaved)\n")
-    header = f"{'model':<46}{'params (classical/quantum)':>28}{'ms / step':>12}{'vs classical':>14}"
+    print(
+        f"one training step, batch {args.batch}, {args.qubits} qubits, "
+        f"median of {args.repeats} (interleaved)\n"
+    )
+    header = (
+        f"{'model':<46}{'params (classical/quantum)':>28}{'ms / step':>12}{'vs classical':>14}"
+        f"{'CPU ms':>10}{'CPU vs classical':>18}"
+    )
     print(header)
     print("-" * len(header))
     for name, model in (("classical", classical), ("hqcnn", hqcnn)):
         counts = parameter_counts(model)
         label = (
-            "classical ablation (tanh Linear 4→8)"
+            f"classical ablation (tanh Linear, {args.qubits} qubits' sizes)"
             if name == "classical"
             else "HQCNN, exact engine (EstimatorQNN+TorchConnector)"
         )
         print(
             f"{label:<46}{counts['classical']:>18,} / {counts['quantum']:<7}"
             f"{median[name] * 1e3:>12.1f}{median[name] / median['classical']:>13.2f}x"
+            f"{cpu[name] * 1e3:>10.1f}{cpu[name] / cpu['classical']:>17.2f}x"
         )
     if not args.skip_reference:
-        reference = build_model(ModelSpec(), 1, 2, make_backend("statevector"))
+        reference = build_model(
+            ModelSpec(num_qubits=args.qubits), 1, 2, make_backend("statevector")
+        )
         ref_step = make_step(reference, args.reference_batch)
-        seconds = ref_step() * args.batch / args.reference_batch
+        seconds = ref_step()[0] * args.batch / args.reference_batch
         label = f"HQCNN, Qiskit reference (scaled from {args.reference_batch})"
         print(
             f"{label:<46}{'same':>28}{seconds * 1e3:>12.0f}{seconds / median['classical']:>13.0f}x"

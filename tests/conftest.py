@@ -31,3 +31,36 @@ def breast_dir(data_dir: Path) -> str:
 @pytest.fixture(autouse=True)
 def _quiet_matplotlib(monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
+
+
+@pytest.fixture
+def check_run():
+    """:func:`check_run_outputs`, for tests that train a run."""
+    return check_run_outputs
+
+
+def check_run_outputs(run_dir: Path, n_images: int) -> dict:
+    """What a finished run must have produced, checked against each other: the test metrics are
+    medmnist's ACC/AUC of the saved predictions, the scores are probabilities, and the
+    evaluated checkpoint is the epoch with the best validation AUC. Returns the metrics."""
+    import json
+
+    import numpy as np
+
+    from qhqcnn.data import medmnist_info
+
+    metrics = json.loads((Path(run_dir) / "metrics_test.json").read_text())
+    history = json.loads((Path(run_dir) / "history.json").read_text())
+    task = json.loads((Path(run_dir) / "config.json").read_text())["data"]["task"]
+    with np.load(Path(run_dir) / "predictions_test.npz") as saved:
+        y_true, y_score = saved["y_true"], saved["y_score"]
+    assert metrics["n_images"] == n_images == len(y_true) == len(y_score)
+    assert np.all((y_score >= 0) & (y_score <= 1))
+    if task != "multi-label, binary-class":
+        np.testing.assert_allclose(y_score.sum(axis=1), 1.0, atol=1e-6)
+    labels = y_true.reshape(len(y_true), -1)
+    assert metrics["acc"] == medmnist_info.getACC(labels, y_score, task)
+    assert metrics["auc"] == medmnist_info.getAUC(labels, y_score, task)
+    best = max(history, key=lambda record: record["val_auc"])  # the first epoch with the best
+    assert metrics["checkpoint_epoch"] == best["epoch"]
+    return metrics

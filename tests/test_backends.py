@@ -16,6 +16,10 @@ from qhqcnn.backends.base import available_backends
 
 #: options that make each backend exact (the noisy one without noise)
 EXACT_OPTIONS = {"aer": {"noise": None}}
+#: every registered backend, and the exact engine as a native torch layer
+CASES = [(name, EXACT_OPTIONS.get(name, {})) for name in available_backends()]
+CASES.append(("exact", {"native": True}))
+IDS = [name + ("-native" if options.get("native") else "") for name, options in CASES]
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +69,9 @@ def _finite_differences(template, inputs, weights, eps=1e-5):
     return d_inputs, d_weights
 
 
-@pytest.mark.parametrize("backend", available_backends())
-def test_values_and_gradients_match_qiskit(backend, template):
-    layer = qhqcnn.QuantumLayer(template, backend, seed=5, **EXACT_OPTIONS.get(backend, {}))
+@pytest.mark.parametrize(("backend", "options"), CASES, ids=IDS)
+def test_values_and_gradients_match_qiskit(backend, options, template):
+    layer = qhqcnn.QuantumLayer(template, backend, seed=5, **options)
     rng = np.random.default_rng(7)
     inputs = rng.uniform(-np.pi, np.pi, (3, template.num_inputs))
     weights = layer.weight.detach().double().numpy()
@@ -87,9 +91,9 @@ def test_values_and_gradients_match_qiskit(backend, template):
     )
 
 
-@pytest.mark.parametrize("backend", available_backends())
-def test_a_batch_of_one_and_the_batch_agree(backend, template):
-    layer = qhqcnn.QuantumLayer(template, backend, seed=2, **EXACT_OPTIONS.get(backend, {}))
+@pytest.mark.parametrize(("backend", "options"), CASES, ids=IDS)
+def test_a_batch_of_one_and_the_batch_agree(backend, options, template):
+    layer = qhqcnn.QuantumLayer(template, backend, seed=2, **options)
     x = torch.rand(4, template.num_inputs, dtype=torch.float64)
     whole = layer(x).detach()
     single = torch.cat([layer(x[i : i + 1]).detach() for i in range(4)])
@@ -113,3 +117,23 @@ def test_prepare_holds_no_state_in_the_backend(template):
     assert first.estimator is not second.estimator and first.gradient is not second.gradient
     assert first.noise_model is not None and first.circuit.num_qubits <= 3
     assert vars(backend) == vars(qhqcnn.make_backend("aer", noise="depolarizing:p1=0.001,p2=0.01"))
+
+
+def test_native_and_connector_layers_agree_and_switch(template):
+    """The native exact layer equals the TorchConnector one (values and gradients) and keeps
+    its weight Parameter when switched to another native backend."""
+    connector = qhqcnn.QuantumLayer(template, "exact", seed=4)
+    native = qhqcnn.QuantumLayer(template, "exact", seed=4, native=True)
+    x = torch.rand(5, template.num_inputs, dtype=torch.float64)
+    a, b = connector(x), native(x)
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    a.sum().backward()
+    b.sum().backward()
+    torch.testing.assert_close(
+        connector.weight.grad.double(), native.weight.grad.double(), atol=1e-5, rtol=0
+    )
+    weight = native.weight
+    native.set_backend("exact", native=True)
+    assert native.weight is weight
+    with pytest.raises(qhqcnn.ConfigError, match="native"):
+        native.set_backend("statevector")

@@ -125,3 +125,30 @@ def test_invalid_templates_raise_config_errors(kwargs):
 def test_two_qubit_template_without_attention():
     template = hqcnn_template(2, 1, attention=False)
     assert template.num_weights == 6 + 4
+
+
+def test_a_new_encoding_is_one_registration():
+    """A registered encoding is usable by the templates without editing them."""
+    from qiskit import QuantumCircuit
+    from qiskit.circuit import ParameterVector
+
+    from qhqcnn.circuits import Encoding, get_encoding, quanv_template, register_encoding
+    from qhqcnn.errors import ConfigError
+
+    def rx_block(n: int):
+        inputs = ParameterVector("x", n)
+        circuit = QuantumCircuit(n, name="rx-encoding")
+        for qubit in range(n):
+            circuit.rx(inputs[qubit], qubit)
+        return circuit, inputs
+
+    register_encoding(
+        Encoding("rx-test", rx_block, get_encoding("angle").qubits, get_encoding("angle").classical)
+    )
+    template = quanv_template(2, encoding="rx-test")
+    assert template.num_qubits == 4 and template.num_inputs == 4
+    assert "rx" in template.circuit.count_ops()
+    with pytest.raises(ConfigError, match="unknown encoding"):
+        get_encoding("no-such-encoding")
+    with pytest.raises(ConfigError, match="one value per qubit"):
+        hqcnn_template(4, encoding="amplitude")

@@ -515,7 +515,7 @@ def test_real_device_states_through_the_service(done_record, tmp_path, capsys):
     )
 
     # Without credentials, a real record cannot even be looked at.
-    assert main(["hardware", "status", str(copy)]) == HardwareError.exit_code
+    assert main(["hardware", "status", str(copy)]) == BackendError.exit_code
     assert "no usable IBM Quantum credentials" in capsys.readouterr().err
 
     states = chunk_states(copy, service=service)

@@ -461,7 +461,7 @@ def test_noise_flags_need_the_aer_backend(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_train_one_epoch_on_fake_torino_noise(tmp_path, breast_dir, capsys):
+def test_train_one_epoch_on_fake_torino_noise(tmp_path, breast_dir, capsys, check_run):
     out = tmp_path / "noisy"
     argv = ["train", "--backend", "aer", "--noise", DEVICE, "--max-train", "32"]
     argv += ["--max-eval", "32", "--epochs", "1", "--batch-size", "16", "--no-progress"]
@@ -471,9 +471,75 @@ def test_train_one_epoch_on_fake_torino_noise(tmp_path, breast_dir, capsys):
     assert record["config"]["backend_options"]["noise"] == DEVICE
     circuit = record["circuit"]["backend"]
     assert circuit["noise"] == DEVICE and circuit["simulated_qubits"] <= 6
-    metrics = json.loads((out / "metrics_test.json").read_text())
-    assert metrics["n_images"] == 32 and 0.0 <= metrics["auc"] <= 1.0
+    check_run(out, n_images=32)
     capsys.readouterr()
     argv = ["evaluate", str(out), "--backend", "aer", "--noise", "fake_brisbane"]
     assert main([*argv, "--data-dir", breast_dir]) == 0
     assert "aer" in capsys.readouterr().out
+
+
+def _issue_layer(num_qubits: int, layers: int = 2):
+    """RY(x) encoding + layers x [U3 on every qubit + CX ring] (benchmarks/bench_peers.py)."""
+    from qiskit.circuit import ParameterVector
+
+    x = ParameterVector("x", num_qubits)
+    w = ParameterVector("w", 3 * layers * num_qubits)
+    qc = QuantumCircuit(num_qubits)
+    for i in range(num_qubits):
+        qc.ry(x[i], i)
+    k = 0
+    for _ in range(layers):
+        for i in range(num_qubits):
+            qc.u(w[k], w[k + 1], w[k + 2], i)
+            k += 3
+        for i in range(num_qubits):
+            qc.cx(i, (i + 1) % num_qubits)
+    return qc
+
+
+@pytest.mark.parametrize("num_qubits", [4, 5])
+def test_density_engine_matches_aer_density_matrix_values_and_gradients(num_qubits):
+    """The noisy table of bench_peers.py: values and the full Jacobian against Aer's
+    density-matrix method with the same depolarizing model (Aer gradients by the shift rule on
+    the parameters: each is one RY/U angle, so +-pi/2 shifts are exact and keep the gates)."""
+    from qiskit_aer.primitives import EstimatorV2 as AerEstimator
+
+    from qhqcnn.noise.density import DensityMatrixEstimator, DensityMatrixGradient
+
+    model = NoiseModel()
+    model.add_all_qubit_quantum_error(depolarizing_error(1e-3, 1), ["ry", "u"])
+    model.add_all_qubit_quantum_error(depolarizing_error(1e-2, 2), ["cx"])
+    qc = _issue_layer(num_qubits)
+    obs = [SparsePauliOp.from_sparse_list([("Z", [i], 1.0)], num_qubits) for i in (0, 2)]
+    obs.append(SparsePauliOp.from_sparse_list([("XY", [1, 3], 0.5)], num_qubits))
+    rows = np.random.default_rng(num_qubits).uniform(-np.pi, np.pi, (2, qc.num_parameters))
+    count = qc.num_parameters
+    shifts = np.concatenate([np.zeros((1, count)), np.eye(count), -np.eye(count)]) * np.pi / 2
+    table = (rows[:, None, :] + shifts[None]).reshape(-1, count)
+    observables = np.empty((len(obs), 1), dtype=object)
+    for k, item in enumerate(obs):
+        observables[k, 0] = item
+    aer = AerEstimator(
+        options={
+            "default_precision": 0.0,
+            "backend_options": {"method": "density_matrix", "noise_model": model},
+        }
+    )
+    evs = aer.run([(qc, observables, table)]).result()[0].data.evs
+    evs = evs.reshape(len(obs), len(rows), 1 + 2 * count)
+    ref_values = evs[:, :, 0]
+    ref_grads = (evs[:, :, 1 : 1 + count] - evs[:, :, 1 + count :]) / 2  # (K, rows, P)
+
+    estimator = DensityMatrixEstimator(model)
+    values = np.stack(
+        [estimator.run([(qc, o, rows)]).result()[0].data.evs for o in obs]
+    )  # (K, rows)
+    np.testing.assert_allclose(values, ref_values, atol=1e-10, rtol=0)
+    gradient = DensityMatrixGradient(estimator)
+    result = gradient.run(
+        [qc] * (len(obs) * len(rows)),
+        [o for o in obs for _ in rows],
+        np.tile(rows, (len(obs), 1)),
+    ).result()
+    grads = np.asarray(result.gradients).reshape(len(obs), len(rows), count)
+    np.testing.assert_allclose(grads, ref_grads, atol=1e-10, rtol=0)

@@ -12,7 +12,7 @@ import torch
 
 from qhqcnn.cli.main import main
 from qhqcnn.config import ModelSpec, TrainConfig
-from qhqcnn.errors import ConfigError, RunNotFoundError, TrainingError
+from qhqcnn.errors import ConfigError, DataError, RunNotFoundError, TrainingError
 from qhqcnn.training.trainer import Trainer
 
 SMALL = ["--max-train", "48", "--max-eval", "40", "--batch-size", "16", "--no-progress"]
@@ -36,7 +36,7 @@ def _train(tmp_path, name, *extra, data_dir):
     return code, out
 
 
-def test_train_evaluate_end_to_end(tmp_path, breast_dir, capsys):
+def test_train_evaluate_end_to_end(tmp_path, breast_dir, capsys, check_run):
     code, out = _train(tmp_path, "hq", "--epochs", "2", data_dir=breast_dir)
     assert code == 0
     for name in (
@@ -55,8 +55,7 @@ def test_train_evaluate_end_to_end(tmp_path, breast_dir, capsys):
     assert record["environment"]["packages"]["qiskit"].startswith("2.")
     history = json.loads((out / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
-    metrics = json.loads((out / "metrics_test.json").read_text())
-    assert metrics["n_images"] == 40 and 0.0 <= metrics["auc"] <= 1.0
+    metrics = check_run(out, n_images=40)
     printed = capsys.readouterr().out
     assert "quantum parameters" in printed and "AUC" in printed
 
@@ -162,7 +161,8 @@ def test_cli_errors_are_clear(args, message, kind, breast_dir, capsys):
 def test_existing_run_is_not_overwritten(tmp_path, breast_dir, capsys):
     code, out = _train(tmp_path, "cl", "--model", "classical", "--epochs", "1", data_dir=breast_dir)
     before = (out / "config.json").read_bytes()
-    assert _train(tmp_path, "cl", "--model", "classical", data_dir=breast_dir)[0] == 2
+    again = _train(tmp_path, "cl", "--model", "classical", data_dir=breast_dir)[0]
+    assert again == ConfigError.exit_code
     assert "already holds a run" in capsys.readouterr().err
     assert (out / "config.json").read_bytes() == before
 
@@ -170,7 +170,7 @@ def test_existing_run_is_not_overwritten(tmp_path, breast_dir, capsys):
 def test_missing_data_is_reported_with_where_to_put_it(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("qhqcnn.data.medmnist.pooch.retrieve", _no_network)
     code = main(["train", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r")])
-    assert code == 2
+    assert code == DataError.exit_code
     err = capsys.readouterr().err
     assert "breastmnist.npz" in err and str(tmp_path) in err
 

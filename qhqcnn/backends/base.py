@@ -105,8 +105,13 @@ class ExactBackend(ExecutionBackend):
 
     name = "exact"
 
-    def __init__(self, device: str = "cpu") -> None:
+    def __init__(self, device: str = "cpu", native: bool = False) -> None:
         self.device = device
+        #: a QuantumLayer on this backend runs the engine as a native torch autograd function
+        #: (:class:`~qhqcnn.engine.ExactTorchLayer`: one co-state per sample in backward, faster
+        #: from ~8 qubits) instead of EstimatorQNN + TorchConnector (the default, which the
+        #: study's numbers were made with; values and gradients agree to float rounding).
+        self.native = bool(native)
 
     def _primitives(
         self, prepared: PreparedCircuit
@@ -118,7 +123,7 @@ class ExactBackend(ExecutionBackend):
         )
 
     def options(self) -> dict[str, Any]:
-        return {"device": self.device}
+        return {"device": self.device, "native": self.native}
 
 
 class StatevectorBackend(ExecutionBackend):

@@ -1,9 +1,19 @@
-"""Qiskit parameterized circuit templates of the shipped models."""
+"""Qiskit parameterized circuit templates of the shipped models, and the encodings registry."""
 
 from __future__ import annotations
 
-from qhqcnn.circuits.hqcnn import (
+from qhqcnn.circuits.encodings import (
+    Encoding,
+    amplitude_angles,
+    amplitude_encoding,
     angle_encoding,
+    encoding_names,
+    get_encoding,
+    patch_angle_encoding,
+    pixel_angles,
+    register_encoding,
+)
+from qhqcnn.circuits.hqcnn import (
     entangling_layers,
     fourier_attention,
     fourier_ladder,
@@ -12,10 +22,6 @@ from qhqcnn.circuits.hqcnn import (
     toffoli_ring,
 )
 from qhqcnn.circuits.quanv import (
-    amplitude_angles,
-    amplitude_encoding,
-    patch_angle_encoding,
-    pixel_angles,
     qcnn_conv,
     qcnn_dense,
     qcnn_pool,
@@ -28,6 +34,10 @@ from qhqcnn.circuits.template import CircuitTemplate, single_qubit_observables
 
 __all__ = [
     "CircuitTemplate",
+    "Encoding",
+    "encoding_names",
+    "get_encoding",
+    "register_encoding",
     "amplitude_angles",
     "amplitude_encoding",
     "angle_encoding",

@@ -18,29 +18,9 @@ from qiskit import QuantumCircuit
 from qiskit.circuit import ParameterVector
 from qiskit.circuit.library import CCXGate, CPhaseGate, HGate, RYGate, RZGate, n_local
 
+from qhqcnn.circuits.encodings import get_encoding
 from qhqcnn.circuits.template import CircuitTemplate, single_qubit_observables
 from qhqcnn.errors import ConfigError
-
-ENCODINGS = ("angle", "superposition")
-
-
-def angle_encoding(num_qubits: int, *, superposition: bool = False, prefix: str = "x"):
-    """Angle ("qubit") encoding: RY(x_i) on qubit i, optionally preceded by H ("superposition").
-
-    RY(x)|0⟩ = cos(x/2)|0⟩ + sin(x/2)|1⟩, so ⟨Z_i⟩ = cos x_i right after encoding; with the H first,
-    RY(x)H|0⟩ gives ⟨X_i⟩ = cos x_i and ⟨Z_i⟩ = −sin x_i. Returns ``(circuit, inputs)``::
-
-             ┌───┐┌───────┐
-        q_0: ┤ H ├┤ Ry(x[0]) ├   (H only with superposition=True)
-             └───┘└───────┘
-    """
-    inputs = ParameterVector(prefix, num_qubits)
-    circuit = QuantumCircuit(num_qubits, name="encoding")
-    for qubit in range(num_qubits):
-        if superposition:
-            circuit.append(HGate(), [qubit])
-        circuit.append(RYGate(inputs[qubit]), [qubit])
-    return circuit, inputs
 
 
 def ring_pairs(num_qubits: int) -> list[tuple[int, int]]:
@@ -174,12 +154,13 @@ def hqcnn_template(
         raise ConfigError(f"num_qubits must be >= 1, got {num_qubits}")
     if layers < 0:
         raise ConfigError(f"layers must be >= 0, got {layers}")
-    if encoding not in ENCODINGS:
-        raise ConfigError(f"unknown encoding {encoding!r}; choose one of {', '.join(ENCODINGS)}")
+    chosen = get_encoding(encoding)
+    if not chosen.one_per_qubit:
+        raise ConfigError(f"the HQCNN encodes one value per qubit; {encoding!r} does not")
     if attention and num_qubits < 3:
         raise ConfigError("the Fourier attention block needs >= 3 qubits (use --no-attention)")
 
-    encoder, inputs = angle_encoding(num_qubits, superposition=encoding == "superposition")
+    encoder, inputs = chosen.circuit(num_qubits)
     entangler = entangling_layers(num_qubits, layers)
     circuit = QuantumCircuit(num_qubits, name="hqcnn")
     circuit.compose(encoder, inplace=True)

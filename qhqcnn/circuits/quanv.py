@@ -17,165 +17,27 @@ Two templates are built from the blocks below:
                           ─ ⟨Z⟩, ⟨X⟩ on the kept qubits
 
 Every template takes *angles* as inputs; the classical half of each encoding maps values to
-those angles in torch (:func:`pixel_angles`, :func:`amplitude_angles`, see :data:`ENCODERS`), so
+those angles in torch (:mod:`qhqcnn.circuits.encodings`), so
 it is batched and differentiable and the circuit itself stays a plain parameterized circuit
 (exportable, transpilable, runnable on every backend).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import torch
 from qiskit import QuantumCircuit
 from qiskit.circuit import ParameterVector
 from qiskit.circuit.library import CUGate, CXGate, RXGate, RYGate, RZGate, n_local
 from qiskit.quantum_info import SparsePauliOp
 
-from qhqcnn.circuits.hqcnn import angle_encoding, entangling_layers, rotation_layer
+from qhqcnn.circuits.encodings import get_encoding
+from qhqcnn.circuits.hqcnn import entangling_layers, rotation_layer
 from qhqcnn.circuits.template import CircuitTemplate, single_qubit_observables
 from qhqcnn.errors import ConfigError
 
-PATCH_ENCODINGS = ("angle", "amplitude")
 FILTERS = ("random", "trainable")
-
-
-# -- classical halves of the encodings (torch, batched, differentiable) ----------------------
-def pixel_angles(values: torch.Tensor) -> torch.Tensor:
-    """Angle encoding's classical map: pixel values x ∈ [0, 1] → RY angles π·x.
-
-    x = 0 leaves a qubit in |0⟩ (⟨Z⟩ = 1), x = 1 flips it to |1⟩ (⟨Z⟩ = −1), x = ½ gives |+⟩.
-    """
-    return math.pi * values
-
-
-def _safe_norm(blocks: torch.Tensor) -> torch.Tensor:
-    """L2 norm over the last axis with a zero (not NaN) gradient at the zero vector."""
-    squares = blocks.square().sum(-1)
-    positive = squares > 0
-    return torch.where(positive, torch.where(positive, squares, 1.0).sqrt(), 0.0)
-
-
-def _safe_atan2(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``atan2(y, x)`` that is 0 with a zero (not NaN) gradient at the origin."""
-    origin = (x == 0) & (y == 0)
-    angle = torch.atan2(torch.where(origin, 0.0, y), torch.where(origin, 1.0, x))
-    return torch.where(origin, 0.0, angle)
-
-
-def _gray(i: int) -> int:
-    return i ^ (i >> 1)
-
-
-def _mottonen_matrix(num_controls: int) -> np.ndarray:
-    """``T`` with θ = α @ T: the RY angles of a uniformly controlled RY from its target angles.
-
-    A uniformly controlled RY (angle α_j when the controls hold j) is decomposed into 2^k
-    RY(θ_i)·CNOT pairs along a Gray code (Möttönen et al. 2004); with controls j the target sees
-    Σ_i (−1)^{popcount(j & gray(i))} θ_i = α_j, i.e. α = M θ with M M^T = 2^k I.
-    """
-    size = 1 << num_controls
-    signs = np.array(
-        [[(-1) ** bin(j & _gray(i)).count("1") for i in range(size)] for j in range(size)],
-        dtype=np.float64,
-    )
-    return signs / size
-
-
-def amplitude_angles(values: torch.Tensor) -> torch.Tensor:
-    """Amplitude encoding's classical map: ``(..., 2^n)`` real values → ``(..., 2^n − 1)`` angles.
-
-    The circuit of :func:`amplitude_encoding` fed these angles prepares Σ_i v_i/‖v‖ |i⟩ (Qiskit
-    qubit order: value i ↔ basis state |i⟩, qubit 0 least significant). The vector is
-    L2-normalised, so its norm is lost (v and 2v give the same state); any signs are kept; the
-    zero vector (e.g. a black patch) is mapped to |0…0⟩ with zero gradient, never NaN.
-
-    Angles are ordered level by level, most significant qubit first: the 1 angle of qubit n−1,
-    then 2 of qubit n−2, …, then 2^{n−1} of qubit 0 — the Gray-code RY angles θ, not the
-    tree's split angles α (θ = α·T, see :func:`_mottonen_matrix`).
-    """
-    size = values.shape[-1]
-    num_qubits = size.bit_length() - 1
-    if size < 2 or 1 << num_qubits != size:
-        raise ConfigError(f"amplitude encoding needs 2^n >= 2 values, got {size}")
-    lead = values.shape[:-1]
-    angles = []
-    for target in range(num_qubits - 1, -1, -1):
-        controls = num_qubits - 1 - target
-        blocks = values.reshape(*lead, 1 << controls, 2, 1 << target)
-        low, high = blocks[..., 0, :], blocks[..., 1, :]
-        if target > 0:
-            alpha = 2 * _safe_atan2(_safe_norm(high), _safe_norm(low))
-        else:  # leaf level: signed amplitudes, so negative values are kept
-            alpha = 2 * _safe_atan2(high[..., 0], low[..., 0])
-        transform = torch.as_tensor(
-            _mottonen_matrix(controls), dtype=values.dtype, device=values.device
-        )
-        angles.append(alpha @ transform)
-    return torch.cat(angles, dim=-1)
-
-
-#: encoding name -> classical map from patch values to the template's input angles.
-ENCODERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "angle": pixel_angles,
-    "amplitude": amplitude_angles,
-}
-
-
-# -- encodings ---------------------------------------------------------------------------------
-def patch_angle_encoding(num_values: int, *, prefix: str = "x"):
-    """Angle encoding of a flattened patch: RY(π·x_i) on qubit i (row-major pixel order).
-
-    The template input is the angle π·x_i (:func:`pixel_angles` computes it). For a 2×2 patch::
-
-        pixels      qubits
-        ┌────┬────┐  q_0: ─ Ry(π·x00) ─
-        │x00 │x01 │  q_1: ─ Ry(π·x01) ─
-        ├────┼────┤  q_2: ─ Ry(π·x10) ─
-        │x10 │x11 │  q_3: ─ Ry(π·x11) ─
-        └────┴────┘
-    """
-    return angle_encoding(num_values, prefix=prefix)
-
-
-def _uniformly_controlled_ry(
-    circuit: QuantumCircuit, angles: Sequence, target: int, controls: Sequence[int]
-) -> None:
-    """Append RY(θ_0) CX RY(θ_1) CX … (Gray-code CNOT controls) onto ``target``."""
-    size = len(angles)
-    for i, angle in enumerate(angles):
-        circuit.append(RYGate(angle), [target])
-        if controls:
-            changed = _gray(i) ^ _gray((i + 1) % size)
-            circuit.append(CXGate(), [controls[changed.bit_length() - 1], target])
-
-
-def amplitude_encoding(num_qubits: int, *, prefix: str = "a"):
-    """Amplitude encoding of 2^n real values on n qubits as a parameterized RY tree.
-
-    Möttönen-style state preparation restricted to real amplitudes: qubit n−1 gets one RY, then
-    each lower qubit a uniformly controlled RY (controlled by all higher qubits) decomposed into
-    RY + CNOT pairs along a Gray code. 2^n − 1 input angles and 2^n − 2 CNOTs; inputs come from
-    :func:`amplitude_angles`. Returns ``(circuit, inputs)``. For 2 qubits::
-
-        q_0: ────────────┤ Ry(a1) ├┤ X ├┤ Ry(a2) ├┤ X ├
-             ┌────────┐  └────────┘└─┬─┘└────────┘└─┬─┘
-        q_1: ┤ Ry(a0) ├──────────────■──────────────■──
-             └────────┘
-    """
-    if num_qubits < 1:
-        raise ConfigError(f"amplitude encoding needs >= 1 qubit, got {num_qubits}")
-    inputs = ParameterVector(prefix, (1 << num_qubits) - 1)
-    circuit = QuantumCircuit(num_qubits, name="amplitude")
-    start = 0
-    for target in range(num_qubits - 1, -1, -1):
-        count = 1 << (num_qubits - 1 - target)
-        controls = list(range(target + 1, num_qubits))
-        _uniformly_controlled_ry(circuit, inputs[start : start + count], target, controls)
-        start += count
-    return circuit, inputs
 
 
 # -- quanvolutional filters ------------------------------------------------------------------
@@ -300,25 +162,11 @@ def kept_qubit_observables(
 
 # -- templates ---------------------------------------------------------------------------------
 def patch_qubits(window: int, encoding: str) -> int:
-    """Qubits needed for a ``window``×``window`` patch: k² (angle) or log2 k² (amplitude)."""
-    if encoding not in PATCH_ENCODINGS:
-        raise ConfigError(f"unknown encoding {encoding!r}; choose one of {PATCH_ENCODINGS}")
+    """Qubits needed for a ``window``×``window`` patch under ``encoding`` (k² for angle, log2 k²
+    for amplitude)."""
     if window < 1:
         raise ConfigError(f"the window must be >= 1, got {window}")
-    values = window * window
-    if encoding == "angle":
-        return values
-    if values < 2 or values & (values - 1):
-        raise ConfigError(
-            f"amplitude encoding needs k² = 2^n values; window {window} gives {values}"
-        )
-    return values.bit_length() - 1
-
-
-def _encoder(num_values: int, encoding: str):
-    if encoding == "angle":
-        return patch_angle_encoding(num_values)
-    return amplitude_encoding(num_values.bit_length() - 1)
+    return get_encoding(encoding).qubits(window * window)
 
 
 def _uniform_init(count: int, scale: float) -> Callable[[np.random.Generator], np.ndarray]:
@@ -347,7 +195,7 @@ def quanv_template(
             f"unknown quanv filter {filter_kind!r}; choose one of {', '.join(FILTERS)}"
         )
     num_qubits = patch_qubits(window, encoding)
-    encoder, inputs = _encoder(window * window, encoding)
+    encoder, inputs = get_encoding(encoding).circuit(window * window)
     if filter_kind == "random":
         body = random_filter(num_qubits, layers, seed=seed)
     else:
@@ -383,14 +231,11 @@ def qcnn_template(
     Weights: 12 (conv) + 3 (pool) + 3·(n/2)·layers + 2·(n/2) (dense); 31 for n=4, layers=2.
     Outputs: ⟨Z⟩ then ⟨X⟩ of the n/2 kept (even) qubits.
     """
-    if encoding not in PATCH_ENCODINGS:
-        raise ConfigError(f"unknown encoding {encoding!r}; choose one of {PATCH_ENCODINGS}")
+    chosen = get_encoding(encoding)
     if layers < 0:
         raise ConfigError(f"layers must be >= 0, got {layers}")
-    if encoding == "amplitude":
-        encoder, inputs = amplitude_encoding(num_qubits)
-    else:
-        encoder, inputs = angle_encoding(num_qubits)
+    # amplitude: 2^n values on n qubits; one-per-qubit encodings: n values
+    encoder, inputs = chosen.circuit(num_qubits if chosen.one_per_qubit else 1 << num_qubits)
     conv, conv_weights = qcnn_conv(num_qubits)
     pool, pool_weights, kept = qcnn_pool(num_qubits)
     dense, dense_weights = qcnn_dense(len(kept), layers)

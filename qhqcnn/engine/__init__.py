@@ -14,6 +14,7 @@ from .gradient import FastEstimatorGradient
 from .observables import PauliSum, pauli_sum
 from .program import AngleMap, GateOp, NonlinearAngle, Program
 from .statevector import StatevectorSimulator
+from .torch_layer import ExactTorchLayer
 
 __all__ = [
     "AngleMap",
@@ -27,6 +28,7 @@ __all__ = [
     "NonlinearAngle",
     "PauliSum",
     "Program",
+    "ExactTorchLayer",
     "StatevectorSimulator",
     "UGate",
     "clear_compile_cache",

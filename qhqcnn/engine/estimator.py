@@ -8,8 +8,10 @@ observable with the same rows; parameter-shift gradients send thousands of one-r
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from numbers import Real
 
 import numpy as np
 import torch
@@ -18,7 +20,9 @@ from qiskit.primitives import BaseEstimatorV2
 from qiskit.primitives.containers import DataBin, EstimatorPubLike, PrimitiveResult, PubResult
 from qiskit.primitives.containers.bindings_array import BindingsArray
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
+from qiskit.primitives.containers.observables_array import ObservablesArray
 from qiskit.providers import Options
+from qiskit.quantum_info import SparsePauliOp
 
 from .batching import pair_layout, unique_rows
 from .compile import compile_circuit
@@ -55,10 +59,71 @@ def parameter_table(pub: EstimatorPub, program: Program) -> np.ndarray:
     return np.asarray(array, dtype=float).reshape(count, program.num_parameters)
 
 
+def _observable_fingerprint(observable) -> tuple | None:
+    """Content of a ``SparsePauliOp`` or Pauli label (``None``: not cached)."""
+    if isinstance(observable, str):
+        return ("label", observable)
+    if type(observable) is SparsePauliOp:
+        paulis = observable.paulis
+        return (
+            "spo",
+            observable.num_qubits,
+            paulis.x.tobytes(),
+            paulis.z.tobytes(),
+            paulis.phase.tobytes(),
+            observable.coeffs.tobytes(),
+        )
+    return None
+
+
+class _ObservablesCache:
+    """``ObservablesArray.coerce`` results (and their Pauli sums) for observables passed again
+    and again (``EstimatorQNN``: the same objects every batch), checked by content."""
+
+    def __init__(self, maxsize: int = 256) -> None:
+        self._entries: dict[tuple, tuple[ObservablesArray, list[PauliSum]]] = {}
+        self._lock = threading.Lock()
+        self._maxsize = maxsize
+
+    def get(self, observable):
+        key = _observable_fingerprint(observable)
+        if key is None:
+            return None
+        with self._lock:
+            hit = self._entries.get(key)
+        if hit is not None:
+            return hit[0]
+        array = ObservablesArray.coerce(observable)
+        sums = [pauli_sum(obs) for obs in array.sparse_observables_array().ravel()]
+        with self._lock:
+            if len(self._entries) >= self._maxsize:
+                self._entries.clear()
+            self._entries[key] = (array, sums)
+            _SUMS[id(array)] = (array, sums)
+        return array
+
+
+#: Pauli sums of the cached ``ObservablesArray`` objects, by identity (with the object).
+_SUMS: dict[int, tuple[ObservablesArray, list[PauliSum]]] = {}
+_OBSERVABLES = _ObservablesCache()
+
+
+def _pauli_sums(observables: ObservablesArray) -> list[PauliSum]:
+    hit = _SUMS.get(id(observables))
+    if hit is not None and hit[0] is observables:
+        return hit[1]
+    return [pauli_sum(obs) for obs in observables.sparse_observables_array().ravel()]
+
+
 def coerce_pubs(pubs: Iterable[EstimatorPubLike], precision: float | None) -> list[EstimatorPub]:
     """``EstimatorPub.coerce`` for every PUB; PUBs that pass the *same* values array object (as
-    ``EstimatorQNN`` does, one PUB per observable) share one ``BindingsArray``."""
+    ``EstimatorQNN`` does, one PUB per observable) share one ``BindingsArray``, and observables
+    seen before (same content) reuse their coerced ``ObservablesArray``. Such PUBs are validated
+    like ``EstimatorPub.coerce`` does once per (circuit, values, observable shape)."""
+    if precision is not None and (not isinstance(precision, Real) or precision < 0):
+        return [EstimatorPub.coerce(pub, precision) for pub in pubs]  # raises as qiskit does
     shared: dict[tuple[int, int], BindingsArray] = {}
+    validated: set[tuple] = set()
     coerced = []
     for pub in pubs:
         values = pub[2] if isinstance(pub, tuple) and len(pub) in (3, 4) else None
@@ -69,8 +134,18 @@ def coerce_pubs(pubs: Iterable[EstimatorPubLike], precision: float | None) -> li
         if key not in shared:
             shared[key] = BindingsArray.coerce({tuple(pub[0].parameters): values})
         pub_precision = pub[3] if len(pub) == 4 and pub[3] is not None else precision
-        shaped = (pub[0], pub[1], shared[key], pub_precision)
-        coerced.append(EstimatorPub.coerce(shaped, precision))
+        observables = _OBSERVABLES.get(pub[1])
+        if observables is None or not isinstance(pub_precision, Real | None):
+            shaped = (pub[0], pub[1], shared[key], pub_precision)
+            coerced.append(EstimatorPub.coerce(shaped, precision))
+            continue
+        check = (key, observables.shape, observables.num_qubits if observables.size else None)
+        coerced.append(
+            EstimatorPub(
+                pub[0], observables, shared[key], pub_precision, validate=check not in validated
+            )
+        )
+        validated.add(check)
     return coerced
 
 
@@ -79,7 +154,7 @@ def _plan(pub: EstimatorPub, programs: dict[int, Program]) -> _PubPlan:
     if program is None:
         program = programs[id(pub.circuit)] = compile_circuit(pub.circuit)
     values = parameter_table(pub, program)
-    observables = [pauli_sum(obs) for obs in pub.observables.sparse_observables_array().ravel()]
+    observables = _pauli_sums(pub.observables)
     shape = pub.shape
     value_index = np.broadcast_to(
         np.arange(values.shape[0]).reshape(pub.parameter_values.shape), shape

@@ -140,11 +140,10 @@ class FastEstimatorGradient(InlineGradient):
         extra = {}
         if self._derivative_type == DerivativeType.COMPLEX:
             extra = {"derivative_type": DerivativeType.COMPLEX}
-        if len(selections) == 1:
+        if len(selections) == 1:  # one metadata dict, shared by all rows
             chosen, cols = selections[0]
             grads = list(full if cols is None else full[:, cols])
-            meta = [{"parameters": chosen, **extra} for _ in range(len(grads))]
-            return grads, meta
+            return grads, [{"parameters": chosen, **extra}] * len(grads)
         grads, meta = [], []
         for i, k in enumerate(choice_of.tolist()):
             chosen, cols = selections[k]

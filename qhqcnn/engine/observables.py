@@ -181,3 +181,48 @@ def apply_observables(
             acc += weight * (states if perm is None else states[:, perm])
         out[row_idx, col_idx] = acc
     return out
+
+
+def _diagonal_weights(observables: list[PauliSum], device, dtype) -> tuple[torch.Tensor, list]:
+    """``(D, K)`` weights of the diagonal (X-mask 0) parts of the observables, and the
+    off-diagonal groups ``[(k, perm, weights)]``; cached on the first observable."""
+    key = ("diag", tuple(map(id, observables)), device, dtype)
+    cache = observables[0]._tensors
+    hit = cache.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[2], observables, strict=True)):
+        return hit[0], hit[1]
+    dim = observables[0].dim
+    diagonal = np.zeros((dim, len(observables)), dtype=np.complex128)
+    rest = []
+    rows = np.arange(dim)
+    for k, obs in enumerate(observables):
+        for x, w in zip(obs.x_masks, obs.weights, strict=True):
+            if x == 0:
+                diagonal[:, k] += w
+            else:
+                perm = torch.as_tensor(rows ^ int(x), device=device)
+                rest.append((k, perm, torch.as_tensor(w, device=device).to(dtype)))
+    diag = torch.as_tensor(diagonal, device=device).to(dtype)
+    cache[key] = (diag, rest, list(observables))
+    return diag, rest
+
+
+def expectation_values(psi: torch.Tensor, observables: list[PauliSum]) -> torch.Tensor:
+    """``Re <psi_r| O_k |psi_r>`` ``(R, K)`` without forming the ``(R, K, D)`` images: the
+    diagonal parts of all observables in one real GEMM against ``|psi|^2``."""
+    diag, rest = _diagonal_weights(observables, psi.device, psi.dtype)
+    probs = psi.real.square() + psi.imag.square()
+    values = probs @ diag.real
+    for k, perm, weight in rest:
+        values[:, k] += (psi.conj() * weight * psi[:, perm]).real.sum(-1)
+    return values
+
+
+def weighted_image(psi: torch.Tensor, observables: list[PauliSum], coeffs: torch.Tensor):
+    """``sum_k coeffs[r, k] O_k |psi_r>``: ``(R, D)`` (one co-state per row)."""
+    diag, rest = _diagonal_weights(observables, psi.device, psi.dtype)
+    coeffs = coeffs.to(psi.dtype)
+    out = (coeffs @ diag.T) * psi
+    for k, perm, weight in rest:
+        out += coeffs[:, k, None] * weight * psi[:, perm]
+    return out

@@ -30,6 +30,9 @@ from .trace_cache import ForwardTrace, TraceCache
 DEFAULT_DENSE_MAX_QUBITS = 5
 #: Rough cap on the working memory of one gradient chunk (rows are processed in chunks).
 DEFAULT_MEMORY_BUDGET = 1 << 29
+#: The forward states after every block are kept for the adjoint sweep up to this many bytes
+#: (beyond it the sweep undoes the blocks on the state instead).
+DEFAULT_KEEP_STATES_BYTES = 1 << 28
 
 #: Prepared programs shared by all simulators: program -> {(dense, device, dtype): prepared}.
 _PREPARED: weakref.WeakKeyDictionary[Program, dict] = weakref.WeakKeyDictionary()
@@ -55,6 +58,8 @@ class StatevectorSimulator:
         dense_max_qubits: int = DEFAULT_DENSE_MAX_QUBITS,
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
         trace_cache: TraceCache | None = None,
+        fusion: bool = True,
+        keep_states_bytes: int = DEFAULT_KEEP_STATES_BYTES,
     ) -> None:
         if dtype not in (torch.complex64, torch.complex128):
             raise ValueError("dtype must be torch.complex64 or torch.complex128")
@@ -63,16 +68,19 @@ class StatevectorSimulator:
         self.dense_max_qubits = dense_max_qubits
         self.memory_budget = memory_budget
         self.trace_cache = trace_cache
+        self.fusion = fusion
+        self.keep_states_bytes = keep_states_bytes
 
     def prepare(self, program: Program) -> PreparedProgram:
         """The program's constant tensors for this configuration (cached per program)."""
         dense_layout = program.num_qubits <= self.dense_max_qubits
-        key = (dense_layout, self.device, self.dtype)
+        fused = self.fusion and not dense_layout
+        key = (dense_layout, fused, self.device, self.dtype)
         with _PREPARED_LOCK:
             hit = _PREPARED.setdefault(program, {}).get(key)
         if hit is not None:
             return hit
-        prepared = prepare(program, dense_layout, self.device, self.dtype)
+        prepared = prepare(program, dense_layout, self.device, self.dtype, fused)
         with _PREPARED_LOCK:
             return _PREPARED[program].setdefault(key, prepared)
 
@@ -84,8 +92,15 @@ class StatevectorSimulator:
                 return hit
         tensors = gate_tensors(prepared, prepared.program.angle_map.evaluate(rows))
         blocks = sweep.build_blocks(prepared, tensors)
-        psi = sweep.forward(prepared, blocks, rows.shape[0])
-        trace = ForwardTrace(rows, tensors, psi, blocks)
+        itemsize = torch.empty((), dtype=self.dtype).element_size()
+        size = rows.shape[0] * (1 << prepared.program.num_qubits) * itemsize * len(blocks)
+        keep = prepared.fused and size <= self.keep_states_bytes
+        states = None
+        if keep:
+            psi, states = sweep.forward(prepared, blocks, rows.shape[0], keep=True)
+        else:
+            psi = sweep.forward(prepared, blocks, rows.shape[0])
+        trace = ForwardTrace(rows, tensors, psi, blocks, states)
         if self.trace_cache is not None:
             self.trace_cache.store(key, trace)
         return trace
@@ -132,7 +147,16 @@ class StatevectorSimulator:
             values[start:stop] = inner(bras, psi).real.cpu().numpy()
             if gradient and needed:
                 terms, slots = sweep.gradient_terms(
-                    prepared, trace.tensors, trace.blocks, psi, bras, needed, start, stop, real_only
+                    prepared,
+                    trace.tensors,
+                    trace.blocks,
+                    psi,
+                    bras,
+                    needed,
+                    start,
+                    stop,
+                    real_only,
+                    trace.states,
                 )
                 grads[start:stop] = _chain_rule(prepared, rows[start:stop], terms, slots)
         return SweepResult(values, grads)

@@ -1,5 +1,13 @@
 """Forward simulation and adjoint gradients over *blocks* of gates.
 
+Two block plans exist. The *dense* layout (few qubits) and the *gatewise* local layout (the
+previous many-qubit path, kept as a reference: ``StatevectorSimulator(fusion=False)``) group
+consecutive shared gates; the *fused* local layout (the default for many qubits, see
+:func:`_fused_plan`) lets a gate join any recent block it commutes past, per-row gates included,
+so that a layer of single-qubit gates and the entanglers after it become a few 5-qubit blocks,
+each applied as one GEMM on a view of the state; its gradient terms come from the block's
+``m x m`` transition matrices (:func:`_transitions`) instead of generator images of the state.
+
 Consecutive shared gates (same matrix on every row) are grouped into blocks whose qubit support
 fits one small matrix (the whole register in the dense layout, up to :data:`BLOCK_QUBITS` qubits
 otherwise); a per-row gate is a block of its own. The forward pass applies each block's product
@@ -17,15 +25,30 @@ the conjugated generators and one contraction.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 
 from .contraction import contract, row_slice
-from .layout import ApplySpace, apply_generators_local, apply_local, apply_space, full_space
+from .layout import (
+    ApplySpace,
+    apply_generators_local,
+    apply_local,
+    apply_space,
+    full_space,
+)
 from .tensors import GateTensors, PreparedProgram, embed
 
 #: Largest qubit support of a block of shared gates in the local (many-qubit) layout.
 BLOCK_QUBITS = 4
+
+
+#: Largest qubit support of a fused block of shared gates (fused local layout).
+FUSED_BLOCK_QUBITS = 5
+#: Largest support of a fused block of per-row gates (their products are formed per row).
+FUSED_PER_ROW_QUBITS = 3
+#: How many of the latest blocks a gate may join.
+FUSION_LOOKBACK = 12
 
 
 @dataclass(frozen=True, eq=False)
@@ -36,7 +59,109 @@ class Block:
     space: ApplySpace
     per_row: bool
     matrix: torch.Tensor  # (m, m) product, or (R, m, m) for a per-row gate
-    suffixes: tuple[torch.Tensor, ...] = ()  # Q_j for j = 0..J-1 (shared blocks)
+    suffixes: tuple[torch.Tensor, ...] = ()  # Q_j for j = 0..J-1 (shared and fused blocks)
+    layout: tuple[int, ...] | None = None  # fused blocks: qubit at each bit of the state
+
+
+def _fused_space(support: tuple[int, ...], n: int) -> tuple[ApplySpace, tuple[int, ...]]:
+    """A fused block acts on the lowest bits of its own qubit *layout*: its qubits (ascending)
+    first, then the others; the state is permuted into that layout (one copy, skipped when the
+    previous block used the same layout) and the block is one GEMM on a ``(rows, 2**k)`` view."""
+    k = len(support)
+    layout = support + tuple(q for q in range(n) if q not in support)
+    return ApplySpace("low", k, 0, tuple(range(k)), support), layout
+
+
+@lru_cache(maxsize=8192)
+def _relayout_axes(src: tuple[int, ...], dst: tuple[int, ...], lead: int) -> tuple[int, ...]:
+    n = len(src)
+    where = {q: p for p, q in enumerate(src)}
+    return tuple(range(lead)) + tuple(lead + n - 1 - where[dst[n - 1 - j]] for j in range(n))
+
+
+def relayout(tensor: torch.Tensor, src: tuple[int, ...], dst: tuple[int, ...]) -> torch.Tensor:
+    """``tensor (..., 2**n)``, qubit ``src[p]`` at bit ``p`` -> qubit ``dst[p]`` at bit ``p``."""
+    if src == dst:
+        return tensor
+    shape = tensor.shape
+    axes = _relayout_axes(src, dst, len(shape) - 1)
+    return tensor.reshape(shape[:-1] + (2,) * len(src)).permute(axes).reshape(shape)
+
+
+def _fused_plan(prepared: PreparedProgram, tensors: GateTensors):
+    """``[(ops, per_row, space)]`` with gates fused across the gates of other qubits.
+
+    A gate may join block ``b`` when no later block touches its qubits (so it commutes with
+    them), ``b`` holds the same kind of gate (shared or per-row), and the merged support stays
+    within the block size; a block on a contiguous window of qubits stays one. Among the allowed
+    blocks the gate joins the one it widens least (the latest on ties), else opens a new block.
+    """
+    key = ("fused", tuple(sorted(tensors.per_row)))
+    plan = prepared.memo.get(key)
+    if plan is not None:
+        return plan
+    n = prepared.program.num_qubits
+    blocks: list[list] = []  # [ops, per_row, support, contiguous]
+    last: dict[int, int] = {}
+    for i, op in enumerate(prepared.ops):
+        per_row = i in tensors.per_row
+        limit = FUSED_PER_ROW_QUBITS if per_row else FUSED_BLOCK_QUBITS
+        qubits = set(op.qubits)
+        floor = max((last.get(q, -1) for q in op.qubits), default=-1)
+        best, best_growth = None, None
+        for b in range(len(blocks) - 1, max(floor, len(blocks) - FUSION_LOOKBACK, 0) - 1, -1):
+            ops, kind, support, contiguous = blocks[b]
+            if kind != per_row:
+                continue
+            merged = support | qubits
+            if len(merged) > limit:
+                continue
+            if contiguous and max(merged) - min(merged) >= limit:
+                continue
+            growth = len(merged) - len(support)
+            if best is None or growth < best_growth:
+                best, best_growth = b, growth
+                if growth == 0:
+                    break
+        if best is None:
+            contiguous = max(qubits) - min(qubits) < limit
+            blocks.append([[i], per_row, set(qubits), contiguous])
+            best = len(blocks) - 1
+        else:
+            blocks[best][0].append(i)
+            blocks[best][2] |= qubits
+        for q in op.qubits:
+            last[q] = best
+    plan = [
+        (tuple(ops), per_row, *_fused_space(tuple(sorted(support)), n))
+        for ops, per_row, support, _ in blocks
+    ]
+    prepared.memo[key] = plan
+    return plan
+
+
+def _embed_per_row(local: torch.Tensor, positions: tuple[int, ...], width: int) -> torch.Tensor:
+    """A per-row ``(R, [A,] d, d)`` gate tensor placed in a ``width``-qubit space."""
+    return embed(local.unsqueeze(-3), [positions], width).squeeze(-3)
+
+
+def _build_fused(prepared: PreparedProgram, tensors: GateTensors) -> tuple[Block, ...]:
+    blocks = []
+    for ops, per_row, space, layout in _fused_plan(prepared, tensors):
+        if per_row:
+            positions = _positions(prepared, ops, space)
+            matrices = [
+                _embed_per_row(tensors.per_row[i].matrix, pos, space.width)
+                for i, pos in zip(ops, positions, strict=True)
+            ]
+        else:
+            matrices = _embed_in_block(prepared, tensors.shared, ops, space, False, prepared.fixed)
+        suffixes = [matrices[-1]]
+        for matrix in reversed(matrices[:-1]):
+            suffixes.append(suffixes[-1] @ matrix)
+        suffixes.reverse()
+        blocks.append(Block(ops, space, per_row, suffixes[0], tuple(suffixes), layout))
+    return tuple(blocks)
 
 
 def _block_plan(prepared: PreparedProgram, tensors: GateTensors):
@@ -114,6 +239,8 @@ def _embed_in_block(prepared, tensors_by_op: dict, ops, space, angle_axis: bool,
 
 def build_blocks(prepared: PreparedProgram, tensors: GateTensors) -> tuple[Block, ...]:
     """The blocks of one batch, with their products (and suffix products)."""
+    if prepared.fused:
+        return _build_fused(prepared, tensors)
     blocks = []
     for ops, per_row, space in _block_plan(prepared, tensors):
         if per_row:  # its space depends on the batch size: take it from the gate, not the plan
@@ -129,17 +256,100 @@ def build_blocks(prepared: PreparedProgram, tensors: GateTensors) -> tuple[Block
     return tuple(blocks)
 
 
-def forward(prepared: PreparedProgram, blocks: tuple[Block, ...], num_rows: int) -> torch.Tensor:
-    """Final states ``(R, D)`` of a batch."""
+def forward(
+    prepared: PreparedProgram, blocks: tuple[Block, ...], num_rows: int, keep: bool = False
+):
+    """Final states ``(R, D)`` of a batch; with ``keep``, also the state after every block
+    (``(R, D)``, or ``(1, D)`` while all rows agree) for the adjoint sweep to reuse."""
     n = prepared.program.num_qubits
     dim = 1 << n
     state = torch.zeros((1, 1, dim), dtype=prepared.dtype, device=prepared.device)
     state[0, 0, 0] = 1
+    states = []
+    natural = tuple(range(n))
+    layout = blocks[0].layout if blocks and blocks[0].layout else natural  # |0...0> is in all
     for block in blocks:
         if block.per_row and state.shape[0] != num_rows:
             state = state.expand(num_rows, 1, dim)
+        if block.layout is not None:
+            state = relayout(state, layout, block.layout)
+            layout = block.layout
         state = apply_local(state, block.matrix, block.space, n)
-    return state[:, 0].expand(num_rows, dim)
+        if keep:
+            states.append(state[:, 0])
+    state = relayout(state, layout, natural)
+    psi = state[:, 0].expand(num_rows, dim)
+    return (psi, tuple(states)) if keep else psi
+
+
+def _transitions(bras: torch.Tensor, ket: torch.Tensor, space: ApplySpace) -> torch.Tensor:
+    """``T[r, k, a, b] = sum_x bra[r, k, a, x] conj(ket[r, b, x])`` for a block on the lowest
+    bits (``a``, ``b``: the block's index; ``x``: the other qubits): ``(R, M, m, m)``. Computed
+    as ``(ket^H bra)^T`` so that the conjugation is a BLAS flag, not a copy."""
+    rows, width, dim = bras.shape
+    m = 1 << space.width
+    ket_h = ket.expand(rows, dim).reshape(rows, -1, m).mT.conj()  # (R, m, X)
+    view = bras.view(rows, width, -1, m)
+    out = [ket_h @ view[:, k] for k in range(width)]  # (R, m_b, m_a) each
+    return torch.stack(out, dim=1).mT
+
+
+def _fused_generators(prepared, tensors: GateTensors, block: Block, chosen, start, stop):
+    """``Q_j Gen_s Q_j^dagger`` of the chosen gates: ``(S, m, m)`` or per row ``(R, S, m, m)``."""
+    if not block.per_row:
+        return _conjugated_generators(prepared, tensors, block, chosen)
+    positions = _positions(prepared, block.ops, block.space)
+    parts = []
+    for k in chosen:
+        gens = tensors.per_row[block.ops[k]].generators
+        gens = row_slice(gens, start, stop, batched_dims=4)
+        gens = _embed_per_row(gens, positions[k], block.space.width)
+        left = block.suffixes[k][start:stop, None]  # (R, 1, m, m)
+        parts.append(left @ gens @ left.conj().transpose(-1, -2))
+    return torch.cat(parts, dim=-3)
+
+
+def _fused_gradient_terms(prepared, tensors, blocks, states, psi, bras, needed, start, stop, real):
+    n = prepared.program.num_qubits
+    has = [any(i in needed for i in block.ops) for block in blocks]
+    first = has.index(True)
+    layout = tuple(range(n))
+    ket = psi[:, None, :]
+    terms, slots = [], []
+    for b in range(len(blocks) - 1, first - 1, -1):
+        block = blocks[b]
+        bras = relayout(bras, layout, block.layout)
+        if states is None:
+            ket = relayout(ket, layout, block.layout)
+        layout = block.layout
+        chosen = [k for k, i in enumerate(block.ops) if i in needed]
+        if chosen:
+            after = ket[:, 0] if states is None else _rows(states[b], start, stop)
+            gens = _fused_generators(prepared, tensors, block, chosen, start, stop)
+            trans = _transitions(bras, after, block.space)  # (R, M, m, m)
+            flat = trans.flatten(-2)
+            if gens.dim() == 3:  # shared: sum_ab conj(C_s[a, b]) T[a, b], one GEMM
+                term = flat @ gens.conj().flatten(-2).T
+            else:
+                term = torch.einsum("rkx,rsx->rks", flat, gens.conj().flatten(-2))
+            term = term.conj()
+            terms.append(term.real if real else term)
+            slots.extend(s for k in chosen for s in prepared.ops[block.ops[k]].slots)
+        if b > first:
+            matrix = row_slice(block.matrix, start, stop)
+            adjoint = matrix.conj().transpose(-1, -2)
+            bras = apply_local(bras, adjoint, block.space, n)
+            if states is None:
+                if block.per_row and ket.shape[0] == 1:
+                    ket = ket.expand(adjoint.shape[0], 1, ket.shape[-1])
+                ket = apply_local(ket, adjoint, block.space, n)
+    if not terms:
+        return None, []
+    return torch.cat(terms, dim=-1), slots
+
+
+def _rows(state: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    return state if state.shape[0] == 1 else state[start:stop]
 
 
 def _conjugated_generators(prepared, tensors: GateTensors, block: Block, chosen: list[int]):
@@ -163,8 +373,14 @@ def gradient_terms(
     start: int,
     stop: int,
     real_only: bool,
+    states: tuple[torch.Tensor, ...] | None = None,
 ):
-    """``<bra| Gen_s |ket>`` terms ``(R, M, S_used)`` and their angle slots, rows ``start:stop``."""
+    """``<bra| Gen_s |ket>`` terms ``(R, M, S_used)`` and their angle slots, rows ``start:stop``
+    (``states``: the forward states after each block, fused layout only; else undone)."""
+    if prepared.fused:
+        return _fused_gradient_terms(
+            prepared, tensors, blocks, states, psi, bras, needed, start, stop, real_only
+        )
     n = prepared.program.num_qubits
     earliest = min(needed)
     both = torch.cat([psi[:, None, :], bras], dim=1)  # (R, 1 + M, D): ket and bras

@@ -37,6 +37,7 @@ class PreparedProgram:
     param_ops: tuple[int, ...]  # indices of ops with angles
     linear: torch.Tensor  # the angle map's (S, P) matrix, for the chain rule
     slot_table: np.ndarray  # (J, A_max) slots of each parameterized op, padded with -1
+    fused: bool = False  # local layout with fused blocks (see :mod:`.sweep`)
     memo: dict = field(default_factory=dict, repr=False)  # per-pattern structures
 
     @property
@@ -50,7 +51,7 @@ class PerRowGate:
 
     matrix: torch.Tensor
     generators: torch.Tensor  # (R, A, m, m), or (A, m, m) when independent of the angles
-    space: ApplySpace
+    space: ApplySpace | None  # None: local (R, d, d) matrices in the gate's qubit order (fused)
 
 
 @dataclass(eq=False)
@@ -63,8 +64,11 @@ class GateTensors:
     angles: np.ndarray  # (R, S)
 
 
-def prepare(program: Program, dense: bool, device: torch.device, dtype: torch.dtype):
-    """Constant tensors of ``program`` for this layout, device and dtype."""
+def prepare(
+    program: Program, dense: bool, device: torch.device, dtype: torch.dtype, fused: bool = False
+):
+    """Constant tensors of ``program`` for this layout, device and dtype (``fused``: the local
+    layout fuses gates into blocks, per-row gates included, so per-row gates stay local)."""
     fixed: dict[int, torch.Tensor] = {}
     constant: dict[int, torch.Tensor] = {}
     for i, op in enumerate(program.ops):
@@ -79,7 +83,7 @@ def prepare(program: Program, dense: bool, device: torch.device, dtype: torch.dt
     for row, i in enumerate(param_ops):
         slot_table[row, : len(program.ops[i].slots)] = program.ops[i].slots
     return PreparedProgram(
-        program, dense, device, dtype, fixed, constant, param_ops, linear, slot_table
+        program, dense, device, dtype, fixed, constant, param_ops, linear, slot_table, fused
     )
 
 
@@ -179,6 +183,14 @@ def gate_tensors(prepared: PreparedProgram, angles: np.ndarray) -> GateTensors:
                 shared_generators[i] = prepared.constant_generators[i] if constant else gens[g]
             continue
         group_angles = angles[:, slots]  # (R, G, A)
+        if prepared.fused:  # local (R, d, d) matrices; sweep.py embeds them in fused blocks
+            mats = _to_torch(model.matrices(group_angles), prepared)  # (R, G, d, d)
+            if not constant:
+                gens = _to_torch(model.generators(group_angles), prepared)  # (R, G, A, d, d)
+            for g, i in enumerate(members):
+                gen = prepared.constant_generators[i] if constant else gens[:, g]
+                per_row[i] = PerRowGate(mats[:, g], gen, None)
+            continue
         count = 1 if constant else 1 + model.num_angles
         size = angles.shape[0] * len(members) * count * (1 << 2 * n) * itemsize
         spaces, positions = _per_row_spaces(

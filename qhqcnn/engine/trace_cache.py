@@ -15,12 +15,14 @@ from .tensors import GateTensors
 
 @dataclass(frozen=True, eq=False)
 class ForwardTrace:
-    """Gate tensors, gate blocks and final states ``(R, D)`` of a batch."""
+    """Gate tensors, gate blocks and final states ``(R, D)`` of a batch (and, when kept, the
+    state after every block, for the adjoint sweep)."""
 
     rows: np.ndarray
     tensors: GateTensors
     psi: torch.Tensor
     blocks: tuple
+    states: tuple | None = None
 
 
 class TraceCache:
@@ -45,7 +47,7 @@ class TraceCache:
     def store(self, key: tuple, trace: ForwardTrace) -> None:
         """Remember ``trace`` (its rows are copied so later edits cannot alias)."""
         trace = ForwardTrace(
-            np.array(trace.rows, copy=True), trace.tensors, trace.psi, trace.blocks
+            np.array(trace.rows, copy=True), trace.tensors, trace.psi, trace.blocks, trace.states
         )
         with self._lock:
             self._entries[key] = trace

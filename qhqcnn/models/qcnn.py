@@ -19,7 +19,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from qhqcnn.backends.base import ExecutionBackend
-from qhqcnn.circuits.quanv import amplitude_angles, qcnn_template
+from qhqcnn.circuits.encodings import amplitude_angles
+from qhqcnn.circuits.quanv import qcnn_template
 from qhqcnn.circuits.template import CircuitTemplate
 from qhqcnn.config import ModelSpec
 from qhqcnn.errors import ConfigError

@@ -43,6 +43,23 @@ def resolve_backend(backend: ExecutionBackend | str, **options: Any) -> Executio
     raise ConfigError(f"backend must be a name or an ExecutionBackend, got {backend!r}")
 
 
+def _native(backend: ExecutionBackend) -> bool:
+    return bool(getattr(backend, "native", False))
+
+
+def _native_layer(template: CircuitTemplate, backend: ExecutionBackend, initial) -> nn.Module:
+    from qhqcnn.engine import ExactTorchLayer
+
+    return ExactTorchLayer(
+        template.circuit,
+        template.observables,
+        template.input_params,
+        template.weight_params,
+        initial_weights=initial,
+        device=getattr(backend, "device", "cpu"),
+    )
+
+
 class QuantumLayer(nn.Module):
     """A torch layer ``(batch, num_inputs) → (batch, num_outputs)`` evaluated by a circuit.
 
@@ -58,7 +75,8 @@ class QuantumLayer(nn.Module):
         backend: a backend name or object (default ``"exact"``, the fast exact engine).
         seed: seed of the initial weights (``template.init_weights``).
         **backend_options: options of a backend given by name (e.g. ``noise="fake_nairobi"``
-            for ``"aer"``).
+            for ``"aer"``; ``native=True`` for ``"exact"`` runs the engine as a native torch
+            autograd function instead of EstimatorQNN + TorchConnector).
 
     Example: a quantum layer inside a user's own model, trained with a plain torch loop::
 
@@ -97,9 +115,13 @@ class QuantumLayer(nn.Module):
         self.template = template
         self.backend = resolve_backend(backend, **backend_options)
         self.prepared = self.backend.prepare(template)
-        self.qnn = build_qnn(self.prepared)
         initial = template.init_weights(np.random.default_rng(seed))
-        self.connector = TorchConnector(self.qnn, initial_weights=initial)
+        if _native(self.backend):
+            self.qnn = None
+            self.connector: nn.Module = _native_layer(template, self.backend, initial)
+        else:
+            self.qnn = build_qnn(self.prepared)
+            self.connector = TorchConnector(self.qnn, initial_weights=initial)
 
     @property
     def num_inputs(self) -> int:
@@ -120,7 +142,19 @@ class QuantumLayer(nn.Module):
         The weight parameter stays the same object, so an optimiser built before the call keeps
         training the layer's weights.
         """
-        self.backend = resolve_backend(backend, **backend_options)
+        target = resolve_backend(backend, **backend_options)
+        if _native(target) or _native(self.backend):
+            if not (_native(target) and _native(self.backend)):
+                raise ConfigError(
+                    "a native exact layer switches only to another native exact backend; "
+                    "build a new QuantumLayer for other backends"
+                )
+            weight = self.connector.weight
+            self.connector = _native_layer(self.template, target, weight.detach())
+            self.connector.weight = weight  # the same Parameter object stays trained
+            self.backend, self.prepared = target, target.prepare(self.template)
+            return
+        self.backend = target
         self.prepared = self.backend.prepare(self.template)
         self.qnn = build_qnn(self.prepared)
         _compat.set_connector_network(self.connector, self.qnn)

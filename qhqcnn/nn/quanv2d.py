@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from qhqcnn.backends.base import ExecutionBackend, PreparedCircuit
-from qhqcnn.circuits.quanv import ENCODERS
+from qhqcnn.circuits.encodings import get_encoding
 from qhqcnn.circuits.template import CircuitTemplate
 from qhqcnn.errors import ConfigError
 from qhqcnn.nn.quantum_layer import QuantumLayer
@@ -114,7 +114,7 @@ class Quanv2d(nn.Module):
     """Quanvolution: ``template`` applied to every ``window``×``window`` patch with ``stride``.
 
     ``encoding`` names the classical map from patch values to the template's inputs
-    (:data:`qhqcnn.circuits.quanv.ENCODERS`); values are first rescaled from ``pixel_range``
+    (:func:`qhqcnn.circuits.encodings.get_encoding`); values are first rescaled from ``pixel_range``
     to [0, 1] (e.g. ``(-1, 1)`` for the package's normalised images).
     """
 
@@ -131,8 +131,6 @@ class Quanv2d(nn.Module):
         memoize: bool = True,
     ) -> None:
         super().__init__()
-        if encoding not in ENCODERS:
-            raise ConfigError(f"unknown encoding {encoding!r}; choose one of {list(ENCODERS)}")
         if window < 1 or stride < 1:
             raise ConfigError(f"window and stride must be >= 1, got {window} and {stride}")
         low, high = pixel_range
@@ -140,7 +138,7 @@ class Quanv2d(nn.Module):
             raise ConfigError(f"pixel_range must be (low, high) with high > low, got {pixel_range}")
         self.window, self.stride, self.encoding = window, stride, encoding
         self.pixel_range = (float(low), float(high))
-        self.encoder = ENCODERS[encoding]
+        self.encoder = get_encoding(encoding).classical
         inputs = self.encoder(torch.zeros(1, window * window, dtype=torch.float64)).shape[-1]
         if inputs != template.num_inputs:
             raise ConfigError(

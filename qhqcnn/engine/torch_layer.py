@@ -1,0 +1,170 @@
+"""``ExactTorchLayer``: the exact engine as a native ``torch.nn.Module`` (vector-Jacobian products).
+
+``EstimatorQNN`` + ``TorchConnector`` asks the gradient primitive for the full Jacobian
+``(B, M, P)``: every observable's gradient for every sample, which costs one adjoint sweep of
+``M`` co-states per sample, then contracts it with the upstream gradient in NumPy. This layer
+is a ``torch.autograd.Function`` instead: its backward receives the upstream gradient ``g (B, M)``
+and sweeps the single co-state ``sum_k g[b, k] O_k |psi_b>`` back through the circuit, so a
+backward pass costs about one forward pass whatever the number of observables. It uses the same
+compiled program, gate blocks and adjoint sweep as :class:`~qhqcnn.engine.FastEstimator`; its
+values and gradients equal the ``EstimatorQNN`` path's (to float rounding).
+
+Device: the statevectors, co-states and gradients live on ``device`` (CUDA included); the gate
+angles are evaluated and the few-qubit gate matrices built in NumPy on the host and copied once
+per step (``B x gates`` small matrices, not the states).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from qiskit.circuit import Parameter, QuantumCircuit
+
+from . import sweep
+from .compile import compile_circuit
+from .observables import expectation_values, pauli_sum, weighted_image
+from .statevector import DEFAULT_DENSE_MAX_QUBITS, StatevectorSimulator, _needed_ops
+
+#: Rows simulated together (bounded so that a chunk's states stay below this many bytes).
+CHUNK_BYTES = 1 << 28
+
+
+class _QuantumFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, inputs: torch.Tensor, weights: torch.Tensor, layer: ExactTorchLayer):
+        values, traces = layer._forward(inputs.detach(), weights.detach())
+        ctx.layer, ctx.traces = layer, traces
+        ctx.input_shape = inputs.shape
+        return values.to(inputs.dtype if inputs.is_floating_point() else torch.float64)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        layer = ctx.layer
+        need_inputs, need_weights = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if not (need_inputs or need_weights):
+            return None, None, None
+        grads = layer._vjp(ctx.traces, grad_output)  # (B, P)
+        ctx.traces = None
+        input_grad = weight_grad = None
+        if need_inputs:
+            input_grad = grads[:, layer._input_cols].reshape(ctx.input_shape)
+            input_grad = input_grad.to(grad_output.dtype)
+        if need_weights:
+            weight_grad = grads[:, layer._weight_cols].sum(0).to(layer.weight.dtype)
+        return input_grad, weight_grad, None
+
+
+class ExactTorchLayer(torch.nn.Module):
+    """``(B, len(input_params))`` inputs -> ``(B, len(observables))`` exact expectation values.
+
+    Args:
+        circuit: the parameterized circuit (unitary, no measurements).
+        observables: anything ``EstimatorQNN`` accepts as observables (Pauli sums).
+        input_params: the circuit parameters fed from the input tensor, in column order.
+        weight_params: the trainable circuit parameters (the layer's ``weight``).
+        initial_weights: initial values of ``weight`` (default: uniform in ``[-1, 1)``).
+        device, dtype: where and in which precision the statevectors live
+            (``torch.complex128`` default; ``torch.complex64`` is faster, values and
+            gradients accurate to ~1e-6).
+        dense_max_qubits: circuits up to this width use the dense layout.
+    """
+
+    def __init__(
+        self,
+        circuit: QuantumCircuit,
+        observables: Sequence,
+        input_params: Sequence[Parameter],
+        weight_params: Sequence[Parameter],
+        initial_weights: torch.Tensor | np.ndarray | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.complex128,
+        dense_max_qubits: int = DEFAULT_DENSE_MAX_QUBITS,
+    ) -> None:
+        super().__init__()
+        self.program = compile_circuit(circuit)
+        names = {name: i for i, name in enumerate(self.program.parameter_names)}
+        self._input_cols = [names[p.name] for p in input_params]
+        self._weight_cols = [names[p.name] for p in weight_params]
+        if sorted(self._input_cols + self._weight_cols) != list(range(len(names))):
+            raise ValueError("input_params and weight_params must partition the circuit parameters")
+        self.observables = [pauli_sum(obs) for obs in observables]
+        self.simulator = StatevectorSimulator(device, dtype, dense_max_qubits, trace_cache=None)
+        self.prepared = self.simulator.prepare(self.program)
+        if initial_weights is None:
+            generator = torch.Generator().manual_seed(0)
+            initial_weights = torch.rand(len(self._weight_cols), generator=generator) * 2 - 1
+        weight = torch.as_tensor(np.asarray(initial_weights), dtype=torch.float64)
+        self.weight = torch.nn.Parameter(weight.clone().to(self.simulator.device))
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return _QuantumFunction.apply(inputs, self.weight, self)
+
+    # ------------------------------------------------------------------ engine calls
+    def _rows(self, inputs: torch.Tensor, weights: torch.Tensor) -> np.ndarray:
+        inputs = inputs.reshape(-1, len(self._input_cols))
+        rows = np.empty((inputs.shape[0], self.program.num_parameters))
+        rows[:, self._input_cols] = inputs.cpu().numpy()
+        rows[:, self._weight_cols] = weights.cpu().numpy()
+        return rows
+
+    def _chunks(self, count: int) -> list[tuple[int, int]]:
+        itemsize = torch.empty((), dtype=self.simulator.dtype).element_size()
+        per_row = (len(self.observables) + 2) * (1 << self.program.num_qubits) * itemsize
+        size = max(1, min(count, CHUNK_BYTES // per_row))
+        return [(s, min(s + size, count)) for s in range(0, count, size)]
+
+    def _forward(self, inputs: torch.Tensor, weights: torch.Tensor):
+        rows = self._rows(inputs, weights)
+        values, traces = [], []
+        for start, stop in self._chunks(rows.shape[0]):
+            trace = self.simulator._forward(self.prepared, rows[start:stop])
+            values.append(expectation_values(trace.psi, self.observables))
+            traces.append(trace)
+        return torch.cat(values).to(torch.float64), traces
+
+    def _vjp(self, traces, grad_output: torch.Tensor) -> torch.Tensor:
+        """``sum_k g[b, k] d<O_k>_b / d theta_b``: ``(B, P)`` on the simulator's device."""
+        prepared = self.prepared
+        grad_output = grad_output.reshape(-1, len(self.observables)).to(self.simulator.device)
+        needed = _needed_ops(prepared, None)
+        out, offset = [], 0
+        for trace in traces:
+            count = trace.rows.shape[0]
+            g = grad_output[offset : offset + count].to(prepared.dtype)
+            offset += count
+            psi = trace.psi
+            bra = weighted_image(psi, self.observables, g)[:, None]  # one co-state per row
+            terms, slots = sweep.gradient_terms(
+                prepared,
+                trace.tensors,
+                trace.blocks,
+                psi,
+                bra,
+                needed,
+                0,
+                count,
+                True,
+                trace.states,
+            )
+            grads = torch.zeros(
+                (count, self.program.num_parameters), dtype=torch.float64, device=psi.device
+            )
+            if terms is not None:
+                terms = terms[:, 0].to(torch.float64)  # (R, S_used)
+                grads = 2 * terms @ prepared.linear[slots]
+                angle_map = self.program.angle_map
+                if angle_map.nonlinear:
+                    column = {s: c for c, s in enumerate(slots)}
+                    extra = np.zeros((count, self.program.num_parameters))
+                    host = terms.cpu().numpy()
+                    for item in angle_map.nonlinear:
+                        if item.slot in column:
+                            jac = item.jacobian(trace.rows)  # (R, k)
+                            extra[:, list(item.parameter_indices)] += (
+                                2 * host[:, column[item.slot], None] * jac
+                            )
+                    grads = grads + torch.as_tensor(extra, device=grads.device)
+            out.append(grads)
+        return torch.cat(out)
