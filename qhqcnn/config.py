@@ -17,7 +17,14 @@ from qhqcnn.errors import ConfigError
 if TYPE_CHECKING:
     from qhqcnn.circuits.template import CircuitTemplate
 
-AUGMENTATIONS = ("none", "flip")
+#: ``flip``: random horizontal and vertical flips (the recipe's default, kept as before);
+#: ``anatomy``: the dataset's anatomy-aware policy (:mod:`qhqcnn.data.augment`).
+AUGMENTATIONS = ("none", "flip", "anatomy")
+#: Class-imbalance handling and training losses (:mod:`qhqcnn.training.medical`).
+CLASS_BALANCE = ("none", "weights", "sampler")
+LOSSES = ("ce", "ordinal")
+#: Read-out choices of the HQCNN circuit (``ModelSpec.observables``).
+OBSERVABLES = ("zx", "zx+zz")
 #: Data encodings of the shipped circuits (``amplitude``: quanv and qcnn only).
 ENCODINGS = ("angle", "superposition", "amplitude")
 #: quanv filters: a fixed ``random`` circuit (Henderson et al., cached) or ``trainable`` layers.
@@ -59,8 +66,9 @@ class ModelSpec:
 
     model: str = _option(
         "hqcnn",
-        "registered model: hqcnn, classical (its ablation), quanv (quanvolution), qcnn, and the "
-        "quanvolution family's classical twins quanv-classical, qcnn-classical; see `qhqcnn info`",
+        "registered model: hqcnn, classical (its ablation), quanv (quanvolution), qcnn, the "
+        "quanvolution family's classical twins quanv-classical, qcnn-classical, and the "
+        "baselines backbone-head (no bottleneck) and resnet18 (28×28); see `qhqcnn info`",
     )
     num_qubits: int = _option(4, "qubits of the circuit", flag="--qubits")
     layers: int = _option(2, "entangling layers of the circuit")
@@ -83,6 +91,13 @@ class ModelSpec:
     window: int = _option(2, "quanv: patch window k (k×k pixels)")
     stride: int = _option(2, "quanv: patch stride")
     filter_seed: int = _option(0, "quanv: the random filter's seed")
+    #: hqcnn/classical read-out: ``zx`` (⟨Z_i⟩, ⟨X_i⟩; default) or ``zx+zz`` (plus the ring's
+    #: ⟨Z_i Z_j⟩ correlators). The bottleneck width is ``num_qubits`` (the bridge's outputs).
+    observables: str = _option(
+        "zx",
+        "hqcnn read-out: zx (<Z_i>, <X_i>) or zx+zz (plus the ring's <Z_i Z_j> correlators)",
+        choices=OBSERVABLES,
+    )
 
     def __post_init__(self) -> None:
         from qhqcnn.models.registry import get_model
@@ -90,6 +105,8 @@ class ModelSpec:
         get_model(self.model)  # a clear error for an unknown name
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.observables not in OBSERVABLES:
+            raise ConfigError(f"observables must be one of {OBSERVABLES}, got {self.observables!r}")
 
     @property
     def is_quantum(self) -> bool:
@@ -191,7 +208,19 @@ class TrainConfig:
     )
     weight_decay: float = _option(1e-4, "AdamW weight decay of the classical parameters")
     augment: str = _option(
-        "flip", "training augmentation (random flips or none)", choices=AUGMENTATIONS
+        "flip",
+        "training augmentation: random flips, none, or anatomy (the dataset's plausible flips, "
+        "small rotations and translations; docs/recipe.md)",
+        choices=AUGMENTATIONS,
+    )
+    class_balance: str = _option(
+        "none",
+        "class imbalance: none, weights (inverse-frequency loss weights; multi-label: "
+        "pos_weight) or sampler (class-balanced sampling)",
+        choices=CLASS_BALANCE,
+    )
+    loss: str = _option(
+        "ce", "training loss: ce, or ordinal (CE + squared EMD; RetinaMNIST)", choices=LOSSES
     )
     patience: int = _option(15, "early-stopping patience (epochs without a better validation AUC)")
     seed: int = _option(0, "random seed (initial weights, data order, augmentation)")
@@ -245,6 +274,11 @@ class TrainConfig:
             (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
             (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
             (self.augment in AUGMENTATIONS, f"augment must be one of {AUGMENTATIONS}"),
+            (
+                self.class_balance in CLASS_BALANCE,
+                f"class_balance must be one of {CLASS_BALANCE}",
+            ),
+            (self.loss in LOSSES, f"loss must be one of {LOSSES}"),
             (self.max_train is None or self.max_train >= 2, "max_train must be >= 2"),
             (self.max_eval is None or self.max_eval >= 2, "max_eval must be >= 2"),
             (self.threads is None or self.threads >= 1, "threads must be >= 1"),

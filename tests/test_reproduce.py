@@ -4,6 +4,7 @@ quantum model vs its classical twin, the quanv feature cache, and ``--finished-o
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -199,12 +200,17 @@ def test_markdown_reports_targets_met_or_missed_and_the_paper_note():
     from qhqcnn.study.reproduce import PAPER_CLAIMS_NOTE, _target_lines
 
     study = {"summary": [{"dataset": "breastmnist", "model": "hqcnn", "n_seeds": 3,
-                          "acc_mean": 0.9, "auc_mean": 0.91}]}
-    (line, _) = _target_lines(study, "breastmnist")
-    assert "ACC 0.9000 vs ≥ 0.88 (met)" in line and "AUC 0.9100 vs ≥ 0.92 (missed)" in line
-    assert "3 seed(s)" in line
+                          "acc_mean": 0.9, "auc_mean": 0.9},
+                         {"dataset": "breastmnist", "model": "resnet18", "n_seeds": 10,
+                          "acc_mean": 0.8, "auc_mean": 0.95}]}  # fmt: skip
+    (line, _, other, _) = _target_lines(study, "breastmnist")
+    assert "hqcnn" in line and "3 seed(s)" in line
+    assert "ACC 0.9000 vs ≥ 0.865 (met)" in line and "AUC 0.9000 vs ≥ 0.901 (missed)" in line
+    assert other.startswith("Target for resnet18 (mean of 10 seed(s)): ACC 0.8000 vs ≥ 0.865")
     assert _target_lines(study, "dermamnist") == []
-    assert "not quoted from memory" in PAPER_CLAIMS_NOTE
+    assert "claim" in PAPER_CLAIMS_NOTE and "neither reproduced nor used as targets" in (
+        PAPER_CLAIMS_NOTE
+    )
 
 
 def test_recorded_command_leaves_out_the_data_directory():
@@ -212,3 +218,35 @@ def test_recorded_command_leaves_out_the_data_directory():
 
     argv = ["reproduce", "--data-dir", "/d/x", "--out", "runs/s", "--data-dir=/y", "--seeds", "5"]
     assert recorded_command(argv) == "qhqcnn reproduce --out runs/s --seeds 5"
+
+
+def test_baselines_comparisons_and_nothing_written_outside_out(tmp_path, breast_dir, monkeypatch,
+                                                               capsys):
+    monkeypatch.chdir(tmp_path)  # a user's checkout: its docs/ must stay untouched
+    out = tmp_path / "study"
+    args = ["reproduce", "--datasets", "breastmnist", "--models",
+            "hqcnn,classical,backbone-head,resnet18", "--seeds", "2", "--out", str(out),
+            "--data-dir", breast_dir, "--threads", "1", "--no-progress", *TINY]  # fmt: skip
+    assert main(args) == 0
+    assert f"results written to {out}/results.md\n" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study"]
+    study = json.loads((out / "results.json").read_text())
+    comps = study["comparisons"]["breastmnist"]
+    pairs = [(c["quantum"], c["classical"], c["metric"]) for c in comps]
+    assert pairs[:2] == [("hqcnn", "classical", "test_auc"), ("hqcnn", "classical", "test_acc")]
+    assert ("classical", "backbone-head", "test_auc") in pairs
+    assert ("hqcnn", "resnet18", "test_acc") in pairs and len(pairs) == 8
+    for c in comps:  # 2 seeds: tested, but the floor (0.5) says it could never reject
+        assert c["n_pairs"] == 2 and c["p_floor"] >= 0.5
+        assert "no detectable difference at this n" in c["reading"] or "not tested" in c["reading"]
+    params = {c["model"]: c["parameters"]["total"] for c in study["cells"]}
+    assert params["resnet18"] > 11_000_000 and params["backbone-head"] > 900_000
+    assert all(c["test_bootstrap"]["auc_ci95"] is not None for c in study["cells"])
+    assert all((Path(c["run"]) / "bootstrap_test.json").exists() for c in study["cells"])
+    markdown = (out / "results.md").read_text()
+    assert "| resnet18 | 2 |" in markdown and "| backbone-head | 2 |" in markdown
+    assert "| hqcnn − backbone-head | AUC | 2 |" in markdown
+    assert "*HQCNN paper, arXiv 2509.14277 (claim, not reproduced, not a target)" in markdown
+    assert "*0.8718*" in markdown and "ResNet-18 (28) (published)" in markdown
+    assert "Target for resnet18 (mean of 2 seed(s))" in markdown
+    assert "smallest attainable p at this n:" in markdown and "cannot reject at this n" in markdown

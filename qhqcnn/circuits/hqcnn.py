@@ -141,11 +141,14 @@ def hqcnn_template(
     encoding: str = "angle",
     attention: bool = True,
     paulis: Sequence[str] = ("Z", "X"),
+    correlators: bool = False,
 ) -> CircuitTemplate:
     """The HQCNN variational circuit: encoding → L entangling layers → attention → rotations.
 
     Weights: 3·n·L (U3) + n(n−1)/2 (attention phases, if enabled) + 2·n (final rotations);
-    38 for the default n=4, L=2. Outputs: ⟨P_i⟩ for each P in ``paulis`` and every qubit i.
+    38 for the default n=4, L=2. Outputs: ⟨P_i⟩ for each P in ``paulis`` and every qubit i, then
+    with ``correlators`` the two-qubit ⟨Z_i Z_j⟩ of every CNOT-ring pair (i, j) (n more outputs
+    for n ≥ 3): more read-out capacity for multi-class tasks at no extra weight.
     """
     if num_qubits < 1:
         raise ConfigError(f"num_qubits must be >= 1, got {num_qubits}")
@@ -175,6 +178,15 @@ def hqcnn_template(
     weight_blocks.append(list(rho))
     weights = tuple(p for block in weight_blocks for p in block)
     observables, names = single_qubit_observables(num_qubits, paulis)
+    if correlators:
+        from qiskit.quantum_info import SparsePauliOp
+
+        pairs = ring_pairs(num_qubits)
+        observables += tuple(
+            SparsePauliOp.from_sparse_list([("ZZ", [i, j], 1.0)], num_qubits=num_qubits)
+            for i, j in pairs
+        )
+        names += tuple(f"Z{i}Z{j}" for i, j in pairs)
     n_entangling = len(weight_blocks[0])
 
     def init_weights(rng: np.random.Generator) -> np.ndarray:

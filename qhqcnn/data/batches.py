@@ -89,6 +89,8 @@ def train_batches(
     augment: str = "none",
     rank: int = 0,
     world_size: int = 1,
+    policy=None,
+    weights: torch.Tensor | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """This rank's shuffled mini-batches of epoch ``epoch``; ``batch_size`` is the global batch
     (``batch_size / world_size`` images per rank). Single process: a final batch of one image is
@@ -96,12 +98,22 @@ def train_batches(
 
     Batches and flips are those of the single-process run, split across ranks: the flips of each
     global batch are drawn as one block and rank r takes its rows r, r + W, …
+
+    ``augment="anatomy"`` applies ``policy`` (an
+    :class:`~qhqcnn.data.augment.AugmentPolicy`); ``weights`` (one per image) replaces the
+    shuffle by a weighted draw with replacement of as many images (a balanced sampler; one
+    process only). Both draw from the epoch's generator, so they are resume-safe.
     """
     if batch_size % world_size:
         raise ValueError(f"batch size {batch_size} is not divisible by {world_size} ranks")
-    order = torch.tensor(epoch_order(len(labels), seed, epoch, rank, world_size))
     generator = epoch_generator(seed, epoch)
-    torch.randperm(len(labels), generator=generator)  # the sampler's draw: flips come after it
+    if weights is not None:
+        if world_size != 1:
+            raise ValueError("the balanced sampler runs in one process only")
+        order = torch.multinomial(weights, len(labels), replacement=True, generator=generator)
+    else:
+        order = torch.tensor(epoch_order(len(labels), seed, epoch, rank, world_size))
+        torch.randperm(len(labels), generator=generator)  # the sampler's draw: flips after it
     local = batch_size // world_size
     starts = list(range(0, len(order), local))
     if world_size == 1 and len(starts) > 1 and len(order) - starts[-1] == 1:
@@ -113,6 +125,10 @@ def train_batches(
         if augment == "flip":
             flips = torch.rand((stop - start) * world_size, 2, generator=generator) < 0.5
             batch = apply_flips(batch, flips[rank::world_size])
+        elif augment == "anatomy":
+            from qhqcnn.data.augment import apply_anatomy_augment
+
+            batch = apply_anatomy_augment(batch, policy, generator)
         yield batch, labels[index]
 
 

@@ -139,6 +139,10 @@ def _evaluate_locked(run, config, split, data, data_dir, backend, backend_option
         **score.metrics(),
     }
     tag = result_tag(backend, backend_options)
+    if not tag and data is None:  # a MedMNIST set: also medmnist's own result file
+        result["medmnist_file"] = str(
+            write_medmnist_result(run.path, config, split, score.y_score, result)
+        )
     text = json.dumps(result, indent=2, default=str) + "\n"
     run.save_file(run.metrics_path(split, tag), lambda tmp: tmp.write_text(text, "utf-8"))
     y_true = tensors.labels.numpy()
@@ -149,6 +153,28 @@ def _evaluate_locked(run, config, split, data, data_dir, backend, backend_option
 
     run.save_file(run.predictions_path(split, tag), write_npz)
     return result
+
+
+def medmnist_result_name(config, split: str, auc: float, acc: float) -> str:
+    """medmnist's standard result-file name,
+    ``{flag}{size_flag}_{split}_[AUC]{auc:.3f}_[ACC]{acc:.3f}@{run}.csv`` (as
+    ``medmnist.Evaluator.get_standard_evaluation_filename``); ``run`` is ``MODEL-sSEED``."""
+    size_flag = "" if config.size == 28 else f"_{config.size}"
+    run = re.sub(r"[^A-Za-z0-9-]+", "-", f"{config.model.model}-s{config.seed}")
+    return f"{config.dataset}{size_flag}_{split}_[AUC]{auc:.3f}_[ACC]{acc:.3f}@{run}.csv"
+
+
+def write_medmnist_result(run_dir: Path, config, split: str, y_score, metrics) -> Path:
+    """The scores in medmnist's ``Evaluator`` result-file format (one row per image: index,
+    then the scores; no header), beside ``metrics_<split>.json``; an earlier file of the same
+    split is replaced. medmnist's ``Evaluator.parse_and_evaluate`` reads it (full splits)."""
+    import pandas as pd
+
+    for old in run_dir.glob(f"{config.dataset}*_{split}_*@*.csv"):
+        old.unlink()
+    path = run_dir / medmnist_result_name(config, split, metrics["auc"], metrics["acc"])
+    pd.DataFrame(y_score).to_csv(path, header=False)
+    return path
 
 
 def format_metrics_table(results: list[dict[str, Any]]) -> str:

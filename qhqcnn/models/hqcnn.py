@@ -142,7 +142,11 @@ class HybridNet(HybridModel):
 def hqcnn_spec_template(spec: ModelSpec) -> CircuitTemplate:
     """The HQCNN circuit of ``spec`` (also the size of the classical ablation's layer)."""
     return hqcnn_template(
-        spec.num_qubits, spec.layers, encoding=spec.encoding, attention=spec.attention
+        spec.num_qubits,
+        spec.layers,
+        encoding=spec.encoding,
+        attention=spec.attention,
+        correlators=spec.observables == "zx+zz",
     )
 
 

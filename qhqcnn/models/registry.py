@@ -30,6 +30,7 @@ BUILTIN_MODEL_MODULES = (
     "qhqcnn.models.hqcnn",
     "qhqcnn.models.quanv",
     "qhqcnn.models.qcnn",
+    "qhqcnn.models.baselines",
 )
 
 

@@ -65,7 +65,7 @@ from qhqcnn.training.distributed import (
 from qhqcnn.training.memory import check_memory
 from qhqcnn.training.metrics import medmnist_metrics, scores_from_logits
 from qhqcnn.training.rundir import RunDir, TensorBoardLog, load_model_state
-from qhqcnn.training.scoring import loss_function, score_split
+from qhqcnn.training.scoring import score_split
 
 
 @dataclass
@@ -226,6 +226,28 @@ def _describe_run(
     return record
 
 
+def _medical_options(config: TrainConfig, data: PreparedData, context: DistributedContext):
+    """The training loss (class weights, ordinal), the balanced sampler's per-image weights and
+    the anatomy-aware augmentation policy that ``config`` asks for."""
+    from qhqcnn.training import medical
+
+    info, labels = data.info, data.splits["train"].labels
+    if config.loss == "ordinal" and info.task == medical.MULTI_LABEL:
+        raise ConfigError("the ordinal loss is for single-label tasks (not multi-label)")
+    weights = sampling = None
+    if config.class_balance == "weights":
+        weights = medical.class_weights(labels, info.task, info.n_classes)
+    elif config.class_balance == "sampler":
+        if info.task == medical.MULTI_LABEL:
+            raise ConfigError("class_balance=sampler is for single-label tasks; use weights")
+        if context.enabled:
+            raise ConfigError("class_balance=sampler runs in one process only")
+        sampling = medical.sample_weights(labels, info.task, info.n_classes)
+    loss = medical.training_loss(info.task, loss=config.loss, weights=weights)
+    policy = medical.augment_policy(config.dataset) if config.augment == "anatomy" else None
+    return loss, sampling, policy
+
+
 class Trainer:
     """Owns one run directory: builds everything from the config and trains it to the end.
 
@@ -276,7 +298,10 @@ class Trainer:
             model = convert_batchnorm(model, self.device)
         self.model = model
         self.train_model = wrap_model(model, self.context, self.device)
-        self.loss_fn = loss_function(self.data.info.task)
+        self.loss_fn, self.sample_weights, self.augment_policy = _medical_options(
+            config, self.data, self.context
+        )
+        self.loss_fn = self.loss_fn.to(self.device)
         self.optimizer = torch.optim.AdamW(
             parameter_groups(self.model, config), lr=config.lr, weight_decay=config.weight_decay
         )
@@ -397,6 +422,8 @@ class Trainer:
             augment=config.augment,
             rank=context.rank,
             world_size=context.world_size,
+            policy=self.augment_policy,
+            weights=self.sample_weights,
         )
         n_batches = max(1, train.images.shape[0] // config.batch_size)
         totals = torch.zeros(2, dtype=torch.float64)  # summed loss, images seen
