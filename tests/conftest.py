@@ -64,3 +64,30 @@ def check_run_outputs(run_dir: Path, n_images: int) -> dict:
     best = max(history, key=lambda record: record["val_auc"])  # the first epoch with the best
     assert metrics["checkpoint_epoch"] == best["epoch"]
     return metrics
+
+
+def _issue_layer(num_qubits: int, layers: int = 3):
+    """RY(x) encoding + layers x [U3 on every qubit + CX ring] (the layer of issue #16 and of
+    benchmarks/bench_peers.py): ``(circuit, inputs, weights)``."""
+    from qiskit import QuantumCircuit
+    from qiskit.circuit import ParameterVector
+
+    x = ParameterVector("x", num_qubits)
+    w = ParameterVector("w", 3 * layers * num_qubits)
+    qc = QuantumCircuit(num_qubits)
+    for i in range(num_qubits):
+        qc.ry(x[i], i)
+    k = 0
+    for _ in range(layers):
+        for i in range(num_qubits):
+            qc.u(w[k], w[k + 1], w[k + 2], i)
+            k += 3
+        for i in range(num_qubits):
+            qc.cx(i, (i + 1) % num_qubits)
+    return qc, list(x), list(w)
+
+
+@pytest.fixture
+def issue_layer():
+    """The issue-#16 layer builder, ``issue_layer(num_qubits, layers=3)``."""
+    return _issue_layer

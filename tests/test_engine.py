@@ -690,23 +690,6 @@ def test_forward_cache_does_not_leak_between_different_rows():
 
 
 # ----------------------------------------------------------------------------- fused local layout
-def issue_layer(num_qubits: int, layers: int = 3):
-    """RY(x) encoding + layers x [U3 on every qubit + CX ring] (the layer of issue #16)."""
-    x = ParameterVector("x", num_qubits)
-    w = ParameterVector("w", 3 * layers * num_qubits)
-    qc = QuantumCircuit(num_qubits)
-    for i in range(num_qubits):
-        qc.ry(x[i], i)
-    k = 0
-    for _ in range(layers):
-        for i in range(num_qubits):
-            qc.u(w[k], w[k + 1], w[k + 2], i)
-            k += 3
-        for i in range(num_qubits):
-            qc.cx(i, (i + 1) % num_qubits)
-    return qc, list(x), list(w)
-
-
 def statevector_values(circuit, observables, rows) -> np.ndarray:
     """``(rows, observables)`` by qiskit's ``Statevector`` (one bound circuit per row)."""
     out = []
@@ -748,7 +731,7 @@ def test_fused_layout_matches_statevector_and_gatewise_on_random_circuits(num_qu
 
 
 @pytest.mark.parametrize("num_qubits", [7, 10])
-def test_fused_layer_gradients_match_the_shift_rule(num_qubits):
+def test_fused_layer_gradients_match_the_shift_rule(num_qubits, issue_layer):
     qc, _, _ = issue_layer(num_qubits, layers=2)
     obs = [SparsePauliOp.from_sparse_list([("Z", [i], 1.0)], num_qubits) for i in (0, 3)]
     rows = np.random.default_rng(num_qubits).uniform(-np.pi, np.pi, (2, qc.num_parameters))
@@ -759,7 +742,7 @@ def test_fused_layer_gradients_match_the_shift_rule(num_qubits):
     np.testing.assert_allclose(fused.gradients, gatewise.gradients, atol=TOL)
 
 
-def test_fused_layout_kept_and_undone_states_agree():
+def test_fused_layout_kept_and_undone_states_agree(issue_layer):
     qc, _, _ = issue_layer(8)
     program = compile_circuit(qc)
     sums = [pauli_sum(SparsePauliOp.from_sparse_list([("Z", [i], 1.0)], 8)) for i in range(8)]
@@ -772,7 +755,7 @@ def test_fused_layout_kept_and_undone_states_agree():
     np.testing.assert_allclose(kept.gradients, undone.gradients, atol=TOL)
 
 
-def test_complex64_accuracy_on_the_fused_layout():
+def test_complex64_accuracy_on_the_fused_layout(issue_layer):
     """complex64 keeps values and gradients within 1e-6 of complex128 (measured ~2e-7)."""
     qc, _, _ = issue_layer(10)
     program = compile_circuit(qc)

@@ -478,27 +478,10 @@ def test_train_one_epoch_on_fake_torino_noise(tmp_path, breast_dir, capsys, chec
     assert "aer" in capsys.readouterr().out
 
 
-def _issue_layer(num_qubits: int, layers: int = 2):
-    """RY(x) encoding + layers x [U3 on every qubit + CX ring] (benchmarks/bench_peers.py)."""
-    from qiskit.circuit import ParameterVector
-
-    x = ParameterVector("x", num_qubits)
-    w = ParameterVector("w", 3 * layers * num_qubits)
-    qc = QuantumCircuit(num_qubits)
-    for i in range(num_qubits):
-        qc.ry(x[i], i)
-    k = 0
-    for _ in range(layers):
-        for i in range(num_qubits):
-            qc.u(w[k], w[k + 1], w[k + 2], i)
-            k += 3
-        for i in range(num_qubits):
-            qc.cx(i, (i + 1) % num_qubits)
-    return qc
-
-
 @pytest.mark.parametrize("num_qubits", [4, 5])
-def test_density_engine_matches_aer_density_matrix_values_and_gradients(num_qubits):
+def test_density_engine_matches_aer_density_matrix_values_and_gradients(
+    num_qubits, issue_layer
+):
     """The noisy table of bench_peers.py: values and the full Jacobian against Aer's
     density-matrix method with the same depolarizing model (Aer gradients by the shift rule on
     the parameters: each is one RY/U angle, so +-pi/2 shifts are exact and keep the gates)."""
@@ -509,7 +492,7 @@ def test_density_engine_matches_aer_density_matrix_values_and_gradients(num_qubi
     model = NoiseModel()
     model.add_all_qubit_quantum_error(depolarizing_error(1e-3, 1), ["ry", "u"])
     model.add_all_qubit_quantum_error(depolarizing_error(1e-2, 2), ["cx"])
-    qc = _issue_layer(num_qubits)
+    qc, _, _ = issue_layer(num_qubits, layers=2)
     obs = [SparsePauliOp.from_sparse_list([("Z", [i], 1.0)], num_qubits) for i in (0, 2)]
     obs.append(SparsePauliOp.from_sparse_list([("XY", [1, 3], 0.5)], num_qubits))
     rows = np.random.default_rng(num_qubits).uniform(-np.pi, np.pi, (2, qc.num_parameters))
