@@ -19,6 +19,22 @@ def _default(name: str):
     return ExecutionSettings.__dataclass_fields__[name].default
 
 
+def _setting(
+    p: argparse.ArgumentParser,
+    name: str,
+    kind: type,
+    help: str,
+    *,
+    show_default: bool = True,
+    **kwargs,
+) -> None:
+    """``--NAME`` for the ``ExecutionSettings`` field ``name``, with its default from there."""
+    default = _default(name)
+    suffix = f" (default: {default})" if show_default else ""
+    flag = "--" + name.replace("_", "-")
+    p.add_argument(flag, type=kind, default=default, help=help + suffix, **kwargs)
+
+
 def _add_job_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "run", help="run directory written by `qhqcnn train` (an hqcnn, qcnn or quanv model)"
@@ -45,12 +61,7 @@ def _add_job_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, help="number of images (default: all)")
     p.add_argument("--offset", type=int, default=0, help="first image index of the split")
     # the defaults are ExecutionSettings' (the job manifest's record of how the circuits ran)
-    p.add_argument(
-        "--shots",
-        type=int,
-        default=_default("shots"),
-        help=f"shots per parameter set (default: {_default('shots')})",
-    )
+    _setting(p, "shots", int, "shots per parameter set")
     p.add_argument(
         "--mitigation",
         action="append",
@@ -58,95 +69,55 @@ def _add_job_arguments(p: argparse.ArgumentParser) -> None:
         help="error mitigation, repeatable or comma-separated "
         f"(default: {','.join(_default('mitigation'))})",
     )
-    p.add_argument(
-        "--resilience-level",
-        type=int,
+    _setting(
+        p,
+        "resilience_level",
+        int,
+        "Runtime resilience level (default: 0 plus exactly the --mitigation techniques)",
+        show_default=False,
         choices=[0, 1, 2],
-        default=_default("resilience_level"),
-        help="Runtime resilience level (default: 0 plus exactly the --mitigation techniques)",
     )
-    p.add_argument(
-        "--primitive",
-        default=_default("primitive"),
+    _setting(
+        p,
+        "primitive",
+        str,
+        "executor (client-side) or legacy EstimatorV2; auto picks",
         choices=PRIMITIVES,
-        help="executor (client-side) or legacy EstimatorV2; auto picks "
-        f"(default: {_default('primitive')})",
     )
-    p.add_argument(
-        "--max-params-per-pub",
-        type=int,
-        default=_default("max_params_per_pub"),
-        help=f"parameter sets per PUB (default: {_default('max_params_per_pub')})",
-    )
-    p.add_argument(
-        "--max-pubs-per-job",
-        type=int,
-        default=_default("max_pubs_per_job"),
-        help=f"PUBs per job (chunk) (default: {_default('max_pubs_per_job')})",
-    )
-    p.add_argument(
-        "--optimization-level",
-        type=int,
-        default=_default("optimization_level"),
-        choices=[0, 1, 2, 3],
-        help=f"transpiler optimization level (default: {_default('optimization_level')})",
-    )
-    p.add_argument(
-        "--seed-transpiler",
-        type=int,
-        default=_default("seed_transpiler"),
-        help=f"transpiler seed (default: {_default('seed_transpiler')})",
-    )
+    _setting(p, "max_params_per_pub", int, "parameter sets per PUB")
+    _setting(p, "max_pubs_per_job", int, "PUBs per job (chunk)")
+    _setting(p, "optimization_level", int, "transpiler optimization level", choices=[0, 1, 2, 3])
+    _setting(p, "seed_transpiler", int, "transpiler seed")
     p.add_argument(
         "--no-transpile-search",
         action="store_true",
         help="one preset transpilation instead of the best of several scored by the device's "
         "calibrated errors",
     )
-    p.add_argument(
-        "--search-seeds",
-        type=int,
-        default=_default("search_seeds"),
-        help="transpiler seeds per gate order (default: per device)",
+    _setting(p, "search_seeds", int, "transpiler seeds per gate order (default: per device)",
+             show_default=False)  # fmt: skip
+    _setting(p, "search_orders", int, "commutation-equivalent gate orders tried (default: per "
+             "device)", show_default=False)  # fmt: skip
+    _setting(
+        p,
+        "approximation_degree",
+        float,
+        "approximate synthesis (< 1), kept only within --max-approx-error of exact values",
+        show_default=False,
     )
-    p.add_argument(
-        "--search-orders",
-        type=int,
-        default=_default("search_orders"),
-        help="commutation-equivalent gate orders tried (default: per device)",
-    )
-    p.add_argument(
-        "--approximation-degree",
-        type=float,
-        default=_default("approximation_degree"),
-        help="approximate synthesis (< 1), kept only within --max-approx-error of exact values",
-    )
-    p.add_argument(
-        "--max-approx-error",
-        type=float,
-        default=_default("max_approx_error"),
-        help=f"largest output change an approximation may make "
-        f"(default: {_default('max_approx_error')})",
-    )
-    p.add_argument(
-        "--calibration",
-        default=_default("calibration"),
-        choices=CALIBRATIONS,
-        help="affine: fit each output's scale and shift on training images run in the same "
+    _setting(p, "max_approx_error", float, "largest output change an approximation may make")
+    _setting(
+        p,
+        "calibration",
+        str,
+        "affine: fit each output's scale and shift on training images run in the same "
         "Batch and map the measured values back before the trained layers (never test images)",
+        show_default=False,
+        choices=CALIBRATIONS,
     )
-    p.add_argument(
-        "--calibration-images",
-        type=int,
-        default=_default("calibration_images"),
-        help=f"training images of the calibration (default: {_default('calibration_images')})",
-    )
-    p.add_argument(
-        "--seed-simulator",
-        type=int,
-        default=_default("seed_simulator"),
-        help="seed of local simulations (fake devices only)",
-    )
+    _setting(p, "calibration_images", int, "training images of the calibration")
+    _setting(p, "seed_simulator", int, "seed of local simulations (fake devices only)",
+             show_default=False)  # fmt: skip
     p.add_argument("--data-dir", default=None, help="MedMNIST data directory")
 
 

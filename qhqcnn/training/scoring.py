@@ -11,12 +11,8 @@ from torch import nn
 from qhqcnn.data.batches import ImageSource, eval_batches
 from qhqcnn.errors import TrainingError
 from qhqcnn.training.distributed import SINGLE_PROCESS, DistributedContext, gather_rows, shard
-from qhqcnn.training.metrics import MULTI_LABEL, medmnist_metrics, scores_from_logits
-
-
-def loss_function(task: str) -> nn.Module:
-    """Cross-entropy for binary/multi-class/ordinal tasks, BCE-with-logits for multi-label."""
-    return nn.BCEWithLogitsLoss() if task == MULTI_LABEL else nn.CrossEntropyLoss()
+from qhqcnn.training.medical import training_loss
+from qhqcnn.training.metrics import medmnist_metrics, scores_from_logits
 
 
 @dataclass(frozen=True)
@@ -70,7 +66,8 @@ def score_split(
             "NaN or inf): its weights diverged. Nothing was scored or written; try a lower "
             "--lr / --quantum-lr."
         )
-    loss = float(loss_function(task)(logits, labels))
+    # the plain (unweighted) loss: comparable across recipes and with the published curves
+    loss = float(training_loss(task)(logits, labels))
     y_score = scores_from_logits(logits, task)
     metrics = medmnist_metrics(labels.numpy(), y_score, task)
     return SplitScore(loss=loss, acc=metrics["acc"], auc=metrics["auc"], y_score=y_score)
