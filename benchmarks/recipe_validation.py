@@ -4,6 +4,12 @@
         [--patience N] [--variants base qlr1e-2 ...] [--out runs/recipe]
         [--table runs/recipe/table.md]
 
+The medical-imaging conventions of issue #18 (docs/recipe.md) are chosen with
+``--variants hqcnn-recipe hqcnn-anatomy hqcnn-weights hqcnn-sampler hqcnn-ordinal … --epochs 40
+--patience 15``: ``<model>-recipe`` is the shared recipe as it stands (every default), each other
+variant changes one option of it. Finished (variant, seed) runs are kept as
+``<out>/<variant>-s<seed>/validation.json`` and not run again, so an interrupted sweep resumes.
+
 Each variant trains its model for ``--epochs`` epochs (early stopping off unless ``--patience``
 is given) and reports the best validation AUC per seed. The table is printed and written to
 ``--table``. The QCNN pair's learning-rate table of docs/recipe.md is
@@ -42,19 +48,52 @@ QCNN_LR_VARIANTS = {
                      ("1e-1", 1e-1))
 }
 
+#: Issue #18's medical-imaging conventions and read-out capacity, one change each from the
+#: recipe's defaults (run only when named in ``--variants``).
+MEDICAL_VARIANTS = {
+    f"{model}-{name}": (model, config_overrides, spec_overrides)
+    for model in ("hqcnn", "classical")
+    for name, config_overrides, spec_overrides in (
+        ("recipe", {}, {}),
+        ("anatomy", {"augment": "anatomy"}, {}),
+        ("weights", {"class_balance": "weights"}, {}),
+        ("sampler", {"class_balance": "sampler"}, {}),
+        ("ordinal", {"loss": "ordinal"}, {}),
+        ("zz", {}, {"observables": "zx+zz"}),
+        ("q6", {}, {"num_qubits": 6}),
+        ("q6-zz", {}, {"num_qubits": 6, "observables": "zx+zz"}),
+    )
+}
+ALL_VARIANTS = {**VARIANTS, **QCNN_LR_VARIANTS, **MEDICAL_VARIANTS}
+
+
+def best_epoch_val_acc(run_dir: Path, best_epoch: int) -> float:
+    """Validation ACC of the checkpoint that was kept (the best-validation-AUC epoch)."""
+    history = json.loads((run_dir / "history.json").read_text())
+    return next(row["val_acc"] for row in history if row["epoch"] == best_epoch)
+
 
 def run_variant(name: str, seed: int, args: argparse.Namespace) -> dict:
-    model, config_overrides, spec_overrides = {**VARIANTS, **QCNN_LR_VARIANTS}[name]
+    run_dir = Path(args.out) / f"{name}-s{seed}"
+    done = run_dir / "validation.json"
+    if done.exists():
+        row = json.loads(done.read_text())
+        return {**row, "best_val_acc": best_epoch_val_acc(run_dir, row["best_epoch"])}
+    model, config_overrides, spec_overrides = ALL_VARIANTS[name]
     config = TrainConfig(
         dataset=args.dataset, epochs=args.epochs, patience=args.patience or args.epochs, seed=seed,
-        threads=args.threads, model=ModelSpec(model=model, **spec_overrides), **config_overrides,
+        threads=args.threads, model=ModelSpec(model=model, **spec_overrides),
+        max_train=args.max_train, **config_overrides,
     )
     started = time.time()
-    trainer = Trainer(config, Path(args.out) / f"{name}-s{seed}", data_dir=args.data_dir,
-                      progress=False)
+    trainer = Trainer(config, run_dir, data_dir=args.data_dir, progress=False)
     best = trainer.fit()
-    return {"variant": name, "seed": seed, "best_val_auc": best["best_val_auc"],
-            "best_epoch": best["best_epoch"], "seconds": time.time() - started}
+    row = {"variant": name, "seed": seed, "dataset": args.dataset,
+           "best_val_auc": best["best_val_auc"], "best_epoch": best["best_epoch"],
+           "best_val_acc": best_epoch_val_acc(run_dir, best["best_epoch"]),
+           "seconds": time.time() - started}
+    atomic_write_text(done, json.dumps(row, indent=2))
+    return row
 
 
 def main() -> None:
@@ -64,7 +103,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--patience", type=int, default=None, help="default: no early stopping")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=ALL_VARIANTS)
+    parser.add_argument("--max-train", type=int, default=None,
+                        help="train on the first N training images (a budgeted sweep; the "
+                        "whole validation split is still scored)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", default="runs/recipe")
     parser.add_argument("--table", default="runs/recipe/table.md")
@@ -72,12 +114,15 @@ def main() -> None:
     rows = [run_variant(v, s, args) for v in args.variants for s in args.seeds]
     for row in rows:
         print(json.dumps(row))
-    lines = ["| variant | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean |",
-             "|---|" + "---:|" * (len(args.seeds) + 1)]
+    lines = ["| variant | " + " | ".join(f"seed {s}" for s in args.seeds)
+             + " | val AUC mean ± sd | val ACC mean |",
+             "|---|" + "---:|" * (len(args.seeds) + 2)]
     for v in args.variants:
         aucs = [r["best_val_auc"] for r in rows if r["variant"] == v]
+        accs = [r["best_val_acc"] for r in rows if r["variant"] == v]
+        spread = f" ± {np.std(aucs, ddof=1):.3f}" if len(aucs) > 1 else ""
         lines.append(f"| {v} | " + " | ".join(f"{a:.3f}" for a in aucs)
-                     + f" | {np.mean(aucs):.3f} |")
+                     + f" | {np.mean(aucs):.3f}{spread} | {np.mean(accs):.3f} |")
     Path(args.table).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.table, "\n".join(lines) + "\n")
     print("\n".join(lines))
