@@ -142,3 +142,72 @@ def test_compare_table_is_written_into_its_own_section(tmp_path):
     text = doc.read_text()
     assert text.count("<!-- compare:a -->") == 1 and "kept" in text
     assert text.count("| fake_nairobi | trex | calibrated |") == 2
+
+
+# -- trained-weight synthesis (--synthesis aqc) ------------------------------------------------
+@pytest.fixture(scope="module")
+def synthesized():
+    """A 3-qubit HQCNN (attention on) at trained-like weights, its fixed part synthesized into
+    16 CNOTs on a line (a generic 3-qubit unitary needs 14)."""
+    from qhqcnn.backends.synthesis import SynthesisOptions, synthesize
+
+    template = hqcnn_template(num_qubits=3, layers=1)
+    weights = template.init_weights(np.random.default_rng(3))
+    bound, record = synthesize(template, weights, SynthesisOptions(cnots=16))
+    return template, weights, bound, record
+
+
+def test_synthesis_computes_the_trained_model_within_its_stated_bound(synthesized):
+    from qhqcnn.backends.search import template_values
+    from qhqcnn.backends.synthesis import split_encoding
+
+    template, weights, bound, record = synthesized
+    assert record["accepted"] and record["cnots"] == 16 and record["method"] == "aqc"
+    # The only parameters left are the inputs; the gates after the encoding are the network.
+    assert {p.name for p in bound.circuit.parameters} == {p.name for p in template.input_params}
+    assert bound.circuit.count_ops()["cx"] == 16
+    # Exact values at random inputs, against the template with the weights bound: within the
+    # stated bound, which here is floating-point precision.
+    rng = np.random.default_rng(11)
+    inputs = rng.uniform(-np.pi, np.pi, (6, template.num_inputs))
+    expected = template_values(template, np.hstack([inputs, np.tile(weights, (6, 1))]))
+    got = template_values(bound, inputs)
+    assert np.max(np.abs(got - expected)) <= record["output_bound"] + 1e-12
+    assert record["output_bound"] < 1e-8
+    assert record["max_abs_deviation_random_inputs"] < 1e-8
+    # The fixed part is one unitary only when every input gate comes first.
+    encoding, rest = split_encoding(template)
+    assert set(encoding.parameters) == set(template.input_params)
+    assert not set(rest.parameters) & set(template.input_params)
+
+
+def test_synthesized_circuit_runs_on_a_line_without_routing(synthesized):
+    from qhqcnn.hardware.counts import synthesized_deviation
+
+    template, weights, bound, _ = synthesized
+    backend = get_fake_backend("fake_nairobi")
+    prepared = transpile_template(bound, backend, search=SEARCH)
+    assert prepared.info["two_qubit_gates"] == 16
+    assert synthesized_deviation(prepared, template, weights) < 1e-8
+
+
+def test_a_synthesis_above_the_bound_is_rejected_and_recorded():
+    from qhqcnn.backends.synthesis import SynthesisOptions, synthesize
+
+    template = hqcnn_template(num_qubits=3, layers=1)
+    weights = template.init_weights(np.random.default_rng(3))
+    kept, record = synthesize(template, weights, SynthesisOptions(cnots=2, maxiter=50))
+    assert kept is template and not record["accepted"]
+    assert record["tried"][0]["cnots"] == 2 and record["tried"][0]["output_bound"] > 1e-3
+
+
+def test_synthesis_settings_are_recorded_and_off_by_default():
+    settings = ExecutionSettings()
+    assert settings.synthesis == "none" and settings.synthesis_options() is None
+    chosen = ExecutionSettings(synthesis="aqc", synthesis_cnots=62, max_approx_error=1e-6)
+    again = ExecutionSettings.from_dict(chosen.to_dict())
+    assert again == chosen
+    options = again.synthesis_options()
+    assert (options.method, options.cnots, options.max_error) == ("aqc", 62, 1e-6)
+    with pytest.raises(ConfigError):
+        ExecutionSettings(synthesis="qsd")

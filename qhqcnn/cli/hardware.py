@@ -10,6 +10,7 @@ from qhqcnn.hardware.settings import (
     DEFAULT_JOBS_DIR,
     MITIGATIONS,
     PRIMITIVES,
+    SYNTHESES,
     ExecutionSettings,
 )
 
@@ -108,6 +109,17 @@ def _add_job_arguments(p: argparse.ArgumentParser) -> None:
     _setting(p, "max_approx_error", float, "largest output change an approximation may make")
     _setting(
         p,
+        "synthesis",
+        str,
+        "aqc: compile the trained circuit's fixed part (all gates after the encoding, weights "
+        "bound) into a CNOT network on a line of qubits, kept only if its stated output bound "
+        "is within --max-approx-error",
+        choices=SYNTHESES,
+    )
+    _setting(p, "synthesis_cnots", int, "CNOTs of the synthesized network (default: the fewest "
+             "of 61-66 that meet the bound)", show_default=False)  # fmt: skip
+    _setting(
+        p,
         "calibration",
         str,
         "affine: fit each output's scale and shift on training images run in the same "
@@ -139,6 +151,8 @@ def _settings(args: argparse.Namespace) -> ExecutionSettings:
         search_orders=args.search_orders,
         approximation_degree=args.approximation_degree,
         max_approx_error=args.max_approx_error,
+        synthesis=args.synthesis,
+        synthesis_cnots=args.synthesis_cnots,
         calibration=args.calibration,
         calibration_images=args.calibration_images,
     )
@@ -216,8 +230,27 @@ def _cmd_counts(args: argparse.Namespace) -> int:
     from qhqcnn.hardware.counts import all_templates, count_rows, format_rows
 
     search = {"seeds": args.search_seeds, "orders": args.search_orders}
+    synthesis, weights, templates = None, None, args.template or all_templates()
+    if args.synthesis != "none":
+        synthesis = ExecutionSettings(
+            synthesis=args.synthesis,
+            synthesis_cnots=args.synthesis_cnots,
+            max_approx_error=args.max_approx_error,
+        ).synthesis_options()
+    if args.run is not None:
+        from qhqcnn.hardware.features import load_run_inputs
+
+        inputs = load_run_inputs(args.run, "train", limit=1, data_dir=args.data_dir)
+        name = inputs.spec.model
+        weights = {name: inputs.weights}
+        templates = args.template or [name]
     rows = count_rows(
-        args.template or all_templates(), args.ibm_backend, search=search, check=not args.no_check
+        templates,
+        args.ibm_backend,
+        search=search,
+        check=not args.no_check,
+        synthesis=synthesis,
+        weights=weights,
     )
     print(format_rows(rows))
     return 0
@@ -279,6 +312,23 @@ def register(subparsers) -> None:
         "--search-orders", type=int, default=None, help="commutation-equivalent gate orders"
     )
     p.add_argument("--no-check", action="store_true", help="skip the exact-values check")
+    _setting(
+        p,
+        "synthesis",
+        str,
+        "also count the circuit with its fixed part synthesized (weights bound: the --run's "
+        "trained ones, else initial ones)",
+        choices=SYNTHESES,
+    )
+    _setting(p, "synthesis_cnots", int, "CNOTs of the synthesized network (default: the fewest "
+             "of 61-66 that meet the bound)", show_default=False)  # fmt: skip
+    _setting(p, "max_approx_error", float, "largest stated output change a synthesis may make")
+    p.add_argument(
+        "--run",
+        default=None,
+        help="trained run whose weights the synthesis binds (default templates: its model's)",
+    )
+    p.add_argument("--data-dir", default=None, help="MedMNIST data directory (with --run)")
     p.set_defaults(handler=_cmd_counts)
 
     p = sub.add_parser(

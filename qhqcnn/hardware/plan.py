@@ -212,6 +212,24 @@ def format_choices(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def synthesized_template(
+    template: CircuitTemplate, weights: np.ndarray, settings: ExecutionSettings
+) -> tuple[CircuitTemplate, dict[str, Any] | None]:
+    """The template the device runs and the synthesis record (``None``: synthesis off).
+
+    With ``settings.synthesis`` on, everything after the encoding is compiled at the trained
+    ``weights`` (qhqcnn.backends.synthesis): the device template's only parameters are the
+    input angles. A rejected synthesis (bound above ``max_approx_error``) keeps ``template``.
+    The exact and noisy references of ``hardware report`` always use ``template`` itself.
+    """
+    options = settings.synthesis_options()
+    if options is None:
+        return template, None
+    from qhqcnn.backends.synthesis import synthesize
+
+    return synthesize(template, weights, options)
+
+
 def build_plan(
     run_dir: str | Path,
     backend_name: str,
@@ -236,17 +254,20 @@ def build_plan(
     primitive, reason = choose_primitive(settings.primitive, backend)
     inputs = load_run_inputs(run_dir, split, limit=limit, offset=offset, data_dir=data_dir)
     template = inputs.spec.template()
+    device_template, synthesis = synthesized_template(template, inputs.weights, settings)
     prepared = transpile_template(
-        template,
+        device_template,
         backend,
         optimization_level=settings.optimization_level,
         seed_transpiler=settings.seed_transpiler,
         search=settings.search(),
     )
+    if synthesis is not None:
+        prepared.info["synthesis"] = synthesis
     values = parameter_values(
         prepared.circuit,
-        template.input_params,
-        template.weight_params,
+        device_template.input_params,
+        device_template.weight_params,
         inputs.angles,
         inputs.weights,
     )
@@ -257,8 +278,8 @@ def build_plan(
         )
         calibration_values = parameter_values(
             prepared.circuit,
-            template.input_params,
-            template.weight_params,
+            device_template.input_params,
+            device_template.weight_params,
             calibration.angles,
             inputs.weights,
         )
@@ -302,6 +323,19 @@ def build_plan(
 def _techniques_text(applied: dict[str, Any]) -> str:
     on = [name for name, enabled in applied["techniques"].items() if enabled]
     return ", ".join(on) if on else "none"
+
+
+def _synthesis_lines(record: dict[str, Any]) -> list[str]:
+    if not record.get("accepted"):
+        tried = ", ".join(f"{t['cnots']} CNOTs: {t['output_bound']:.1e}" for t in record["tried"])
+        return [f"synthesis    {record['method']} rejected (output bounds {tried} > "
+                f"{record['options']['max_error']:g}); the template runs"]  # fmt: skip
+    return [
+        f"synthesis    {record['method']}: fixed part (trained weights) as {record['cnots']} "
+        f"CNOTs on a line; |Δ⟨O⟩| ≤ {record['output_bound']:.1e} for every input (stated "
+        f"bound; ≤ {record['options']['max_error']:g} required), "
+        f"{record['max_abs_deviation_random_inputs']:.1e} measured at random inputs"
+    ]
 
 
 def format_plan(plan: HardwarePlan) -> str:
@@ -358,8 +392,13 @@ def format_plan(plan: HardwarePlan) -> str:
             if plan.calibration is not None
             else []
         ),
+        *(_synthesis_lines(info["synthesis"]) if "synthesis" in info else []),
         f"parameters   {n_params} per set ({plan.template.num_inputs} input angles + "
-        f"{plan.template.num_weights} trained weights bound)",
+        + (
+            f"{plan.template.num_weights} trained weights compiled into the network)"
+            if info.get("synthesis", {}).get("accepted")
+            else f"{plan.template.num_weights} trained weights bound)"
+        ),
         f"observables  {len(plan.prepared.observables)} ({', '.join(plan.template.output_names)})"
         f" mapped to the layout; {usage['measurement_bases']} measurement bases",
         f"primitive    {plan.primitive} estimator ({plan.primitive_reason})",

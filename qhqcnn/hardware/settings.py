@@ -16,6 +16,8 @@ MITIGATIONS = ("none", "trex", "zne", "twirling", "dd")
 PRIMITIVES = ("auto", "executor", "legacy")
 #: The dynamical-decoupling sequence used for ``--mitigation dd``.
 DD_SEQUENCE = "XY4"
+#: ``--synthesis`` choices (see qhqcnn.backends.synthesis).
+SYNTHESES = ("none", "aqc")
 #: ``--calibration`` choices (see qhqcnn.hardware.calibration).
 CALIBRATIONS = ("none", "affine")
 
@@ -62,6 +64,11 @@ class ExecutionSettings:
     #: Approximate synthesis (< 1), kept only within ``max_approx_error`` of the exact values.
     approximation_degree: float | None = None
     max_approx_error: float = 1e-3
+    #: ``aqc``: the fixed (weight) part of the trained circuit compiled into a line CNOT network
+    #: of ``synthesis_cnots`` CNOTs (``None``: the fewest that meet ``max_approx_error``), kept
+    #: only when its stated output bound is within ``max_approx_error`` (qhqcnn.backends.synthesis).
+    synthesis: str = "none"
+    synthesis_cnots: int | None = None
     #: Calibrated readout: ``none``, or ``affine`` (per-output scale and shift fitted on
     #: ``calibration_images`` training images run in the same Batch; see calibration.py).
     calibration: str = "none"
@@ -81,6 +88,7 @@ class ExecutionSettings:
             (self.optimization_level in (0, 1, 2, 3), "optimization level must be 0-3"),
             (self.calibration in CALIBRATIONS, f"calibration must be one of {CALIBRATIONS}"),
             (self.calibration_images >= 2, "calibration needs at least 2 images"),
+            (self.synthesis in SYNTHESES, f"synthesis must be one of {SYNTHESES}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -122,6 +130,16 @@ class ExecutionSettings:
             "max_approx_error": self.max_approx_error,
             "seed": self.seed_transpiler,
         }
+
+    def synthesis_options(self):
+        """The options of :func:`qhqcnn.backends.synthesis.synthesize` (``None``: off)."""
+        if self.synthesis == "none":
+            return None
+        from qhqcnn.backends.synthesis import SynthesisOptions
+
+        return SynthesisOptions(
+            method=self.synthesis, cnots=self.synthesis_cnots, max_error=self.max_approx_error
+        )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
