@@ -30,6 +30,7 @@ from .jobs import InlineJob
 from .observables import PauliSum, pauli_sum
 from .options import EngineOptions
 from .program import Program
+from .small import DEFAULT_SMALL_MAX_QUBITS
 from .statevector import DEFAULT_DENSE_MAX_QUBITS
 
 
@@ -175,6 +176,8 @@ class FastEstimator(BaseEstimatorV2):
         dtype: ``torch.complex128`` (default) or ``torch.complex64``.
         dense_max_qubits: circuits up to this width use full-matrix gates.
         cache_forward: remember the last forward simulations for a following gradient call.
+        small_max_qubits: circuits up to this width (and ``dense_max_qubits``) run on the
+            segment path (:mod:`qhqcnn.engine.small`); ``0`` keeps them on the block path.
     """
 
     def __init__(
@@ -186,10 +189,13 @@ class FastEstimator(BaseEstimatorV2):
         dtype: str | torch.dtype = torch.complex128,
         dense_max_qubits: int = DEFAULT_DENSE_MAX_QUBITS,
         cache_forward: bool = True,
+        small_max_qubits: int = DEFAULT_SMALL_MAX_QUBITS,
     ) -> None:
         self._default_precision = default_precision
         self._seed = seed
-        self.engine_options = EngineOptions.create(device, dtype, dense_max_qubits, cache_forward)
+        self.engine_options = EngineOptions.create(
+            device, dtype, dense_max_qubits, cache_forward, small_max_qubits
+        )
         self._simulator = self.engine_options.simulator()
 
     @property

@@ -1,0 +1,357 @@
+"""The *segment* path for few-qubit programs: whole-register matrices, few torch calls per batch.
+
+At a few qubits the arithmetic of a batch is tiny (``2**n`` amplitudes per row) and the time of
+the block path (:mod:`.sweep`) is its per-gate Python and torch overhead. This path splits the
+gate sequence into *segments*: maximal runs of gates that are the same on every row (*shared*:
+weights and constant gates) and runs of gates whose angles differ between rows (*per-row*: the
+input encoding). Every gate is a full ``2**n x 2**n`` matrix.
+
+* A shared segment ``G_{L-1} ... G_0`` is reduced by a parallel prefix product (``log2 L``
+  batched products of the stacked matrices, all rows at once; a plain loop from 5 qubits on,
+  where the extra work of the scan outweighs its fewer calls). The state after it is one GEMM.
+  Its gradient terms are ``<lambda| E_j^dagger Gen_s E_j |phi>`` for the state ``phi`` before
+  the segment, the co-state ``lambda`` before it and ``E_j = G_{j-1} ... G_0``: the conjugated
+  generators ``E^dagger Gen E`` of all of the segment's angles are one batched product, their
+  images of the states one GEMM and the terms one batched contraction.
+* A per-row segment is applied gate by gate to the states, each gate as its own small matrix on
+  a view of the states (:func:`local_space`: no whole-register matrix per row), keeping the
+  state before every parameterized gate; the adjoint sweep undoes it gate by gate and takes
+  ``<lambda| Gen_s |phi>`` at each parameterized gate.
+
+Values and gradients equal the block path's to float rounding (tests check both against
+Qiskit). Used when the program has at most ``small_max_qubits`` qubits (see
+:class:`~.statevector.StatevectorSimulator`) and the states it keeps fit :data:`PER_ROW_BYTES`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .layout import ApplySpace, apply_generators_local, apply_local
+from .tensors import PreparedProgram, embed
+
+#: Programs up to this many qubits use the segment path by default.
+DEFAULT_SMALL_MAX_QUBITS = 5
+#: Largest size (bytes) of the states kept before the per-row gates of a batch; beyond it the
+#: simulator falls back to the block path.
+PER_ROW_BYTES = 1 << 28
+#: Shared segments are reduced by a parallel prefix product up to this many qubits (a loop above).
+SCAN_MAX_QUBITS = 4
+
+
+@dataclass(frozen=True, eq=False)
+class Segment:
+    """A run of gates: ``ops`` (circuit order), the positions in ``ops`` of its parameterized
+    gates, their angle slots (flattened, the order of its gradient terms) and, per slot, the
+    position (in ``params``) of the gate it belongs to."""
+
+    per_row: bool
+    ops: tuple[int, ...]
+    params: tuple[int, ...]
+    slots: tuple[int, ...]
+    owner: tuple[int, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """Segments, and the parameterized gates grouped by model and kind for building them."""
+
+    segments: tuple[Segment, ...]
+    groups: tuple[tuple[bool, object, tuple[int, ...], np.ndarray], ...]  # per_row, model, ops
+
+
+@dataclass(frozen=True, eq=False)
+class SharedData:
+    """A shared segment of one batch: its input state ``(1 or R, D)``, product ``(D, D)``, the
+    prefix products before its parameterized gates (one per slot, ``(S, D, D)``) and the
+    generators of its slots ``(S, D, D)``."""
+
+    state_in: torch.Tensor
+    total: torch.Tensor
+    prefixes: torch.Tensor | None
+    generators: torch.Tensor | None
+
+
+@dataclass(frozen=True, eq=False)
+class PerRowData:
+    """A per-row segment of one batch: each gate's space and matrix in it (``(R, m, m)``, or
+    ``(m, m)`` for a constant gate), the state before each parameterized gate ``(1 or R, D)``
+    and its generators (``(A, m, m)`` or ``(R, A, m, m)``)."""
+
+    spaces: tuple[ApplySpace, ...]
+    matrices: tuple[torch.Tensor, ...]
+    before: tuple[torch.Tensor, ...]
+    generators: tuple[torch.Tensor, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class SegmentTensors:
+    """What a forward pass of the segment path keeps for the adjoint sweep (``angles``: the
+    batch's gate angles ``(R, S)``, as in :class:`~.tensors.GateTensors`)."""
+
+    plan: Plan
+    data: tuple[SharedData | PerRowData, ...]
+    angles: np.ndarray
+
+
+def op_varies(prepared: PreparedProgram, angles: np.ndarray) -> np.ndarray:
+    """For each parameterized op, whether its angles differ between the rows of the batch."""
+    varies = np.zeros(angles.shape[1] + 1, dtype=bool)  # last entry: padding of slot_table
+    if angles.shape[0] > 1:
+        varies[:-1] = (angles != angles[:1]).any(axis=0)
+    return varies[prepared.slot_table].any(axis=1)
+
+
+def fits(prepared: PreparedProgram, varies: np.ndarray, num_rows: int) -> bool:
+    """Whether the states kept before the per-row gates of this batch (and their gate tensors)
+    stay within :data:`PER_ROW_BYTES`."""
+    itemsize = torch.empty((), dtype=prepared.dtype).element_size()
+    dim = 1 << prepared.program.num_qubits
+    per_row_ops = int(varies.sum())
+    return num_rows * per_row_ops * dim * itemsize * 2 <= PER_ROW_BYTES
+
+
+def _plan(prepared: PreparedProgram, varies: np.ndarray) -> Plan:
+    key = ("segments", varies.tobytes())
+    hit = prepared.memo.get(key)
+    if hit is not None:
+        return hit
+    ops = prepared.ops
+    kind = dict(zip(prepared.param_ops, varies.tolist(), strict=True))
+    # a constant gate goes with the next parameterized gate (shared if none follows)
+    following = False
+    labels = [False] * len(ops)
+    for i in range(len(ops) - 1, -1, -1):
+        if i in kind:
+            following = kind[i]
+        labels[i] = following
+    runs: list[list[int]] = []
+    for i, per_row in enumerate(labels):
+        if runs and labels[runs[-1][-1]] == per_row:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    segments = []
+    for run in runs:
+        params = tuple(p for p, i in enumerate(run) if i in kind)
+        slots = tuple(s for p in params for s in ops[run[p]].slots)
+        owner = tuple(k for k, p in enumerate(params) for _ in ops[run[p]].slots)
+        segments.append(Segment(labels[run[0]], tuple(run), params, slots, owner))
+    grouped: dict[tuple[int, bool], list[int]] = {}
+    for i in prepared.param_ops:
+        grouped.setdefault((id(ops[i].model), kind[i]), []).append(i)
+    groups = tuple(
+        (per_row, ops[members[0]].model, tuple(members), np.array([ops[i].slots for i in members]))
+        for (_, per_row), members in grouped.items()
+    )
+    plan = Plan(tuple(segments), groups)
+    if len(prepared.memo) > 256:
+        prepared.memo.clear()
+    prepared.memo[key] = plan
+    return plan
+
+
+def local_space(qubits: tuple[int, ...], num_qubits: int) -> ApplySpace:
+    """Where a per-row gate is applied: its own contiguous qubit range (a ``low`` block when it
+    starts at qubit 0, else a ``span``), or its qubits moved last (``permute``)."""
+    low, top = min(qubits), max(qubits) + 1
+    if top - low == len(qubits):
+        if low == 0:
+            return ApplySpace("low", top, 0, qubits, qubits)
+        return ApplySpace("span", top - low, low, tuple(q - low for q in qubits), qubits)
+    return ApplySpace("permute", len(qubits), 0, tuple(range(len(qubits))), qubits)
+
+
+def _place(local: torch.Tensor, space: ApplySpace) -> torch.Tensor:
+    """A ``(..., d, d)`` gate tensor placed in its per-row ``space`` (``(..., m, m)``)."""
+    if space.positions == tuple(range(space.width)):
+        return local
+    return embed(local[..., None, :, :], [space.positions], space.width)[..., 0, :, :]
+
+
+def _constants(prepared: PreparedProgram) -> tuple[dict, dict, dict, dict]:
+    """Constant gates and constant generators, whole-register (shared segments) and in their
+    per-row spaces (cached)."""
+    hit = prepared.memo.get("segment-constants")
+    if hit is not None:
+        return hit
+    n = prepared.program.num_qubits
+    ops = prepared.ops
+    fixed = {i: embed(m[None], [ops[i].qubits], n)[0] for i, m in prepared.fixed.items()}
+    gens = {
+        i: embed(g[:, None], [ops[i].qubits], n)[:, 0]
+        for i, g in prepared.constant_generators.items()
+    }
+    spaces = {i: local_space(op.qubits, n) for i, op in enumerate(ops)}
+    fixed_local = {i: _place(m, spaces[i]) for i, m in prepared.fixed.items()}
+    gens_local = {i: _place(g, spaces[i]) for i, g in prepared.constant_generators.items()}
+    hit = (fixed, gens, spaces, (fixed_local, gens_local))
+    prepared.memo["segment-constants"] = hit
+    return hit
+
+
+def _to_torch(array: np.ndarray, prepared: PreparedProgram) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array)).to(prepared.device, prepared.dtype)
+
+
+def _gate_tensors(prepared: PreparedProgram, plan: Plan, angles: np.ndarray):
+    """Matrices and generators of every gate. Gates of shared segments: whole-register
+    ``(D, D)`` and ``(A, D, D)``; gates of per-row segments: in their :func:`local_space`,
+    ``(R, m, m)`` and ``(R, A, m, m)`` (constant ones ``(m, m)``, ``(A, m, m)``). One NumPy
+    call and one transfer per group of gates of the same model and kind."""
+    n = prepared.program.num_qubits
+    fixed, constant, spaces, (fixed_local, constant_local) = _constants(prepared)
+    matrices: dict[int, torch.Tensor] = {}
+    generators: dict[int, torch.Tensor] = {}
+    for per_row, model, members, slots in plan.groups:
+        group_angles = angles[:, slots] if per_row else angles[:1, slots]  # (R', G, A)
+        local = _to_torch(model.matrices(group_angles), prepared)  # (R', G, d, d)
+        gens = None
+        if members[0] not in constant:
+            gens = _to_torch(model.generators(group_angles), prepared)  # (R', G, A, d, d)
+        if per_row:
+            for g, i in enumerate(members):
+                matrices[i] = _place(local[:, g], spaces[i])
+                generators[i] = constant_local[i] if gens is None else _place(gens[:, g], spaces[i])
+            continue
+        positions = [prepared.ops[i].qubits for i in members]
+        full = embed(local[0], positions, n)  # (G, D, D)
+        if gens is not None:
+            gens = embed(gens[0].movedim(-3, 0), positions, n).movedim(0, -3)  # (G, A, D, D)
+        for g, i in enumerate(members):
+            matrices[i] = full[g]
+            generators[i] = constant[i] if gens is None else gens[g]
+    return matrices, generators, fixed, (fixed_local, spaces)
+
+
+def prefix_products(stacked: torch.Tensor, scan: bool) -> torch.Tensor:
+    """Inclusive prefix products ``P[l] = M_l ... M_0`` of ``stacked (L, D, D)``."""
+    count = stacked.shape[0]
+    if scan:  # Hillis-Steele: after the step of stride d, P[l] is the product of M_l..M_{l-2d+1}
+        out, stride = stacked, 1
+        while stride < count:
+            out = torch.cat([out[:stride], out[stride:] @ out[:-stride]])
+            stride *= 2
+        return out
+    products = [stacked[0]]
+    for matrix in stacked[1:]:
+        products.append(matrix @ products[-1])
+    return torch.stack(products)
+
+
+def forward(prepared: PreparedProgram, angles: np.ndarray, varies: np.ndarray):
+    """Final states ``(R, D)`` of a batch and the :class:`SegmentTensors` of its sweep."""
+    plan = _plan(prepared, varies)
+    matrices, generators, fixed, (fixed_local, spaces) = _gate_tensors(prepared, plan, angles)
+    n = prepared.program.num_qubits
+    rows, dim = angles.shape[0], 1 << n
+    state = torch.zeros((1, dim), dtype=prepared.dtype, device=prepared.device)
+    state[0, 0] = 1
+    data: list[SharedData | PerRowData] = []
+    scan = n <= SCAN_MAX_QUBITS
+    for segment in plan.segments:
+        if not segment.per_row:
+            stacked = torch.stack([matrices.get(i, fixed.get(i)) for i in segment.ops])
+            products = prefix_products(stacked, scan)
+            total = products[-1]
+            prefixes = gens = None
+            if segment.params:
+                eye = torch.eye(dim, dtype=prepared.dtype, device=prepared.device)
+                before = torch.cat([eye[None], products[:-1]])  # product before each gate
+                prefixes = before[[segment.params[k] for k in segment.owner]]  # (S, D, D)
+                gens = torch.cat([generators[segment.ops[p]] for p in segment.params])
+            data.append(SharedData(state, total, prefixes, gens))
+            state = state @ total.T
+            continue
+        mats, before, gens = [], [], []
+        params = set(segment.params)
+        for position, i in enumerate(segment.ops):
+            matrix = matrices.get(i, fixed_local.get(i))
+            if position in params:
+                before.append(state)
+                gens.append(generators[i])
+            if matrix.dim() == 3 and state.shape[0] != rows:
+                state = state.expand(rows, dim)
+            state = apply_local(state[:, None], matrix, spaces[i], n)[:, 0]
+            mats.append(matrix)
+        segment_spaces = tuple(spaces[i] for i in segment.ops)
+        data.append(PerRowData(segment_spaces, tuple(mats), tuple(before), tuple(gens)))
+    psi = state.expand(rows, dim)
+    return psi, SegmentTensors(plan, tuple(data), angles)
+
+
+def _rows(tensor: torch.Tensor, start: int, stop: int, batched_dims: int) -> torch.Tensor:
+    if tensor.dim() < batched_dims or tensor.shape[0] == 1:
+        return tensor
+    return tensor[start:stop]
+
+
+def _overlaps(bras: torch.Tensor, images: torch.Tensor, real_only: bool) -> torch.Tensor:
+    """``t[r, k, s] = sum_a conj(bras[r, k, a]) images[r, s, a]`` (its real part if asked);
+    ``images`` may have one row for all."""
+    if not real_only:
+        return bras.conj() @ images.mT
+    # Re(conj(x) y) = Re x Re y + Im x Im y: one real GEMM over [Re, Im] pairs
+    left = torch.view_as_real(bras.resolve_conj()).flatten(-2)
+    right = torch.view_as_real(images.resolve_conj()).flatten(-2)
+    return left @ right.mT
+
+
+def gradient_terms(
+    prepared: PreparedProgram,
+    tensors: SegmentTensors,
+    bras: torch.Tensor,
+    needed: set[int],
+    start: int,
+    stop: int,
+    real_only: bool,
+):
+    """``<bra| Gen_s |ket>`` terms ``(R, M, S_used)`` of rows ``start:stop`` (``bras``: their
+    ``(R, M, D)`` co-states after the circuit) and their angle slots, as
+    :func:`.sweep.gradient_terms` returns them."""
+    if not needed:
+        return None, []
+    earliest = min(needed)
+    n = prepared.program.num_qubits
+    dim = 1 << n
+    lam = bras
+    terms, slots = [], []
+    for segment, data in zip(reversed(tensors.plan.segments), reversed(tensors.data), strict=True):
+        if segment.ops[-1] < earliest:
+            break
+        if isinstance(data, SharedData):
+            lam = lam @ data.total.conj()  # the co-states before the segment
+            if data.prefixes is not None and any(segment.ops[p] in needed for p in segment.params):
+                left = data.prefixes
+                conjugated = left.mH @ data.generators @ left  # (S, D, D)
+                count = conjugated.shape[0]
+                wide = conjugated.permute(2, 0, 1).reshape(dim, count * dim)
+                phi = _rows(data.state_in, start, stop, 2)
+                images = (phi @ wide).view(phi.shape[0], count, dim)
+                terms.append(_overlaps(lam, images, real_only))
+                slots.extend(segment.slots)
+            continue
+        params = dict(zip(segment.params, range(len(segment.params)), strict=True))
+        for position in range(len(segment.ops) - 1, -1, -1):
+            i = segment.ops[position]
+            if i < earliest:
+                break
+            matrix = _rows(data.matrices[position], start, stop, 3)
+            adjoint = matrix.conj().transpose(-1, -2)
+            lam = apply_local(lam, adjoint, data.spaces[position], n)  # co-states before gate i
+            k = params.get(position)
+            if k is None or i not in needed:
+                continue
+            phi = _rows(data.before[k], start, stop, 2)  # (R or 1, D)
+            gens = _rows(data.generators[k], start, stop, 4)  # (A, m, m) or (R, A, m, m)
+            if gens.dim() == 4 and phi.shape[0] != gens.shape[0]:
+                phi = phi.expand(gens.shape[0], dim)
+            images = apply_generators_local(phi, gens, data.spaces[position], n)  # (R, A, D)
+            terms.append(_overlaps(lam, images, real_only))
+            slots.extend(prepared.ops[i].slots)
+    if not terms:
+        return None, []
+    return torch.cat(terms, dim=-1), slots
