@@ -922,3 +922,66 @@ def test_issue_layer_through_torch_connector_on_the_segment_path(issue_layer):
     np.testing.assert_allclose(
         results[0][2], reference[..., [names.index(p.name) for p in w]], atol=TOL
     )
+
+
+def test_estimator_qnn_calls_take_the_shared_pub_and_tiled_row_paths(monkeypatch):
+    """EstimatorQNN's forward (one PUB per observable, one values array) and backward (the batch
+    tiled once per observable) skip PUB coercion and row de-duplication; the results equal
+    the general path's (same PUBs as a generator; the gradient rows shuffled)."""
+    from qhqcnn.engine import estimator as engine_estimator
+    from qhqcnn.engine import gradient as engine_gradient
+
+    qc, x, w = hqcnn_template(3, 1)
+    obs = z_and_x(3)
+    rng = np.random.default_rng(44)
+    inputs, weights = rng.uniform(-2, 2, (5, len(x))), rng.uniform(-2, 2, len(w))
+    names = [p.name for p in qc.parameters]
+    input_cols = [names.index(p.name) for p in x]
+    weight_cols = [names.index(p.name) for p in w]
+    values = np.empty((5, len(names)))
+    values[:, input_cols], values[:, weight_cols] = inputs, weights
+    general = [(qc, o, values) for o in obs]
+    expected = FastEstimator().run(iter(general)).result()
+    tiled = np.tile(values, (len(obs), 1))
+    observables = [o for o in obs for _ in range(5)]
+    order = rng.permutation(len(tiled))
+    shuffled = FastEstimatorGradient().run(
+        [qc] * len(tiled), [observables[i] for i in order], tiled[order]
+    )
+    expected_grads = np.empty((len(tiled), qc.num_parameters))
+    expected_grads[order] = np.asarray(shuffled.result().gradients)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the general path was taken")
+
+    monkeypatch.setattr(engine_estimator, "coerce_pubs", refuse)
+    monkeypatch.setattr(engine_gradient, "unique_rows", refuse)
+    fast = FastEstimator()
+    ours = fast.run(general).result()
+    for mine, theirs, observable in zip(ours, expected, obs, strict=True):
+        np.testing.assert_array_equal(mine.data.evs, theirs.data.evs)
+        np.testing.assert_array_equal(mine.data.stds, theirs.data.stds)
+        assert mine.data.shape == theirs.data.shape == (5,)
+        assert mine.metadata == theirs.metadata
+        np.testing.assert_allclose(
+            mine.data.evs, reference_values(qc, observable, values), atol=TOL
+        )
+    grads = FastEstimatorGradient(fast).run([qc] * len(tiled), observables, tiled).result()
+    np.testing.assert_allclose(np.asarray(grads.gradients), expected_grads, atol=1e-12)
+    qnn = EstimatorQNN(
+        circuit=qc,
+        observables=obs,
+        input_params=x,
+        weight_params=w,
+        estimator=fast,
+        gradient=FastEstimatorGradient(fast),
+        input_gradients=True,
+        default_precision=0.0,
+    )
+    np.testing.assert_allclose(
+        qnn.forward(inputs, weights), np.stack([r.data.evs for r in expected], 1), atol=1e-12
+    )
+    input_jac, weight_jac = qnn.backward(inputs, weights)
+    jac = expected_grads.reshape(len(obs), 5, -1).transpose(1, 0, 2)
+    np.testing.assert_allclose(input_jac, jac[..., input_cols], atol=1e-12)
+    np.testing.assert_allclose(weight_jac, jac[..., weight_cols], atol=1e-12)

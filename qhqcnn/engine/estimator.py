@@ -150,6 +150,37 @@ def coerce_pubs(pubs: Iterable[EstimatorPubLike], precision: float | None) -> li
     return coerced
 
 
+def _shared_values_pubs(pubs, precision) -> tuple | None:
+    """``(circuit, pauli sums, values)`` when ``pubs`` is a list of exact ``(circuit, observable,
+    values)`` tuples passing the same circuit and the same 2-D float values array, each with one
+    observable seen before (``EstimatorQNN``'s forward call); ``None`` for anything else (those
+    PUBs go through ``EstimatorPub.coerce``). The checks are those ``EstimatorPub`` validation
+    makes for such PUBs: values ``(N, num_parameters)``, observable width = circuit width."""
+    if not isinstance(pubs, list | tuple) or not pubs or precision != 0:
+        return None
+    first = pubs[0]
+    if not isinstance(first, tuple) or len(first) != 3:
+        return None
+    circuit, _, values = first
+    if not isinstance(circuit, QuantumCircuit) or not isinstance(values, np.ndarray):
+        return None
+    if values.ndim != 2 or values.dtype != np.float64 or circuit.num_parameters == 0:
+        return None
+    if values.shape[1] != circuit.num_parameters or values.shape[0] == 0:
+        return None
+    sums = []
+    for pub in pubs:
+        if not isinstance(pub, tuple) or len(pub) != 3 or pub[0] is not circuit:
+            return None
+        if pub[2] is not values:
+            return None
+        array = _OBSERVABLES.get(pub[1])
+        if array is None or array.shape != () or array.num_qubits != circuit.num_qubits:
+            return None
+        sums.append(_pauli_sums(array)[0])
+    return circuit, sums, values, precision
+
+
 def _plan(pub: EstimatorPub, programs: dict[int, Program]) -> _PubPlan:
     program = programs.get(id(pub.circuit))
     if program is None:
@@ -227,10 +258,32 @@ class FastEstimator(BaseEstimatorV2):
     def run(self, pubs: Iterable[EstimatorPubLike], *, precision: float | None = None) -> InlineJob:
         if precision is None:
             precision = self._default_precision
-        coerced = coerce_pubs(pubs, precision)
-        job = InlineJob(self._run, coerced)
+        shared = _shared_values_pubs(pubs, precision)
+        if shared is not None:  # EstimatorQNN's call: no EstimatorPub objects needed
+            job = InlineJob(self._run_shared, *shared)
+        else:
+            job = InlineJob(self._run, coerce_pubs(pubs, precision))
         job._submit()
         return job
+
+    def _run_shared(
+        self,
+        circuit: QuantumCircuit,
+        observables: list[PauliSum],
+        values: np.ndarray,
+        precision: float,
+    ) -> PrimitiveResult[PubResult]:
+        """Exact PUBs ``(circuit, observables[k], values)`` sharing one ``(N, P)`` values table:
+        one simulation of its rows for every observable; results as :meth:`_run` gives them."""
+        program = compile_circuit(circuit)
+        evs = self._simulator.run(program, values, observables, None).values  # (N, K)
+        metadata = {"target_precision": precision, "circuit_metadata": circuit.metadata}
+        results = []
+        for k in range(len(observables)):
+            column = np.ascontiguousarray(evs[:, k])
+            data = DataBin(evs=column, stds=np.zeros_like(column), shape=column.shape)
+            results.append(PubResult(data, metadata=dict(metadata)))
+        return PrimitiveResult(results, metadata={"version": 2})
 
     def _run(self, pubs: list[EstimatorPub]) -> PrimitiveResult[PubResult]:
         programs: dict[int, Program] = {}

@@ -115,10 +115,15 @@ class FastEstimatorGradient(InlineGradient):
     def _circuit_gradients(self, circuit, observables, values, parameters):
         """Gradients and metadata for rows that all use ``circuit``."""
         program = compile_circuit(circuit)
-        rows, row_of = unique_rows(values)
         distinct_obs, obs_of = index_by_identity(observables)
         sums = [pauli_sum(obs) for obs in distinct_obs]
-        pairs, column = pair_layout(row_of, obs_of, rows.shape[0], len(sums))
+        tiled = _tiled_rows(values, obs_of, len(sums))
+        if tiled is not None:  # EstimatorQNN: the same rows once per observable, in blocks
+            rows, row_of = tiled
+            pairs, column = None, obs_of
+        else:
+            rows, row_of = unique_rows(values)
+            pairs, column = pair_layout(row_of, obs_of, rows.shape[0], len(sums))
 
         choices, choice_of = index_by_identity(parameters)
         selections = [_selection(c, circuit, program.parameter_names) for c in choices]
@@ -150,6 +155,23 @@ class FastEstimatorGradient(InlineGradient):
             grads.append(full[i] if cols is None else full[i, cols])
             meta.append({"parameters": chosen, **extra})
         return grads, meta
+
+
+def _tiled_rows(values: np.ndarray, obs_of: np.ndarray, num_obs: int):
+    """``(rows, row_of)`` when the request is ``K`` blocks of the same ``B`` rows with block ``k``
+    asking for observable ``k`` (how ``EstimatorQNN`` tiles its batch), else ``None``."""
+    count = values.shape[0]
+    if num_obs < 1 or count % num_obs:
+        return None
+    block = count // num_obs
+    if block == 0 or not np.array_equal(obs_of, np.repeat(np.arange(num_obs), block)):
+        return None
+    rows = values[:block]
+    if num_obs > 1 and not np.array_equal(
+        values.reshape(num_obs, block, -1), np.broadcast_to(rows, (num_obs,) + rows.shape)
+    ):
+        return None
+    return np.ascontiguousarray(rows, dtype=float), np.tile(np.arange(block), num_obs)
 
 
 def _selection(chosen, circuit, names) -> tuple[Sequence[Parameter], np.ndarray | None]:
