@@ -46,13 +46,16 @@ SCAN_MAX_QUBITS = 4
 class Segment:
     """A run of gates: ``ops`` (circuit order), the positions in ``ops`` of its parameterized
     gates, their angle slots (flattened, the order of its gradient terms) and, per slot, the
-    position (in ``params``) of the gate it belongs to."""
+    position (in ``params``) of the gate it belongs to. A per-row segment is cut into *runs*:
+    a commuting run holds gates on pairwise disjoint qubits whose generators commute with their
+    own gate, so every gradient term of the run can be taken after its last gate."""
 
     per_row: bool
     ops: tuple[int, ...]
     params: tuple[int, ...]
     slots: tuple[int, ...]
     owner: tuple[int, ...]
+    runs: tuple[tuple[int, int, bool], ...] = ()  # per-row: (begin, end, commuting) positions
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,13 +81,14 @@ class SharedData:
 @dataclass(frozen=True, eq=False)
 class PerRowData:
     """A per-row segment of one batch: each gate's space and matrix in it (``(R, m, m)``, or
-    ``(m, m)`` for a constant gate), the state before each parameterized gate ``(1 or R, D)``
-    and its generators (``(A, m, m)`` or ``(R, A, m, m)``)."""
+    ``(m, m)`` for a constant gate), the state before each parameterized gate ``(1 or R, D)``,
+    its generators (``(A, m, m)`` or ``(R, A, m, m)``) and the state after each run."""
 
     spaces: tuple[ApplySpace, ...]
     matrices: tuple[torch.Tensor, ...]
     before: tuple[torch.Tensor, ...]
     generators: tuple[torch.Tensor, ...]
+    after: tuple[torch.Tensor | None, ...]  # the state after each commuting run
 
 
 @dataclass(frozen=True, eq=False)
@@ -139,7 +143,9 @@ def _plan(prepared: PreparedProgram, varies: np.ndarray) -> Plan:
         params = tuple(p for p, i in enumerate(run) if i in kind)
         slots = tuple(s for p in params for s in ops[run[p]].slots)
         owner = tuple(k for k, p in enumerate(params) for _ in ops[run[p]].slots)
-        segments.append(Segment(labels[run[0]], tuple(run), params, slots, owner))
+        per_row = labels[run[0]]
+        commuting = _commuting_runs(prepared, run, kind) if per_row else ()
+        segments.append(Segment(per_row, tuple(run), params, slots, owner, commuting))
     grouped: dict[tuple[int, bool], list[int]] = {}
     for i in prepared.param_ops:
         grouped.setdefault((id(ops[i].model), kind[i]), []).append(i)
@@ -152,6 +158,43 @@ def _plan(prepared: PreparedProgram, varies: np.ndarray) -> Plan:
         prepared.memo.clear()
     prepared.memo[key] = plan
     return plan
+
+
+def _commutes_with_itself(model) -> bool:
+    """Whether ``G(a) Gen G(a)^dagger = Gen`` for the model's constant generators (checked at
+    two angles): ``exp(-i a H)`` gates and their controlled forms."""
+    gens = model.constant_generators
+    if gens is None or model.num_angles == 0:
+        return False
+    for angle in (0.37, -1.91):
+        gate = model.matrices(np.full((1, model.num_angles), angle))[0]
+        for gen in gens:
+            if not np.allclose(gate @ gen @ gate.conj().T, gen, rtol=0, atol=1e-12):
+                return False
+    return True
+
+
+def _commuting_runs(prepared: PreparedProgram, ops: list[int], kind: dict) -> tuple:
+    """``(begin, end, commuting)`` positions cutting a per-row segment into runs."""
+    runs: list[list] = []
+    support: set[int] = set()
+    for position, i in enumerate(ops):
+        op = prepared.ops[i]
+        qubits = set(op.qubits)
+        if i in kind:
+            key = ("commutes", id(op.model))
+            if key not in prepared.memo:
+                prepared.memo[key] = _commutes_with_itself(op.model)
+            joins = prepared.memo[key]
+        else:
+            joins = True  # a constant gate only has to act on other qubits
+        if runs and runs[-1][2] and joins and not support & qubits:
+            runs[-1][1] = position + 1
+            support |= qubits
+        else:
+            runs.append([position, position + 1, joins])
+            support = qubits
+    return tuple((begin, end, commuting) for begin, end, commuting in runs)
 
 
 def local_space(qubits: tuple[int, ...], num_qubits: int) -> ApplySpace:
@@ -227,6 +270,38 @@ def _gate_tensors(prepared: PreparedProgram, plan: Plan, angles: np.ndarray):
     return matrices, generators, fixed, (fixed_local, spaces)
 
 
+def _folding(prepared: PreparedProgram, segment: Segment, fixed: dict):
+    """A shared segment's constant gates folded into products (cached): the product of those
+    before its first parameterized gate (``None`` if none), the product of those after each
+    parameterized gate up to the next (``(J, D, D)``; ``None`` if there are none) and, per
+    slot, the index of the prefix product before its gate in the scanned sequence."""
+    key = ("segment-folding", segment)
+    hit = prepared.memo.get(key)
+    if hit is not None:
+        return hit
+
+    def product(ops):
+        out = None
+        for i in ops:
+            out = fixed[i] if out is None else fixed[i] @ out
+        return out
+
+    ops, params = segment.ops, segment.params
+    lead = product(ops[: params[0]] if params else ops)
+    ends = list(params[1:]) + [len(ops)]
+    following = [product(ops[p + 1 : end]) for p, end in zip(params, ends, strict=True)]
+    trails = None
+    if any(item is not None for item in following):
+        dim = 1 << prepared.program.num_qubits
+        eye = torch.eye(dim, dtype=prepared.dtype, device=prepared.device)
+        trails = torch.stack([eye if item is None else item for item in following])
+    # scanned sequence: [lead,] element_0, element_1, ...; with no lead an identity is put first
+    index = torch.as_tensor(list(segment.owner), device=prepared.device)
+    hit = (lead, trails, index)
+    prepared.memo[key] = hit
+    return hit
+
+
 def prefix_products(stacked: torch.Tensor, scan: bool) -> torch.Tensor:
     """Inclusive prefix products ``P[l] = M_l ... M_0`` of ``stacked (L, D, D)``."""
     count = stacked.shape[0]
@@ -254,20 +329,29 @@ def forward(prepared: PreparedProgram, angles: np.ndarray, varies: np.ndarray):
     scan = n <= SCAN_MAX_QUBITS
     for segment in plan.segments:
         if not segment.per_row:
-            stacked = torch.stack([matrices.get(i, fixed.get(i)) for i in segment.ops])
-            products = prefix_products(stacked, scan)
-            total = products[-1]
+            lead, trails, index = _folding(prepared, segment, fixed)
             prefixes = gens = None
-            if segment.params:
-                eye = torch.eye(dim, dtype=prepared.dtype, device=prepared.device)
-                before = torch.cat([eye[None], products[:-1]])  # product before each gate
-                prefixes = before[[segment.params[k] for k in segment.owner]]  # (S, D, D)
+            if not segment.params:
+                total = lead
+            else:
+                stacked = torch.stack([matrices[segment.ops[p]] for p in segment.params])
+                if trails is not None:  # each gate times the constant gates after it
+                    stacked = trails @ stacked
+                if lead is not None:
+                    stacked = torch.cat([lead[None], stacked])
+                products = prefix_products(stacked, scan)
+                total = products[-1]
+                if lead is None:  # nothing before the first gate
+                    eye = torch.eye(dim, dtype=prepared.dtype, device=prepared.device)
+                    products = torch.cat([eye[None], products])
+                prefixes = products[index]  # (S, D, D): the product before each slot's gate
                 gens = torch.cat([generators[segment.ops[p]] for p in segment.params])
             data.append(SharedData(state, total, prefixes, gens))
             state = state @ total.T
             continue
-        mats, before, gens = [], [], []
+        mats, before, gens, after = [], [], [], []
         params = set(segment.params)
+        ends = {end: commuting for _, end, commuting in segment.runs}
         for position, i in enumerate(segment.ops):
             matrix = matrices.get(i, fixed_local.get(i))
             if position in params:
@@ -277,8 +361,12 @@ def forward(prepared: PreparedProgram, angles: np.ndarray, varies: np.ndarray):
                 state = state.expand(rows, dim)
             state = apply_local(state[:, None], matrix, spaces[i], n)[:, 0]
             mats.append(matrix)
+            if position + 1 in ends:
+                after.append(state if ends[position + 1] else None)
         segment_spaces = tuple(spaces[i] for i in segment.ops)
-        data.append(PerRowData(segment_spaces, tuple(mats), tuple(before), tuple(gens)))
+        data.append(
+            PerRowData(segment_spaces, tuple(mats), tuple(before), tuple(gens), tuple(after))
+        )
     psi = state.expand(rows, dim)
     return psi, SegmentTensors(plan, tuple(data), angles)
 
@@ -287,6 +375,32 @@ def _rows(tensor: torch.Tensor, start: int, stop: int, batched_dims: int) -> tor
     if tensor.dim() < batched_dims or tensor.shape[0] == 1:
         return tensor
     return tensor[start:stop]
+
+
+def _run_generators(prepared: PreparedProgram, segment: Segment, run: int):
+    """The whole-register generators of a commuting run's gates side by side, ``(D, S D)``
+    (``wide[b, (s, a)] = Gen_s[a, b]``), and their slots (cached; ``None`` without gates)."""
+    key = ("segment-run", segment, run)
+    hit = prepared.memo.get(key)
+    if hit is not None:
+        return hit
+    begin, end, _ = segment.runs[run]
+    n = prepared.program.num_qubits
+    parts, slots = [], []
+    for position in range(begin, end):
+        i = segment.ops[position]
+        gens = prepared.constant_generators.get(i)
+        if gens is None or not prepared.ops[i].slots:
+            continue
+        parts.append(embed(gens[:, None], [prepared.ops[i].qubits], n)[:, 0])  # (A, D, D)
+        slots.extend(prepared.ops[i].slots)
+    wide = None
+    if parts:
+        stacked = torch.cat(parts)
+        wide = stacked.permute(2, 0, 1).reshape(1 << n, len(slots) * (1 << n))
+    hit = (wide, tuple(slots))
+    prepared.memo[key] = hit
+    return hit
 
 
 def _overlaps(bras: torch.Tensor, images: torch.Tensor, real_only: bool) -> torch.Tensor:
@@ -335,23 +449,36 @@ def gradient_terms(
                 slots.extend(segment.slots)
             continue
         params = dict(zip(segment.params, range(len(segment.params)), strict=True))
-        for position in range(len(segment.ops) - 1, -1, -1):
-            i = segment.ops[position]
-            if i < earliest:
+        for run in range(len(segment.runs) - 1, -1, -1):
+            begin, end, commuting = segment.runs[run]
+            if segment.ops[end - 1] < earliest:
                 break
-            matrix = _rows(data.matrices[position], start, stop, 3)
-            adjoint = matrix.conj().transpose(-1, -2)
-            lam = apply_local(lam, adjoint, data.spaces[position], n)  # co-states before gate i
-            k = params.get(position)
-            if k is None or i not in needed:
-                continue
-            phi = _rows(data.before[k], start, stop, 2)  # (R or 1, D)
-            gens = _rows(data.generators[k], start, stop, 4)  # (A, m, m) or (R, A, m, m)
-            if gens.dim() == 4 and phi.shape[0] != gens.shape[0]:
-                phi = phi.expand(gens.shape[0], dim)
-            images = apply_generators_local(phi, gens, data.spaces[position], n)  # (R, A, D)
-            terms.append(_overlaps(lam, images, real_only))
-            slots.extend(prepared.ops[i].slots)
+            if commuting:  # every term of the run at its end, in one product
+                wide, run_slots = _run_generators(prepared, segment, run)
+                if wide is not None:
+                    phi = _rows(data.after[run], start, stop, 2)
+                    images = (phi @ wide).view(phi.shape[0], len(run_slots), dim)
+                    terms.append(_overlaps(lam, images, real_only))
+                    slots.extend(run_slots)
+                if segment.ops[begin] <= earliest:  # nothing before the run needs a term
+                    break
+            for position in range(end - 1, begin - 1, -1):
+                i = segment.ops[position]
+                if i < earliest:
+                    break
+                matrix = _rows(data.matrices[position], start, stop, 3)
+                adjoint = matrix.conj().transpose(-1, -2)
+                lam = apply_local(lam, adjoint, data.spaces[position], n)  # before gate i
+                k = params.get(position)
+                if commuting or k is None or i not in needed:
+                    continue
+                phi = _rows(data.before[k], start, stop, 2)  # (R or 1, D)
+                gens = _rows(data.generators[k], start, stop, 4)  # (A, m, m) or (R, A, m, m)
+                if gens.dim() == 4 and phi.shape[0] != gens.shape[0]:
+                    phi = phi.expand(gens.shape[0], dim)
+                images = apply_generators_local(phi, gens, data.spaces[position], n)
+                terms.append(_overlaps(lam, images, real_only))
+                slots.extend(prepared.ops[i].slots)
     if not terms:
         return None, []
     return torch.cat(terms, dim=-1), slots
