@@ -288,7 +288,7 @@ def _folding(prepared: PreparedProgram, segment: Segment, fixed: dict):
 
     ops, params = segment.ops, segment.params
     lead = product(ops[: params[0]] if params else ops)
-    ends = list(params[1:]) + [len(ops)]
+    ends = list(params[1:]) + [len(ops)] if params else []
     following = [product(ops[p + 1 : end]) for p, end in zip(params, ends, strict=True)]
     trails = None
     if any(item is not None for item in following):
