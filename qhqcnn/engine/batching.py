@@ -73,7 +73,7 @@ def index_by_identity(items) -> tuple[list, np.ndarray]:
     if ids.count(ids[0]) == len(ids):
         return [items[0]], np.zeros(len(ids), dtype=np.int64)
     count = len(ids)
-    first = dict(zip(reversed(ids), range(count - 1, -1, -1)))  # id -> first position
+    first = dict(zip(reversed(ids), range(count - 1, -1, -1), strict=True))  # id -> first
     order = sorted(first.values())
     position = {ids[k]: j for j, k in enumerate(order)}
     index = np.fromiter(map(position.__getitem__, ids), dtype=np.int64, count=count)
