@@ -69,13 +69,13 @@ class Plan:
 @dataclass(frozen=True, eq=False)
 class SharedData:
     """A shared segment of one batch: its input state ``(1 or R, D)``, product ``(D, D)``, the
-    prefix products before its parameterized gates (one per slot, ``(S, D, D)``) and the
-    generators of its slots ``(S, D, D)``."""
+    product of the gates before each parameterized gate ``(J, D, D)`` and each parameterized
+    gate's generators on its own qubits ``(A, d, d)``."""
 
     state_in: torch.Tensor
     total: torch.Tensor
     prefixes: torch.Tensor | None
-    generators: torch.Tensor | None
+    generators: tuple[torch.Tensor, ...]
 
 
 @dataclass(frozen=True, eq=False)
@@ -241,10 +241,10 @@ def _to_torch(array: np.ndarray, prepared: PreparedProgram) -> torch.Tensor:
 
 
 def _gate_tensors(prepared: PreparedProgram, plan: Plan, angles: np.ndarray):
-    """Matrices and generators of every gate. Gates of shared segments: whole-register
-    ``(D, D)`` and ``(A, D, D)``; gates of per-row segments: in their :func:`local_space`,
-    ``(R, m, m)`` and ``(R, A, m, m)`` (constant ones ``(m, m)``, ``(A, m, m)``). One NumPy
-    call and one transfer per group of gates of the same model and kind."""
+    """Matrices and generators of every gate. Shared segments: whole-register ``(D, D)``
+    matrices, generators ``(A, d, d)`` on their own qubits; per-row segments: in each gate's
+    :func:`local_space`, ``(R, m, m)`` and ``(R, A, m, m)`` (constant ones ``(m, m)``,
+    ``(A, m, m)``). One NumPy call and one transfer per group of gates of one model and kind."""
     n = prepared.program.num_qubits
     fixed, constant, spaces, (fixed_local, constant_local) = _constants(prepared)
     matrices: dict[int, torch.Tensor] = {}
@@ -262,19 +262,18 @@ def _gate_tensors(prepared: PreparedProgram, plan: Plan, angles: np.ndarray):
             continue
         positions = [prepared.ops[i].qubits for i in members]
         full = embed(local[0], positions, n)  # (G, D, D)
-        if gens is not None:
-            gens = embed(gens[0].movedim(-3, 0), positions, n).movedim(0, -3)  # (G, A, D, D)
-        for g, i in enumerate(members):
+        for g, i in enumerate(members):  # generators stay on the gate's qubits (A, d, d)
             matrices[i] = full[g]
-            generators[i] = constant[i] if gens is None else gens[g]
+            generators[i] = prepared.constant_generators[i] if gens is None else gens[0, g]
     return matrices, generators, fixed, (fixed_local, spaces)
 
 
 def _folding(prepared: PreparedProgram, segment: Segment, fixed: dict):
     """A shared segment's constant gates folded into products (cached): the product of those
     before its first parameterized gate (``None`` if none), the product of those after each
-    parameterized gate up to the next (``(J, D, D)``; ``None`` if there are none) and, per
-    slot, the index of the prefix product before its gate in the scanned sequence."""
+    parameterized gate up to the next (``(J, D, D)``; ``None`` if there are none). The scanned
+    sequence is ``[lead,] element_0, element_1, ...`` (with an identity put first when there is
+    no lead), so its prefix product ``k`` is the product before parameterized gate ``k``."""
     key = ("segment-folding", segment)
     hit = prepared.memo.get(key)
     if hit is not None:
@@ -295,9 +294,7 @@ def _folding(prepared: PreparedProgram, segment: Segment, fixed: dict):
         dim = 1 << prepared.program.num_qubits
         eye = torch.eye(dim, dtype=prepared.dtype, device=prepared.device)
         trails = torch.stack([eye if item is None else item for item in following])
-    # scanned sequence: [lead,] element_0, element_1, ...; with no lead an identity is put first
-    index = torch.as_tensor(list(segment.owner), device=prepared.device)
-    hit = (lead, trails, index)
+    hit = (lead, trails)
     prepared.memo[key] = hit
     return hit
 
@@ -329,8 +326,8 @@ def forward(prepared: PreparedProgram, angles: np.ndarray, varies: np.ndarray):
     scan = n <= SCAN_MAX_QUBITS
     for segment in plan.segments:
         if not segment.per_row:
-            lead, trails, index = _folding(prepared, segment, fixed)
-            prefixes = gens = None
+            lead, trails = _folding(prepared, segment, fixed)
+            prefixes, gens = None, ()
             if not segment.params:
                 total = lead
             else:
@@ -344,8 +341,8 @@ def forward(prepared: PreparedProgram, angles: np.ndarray, varies: np.ndarray):
                 if lead is None:  # nothing before the first gate
                     eye = torch.eye(dim, dtype=prepared.dtype, device=prepared.device)
                     products = torch.cat([eye[None], products])
-                prefixes = products[index]  # (S, D, D): the product before each slot's gate
-                gens = torch.cat([generators[segment.ops[p]] for p in segment.params])
+                prefixes = products[: len(segment.params)]  # the product before each gate
+                gens = tuple(generators[segment.ops[p]] for p in segment.params)
             data.append(SharedData(state, total, prefixes, gens))
             state = state @ total.T
             continue
@@ -375,6 +372,76 @@ def _rows(tensor: torch.Tensor, start: int, stop: int, batched_dims: int) -> tor
     if tensor.dim() < batched_dims or tensor.shape[0] == 1:
         return tensor
     return tensor[start:stop]
+
+
+def _conjugation_plan(prepared: PreparedProgram, segment: Segment):
+    """How :func:`_conjugated_generators` takes a shared segment's gates (cached): single-qubit
+    gates by row blocks (their positions in ``params``, the row order putting each gate's qubit
+    on top, per slot its gate), the others by whole-register generators; and the slots in the
+    order of the result."""
+    key = ("segment-conjugation", segment)
+    hit = prepared.memo.get(key)
+    if hit is not None:
+        return hit
+    n = prepared.program.num_qubits
+    dim = 1 << n
+    ops = [prepared.ops[segment.ops[p]] for p in segment.params]
+    single = [k for k, op in enumerate(ops) if len(op.qubits) == 1]
+    other = [k for k, op in enumerate(ops) if len(op.qubits) != 1]
+    rows = np.arange(dim)
+    flat = []
+    for k in single:
+        bit = (rows >> ops[k].qubits[0]) & 1
+        flat.append(k * dim + np.concatenate([rows[bit == 0], rows[bit == 1]]))
+    device = prepared.device
+    flat = torch.as_tensor(np.concatenate(flat) if flat else np.zeros(0, np.int64), device=device)
+    single_owner = torch.as_tensor(
+        [j for j, k in enumerate(single) for _ in ops[k].slots], dtype=torch.long, device=device
+    )
+    other_owner = torch.as_tensor(
+        [k for k in other for _ in ops[k].slots], dtype=torch.long, device=device
+    )
+    order = tuple(s for k in single + other for s in ops[k].slots)
+    hit = (single, flat, single_owner, other, other_owner, order)
+    prepared.memo[key] = hit
+    return hit
+
+
+def _conjugated_generators(prepared: PreparedProgram, segment: Segment, data: SharedData):
+    """``E_j^dagger Gen_s E_j`` for every slot of a shared segment (``E_j``: the product before
+    its gate), ``(S, D, D)``, and the slots in that order. For a gate on one qubit ``q`` with
+    ``B_a`` the rows of ``E_j`` where qubit ``q`` is ``a``, this is
+    ``sum_ab Gen_s[a, b] B_a^dagger B_b``: the four block products are shared by the gate's
+    angles and no whole-register generator is formed."""
+    single, flat, single_owner, other, other_owner, order = _conjugation_plan(prepared, segment)
+    n = prepared.program.num_qubits
+    dim = 1 << n
+    prefixes = data.prefixes
+    parts = []
+    if single:
+        count = len(single)
+        blocks = prefixes.reshape(-1, dim).index_select(0, flat)  # rows of qubit value 0, 1
+        side = blocks.view(count, 2, dim // 2, dim).transpose(1, 2).reshape(count, dim // 2, -1)
+        gram = side.mH @ side  # [B_0 | B_1]^dagger [B_0 | B_1]: (J1, 2D, 2D)
+        products = gram.view(count, 2, dim, 2, dim).transpose(2, 3).reshape(count, 4, dim * dim)
+        gens = [data.generators[k] for k in single]  # (A, 2, 2) each
+        if len({g.shape[0] for g in gens}) == 1:  # one product per gate for all its angles
+            local = torch.stack(gens).reshape(count, -1, 4)
+            parts.append((local @ products).view(-1, dim, dim))
+        else:
+            local = torch.cat(gens).reshape(-1, 1, 4)
+            parts.append((local @ products[single_owner]).view(-1, dim, dim))
+    if other:
+        qubits = [prepared.ops[segment.ops[segment.params[k]]].qubits for k in other]
+        gens = torch.cat(
+            [
+                embed(data.generators[k][:, None], [q], n)[:, 0]
+                for k, q in zip(other, qubits, strict=True)
+            ]
+        )  # (S2, D, D)
+        left = prefixes[other_owner]
+        parts.append(left.mH @ gens @ left)
+    return (parts[0] if len(parts) == 1 else torch.cat(parts)), order
 
 
 def _run_generators(prepared: PreparedProgram, segment: Segment, run: int):
@@ -439,14 +506,13 @@ def gradient_terms(
         if isinstance(data, SharedData):
             lam = lam @ data.total.conj()  # the co-states before the segment
             if data.prefixes is not None and any(segment.ops[p] in needed for p in segment.params):
-                left = data.prefixes
-                conjugated = left.mH @ data.generators @ left  # (S, D, D)
+                conjugated, segment_slots = _conjugated_generators(prepared, segment, data)
                 count = conjugated.shape[0]
                 wide = conjugated.permute(2, 0, 1).reshape(dim, count * dim)
                 phi = _rows(data.state_in, start, stop, 2)
                 images = (phi @ wide).view(phi.shape[0], count, dim)
                 terms.append(_overlaps(lam, images, real_only))
-                slots.extend(segment.slots)
+                slots.extend(segment_slots)
             continue
         params = dict(zip(segment.params, range(len(segment.params)), strict=True))
         for run in range(len(segment.runs) - 1, -1, -1):
