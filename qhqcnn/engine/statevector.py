@@ -219,8 +219,11 @@ def _chain_rule(prepared: PreparedProgram, rows: np.ndarray, terms, slots: list[
     if terms is None:
         return 0.0
     angle_map = prepared.program.angle_map
-    linear = prepared.linear[slots].to(terms.dtype)
-    grads = to_numpy(2 * (terms @ linear))
+    key = ("chain-rule", tuple(slots), terms.dtype)
+    linear = prepared.memo.get(key)
+    if linear is None:  # the angle map's rows of these slots, times 2 (cached per slot order)
+        linear = prepared.memo[key] = 2 * prepared.linear[list(slots)].to(terms.dtype)
+    grads = to_numpy(terms @ linear)
     if angle_map.nonlinear:
         column = {s: c for c, s in enumerate(slots)}
         for item in angle_map.nonlinear:
