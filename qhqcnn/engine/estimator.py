@@ -3,7 +3,9 @@
 Every PUB is coerced with ``EstimatorPub.coerce`` and broadcast as Qiskit defines it. All PUBs of
 one circuit are evaluated in a single vectorized simulation: their distinct parameter rows are
 simulated once, for every observable any PUB asks about them (``EstimatorQNN`` sends one PUB per
-observable with the same rows; parameter-shift gradients send thousands of one-row PUBs).
+observable with the same rows; parameter-shift gradients send thousands of one-row PUBs). Exact
+PUBs that share one circuit and one values array (``EstimatorQNN``'s call) skip the
+``EstimatorPub`` objects: the checks their validation makes are done directly.
 """
 
 from __future__ import annotations

@@ -4,19 +4,23 @@ At a few qubits the arithmetic of a batch is tiny (``2**n`` amplitudes per row) 
 the block path (:mod:`.sweep`) is its per-gate Python and torch overhead. This path splits the
 gate sequence into *segments*: maximal runs of gates that are the same on every row (*shared*:
 weights and constant gates) and runs of gates whose angles differ between rows (*per-row*: the
-input encoding). Every gate is a full ``2**n x 2**n`` matrix.
+input encoding).
 
-* A shared segment ``G_{L-1} ... G_0`` is reduced by a parallel prefix product (``log2 L``
-  batched products of the stacked matrices, all rows at once; a plain loop from 5 qubits on,
-  where the extra work of the scan outweighs its fewer calls). The state after it is one GEMM.
-  Its gradient terms are ``<lambda| E_j^dagger Gen_s E_j |phi>`` for the state ``phi`` before
-  the segment, the co-state ``lambda`` before it and ``E_j = G_{j-1} ... G_0``: the conjugated
-  generators ``E^dagger Gen E`` of all of the segment's angles are one batched product, their
-  images of the states one GEMM and the terms one batched contraction.
+* A shared segment is one ``2**n x 2**n`` matrix per parameterized gate (the constant gates after
+  it folded in, cached), reduced by a parallel prefix product (``log2 J`` batched products; a
+  plain loop from 5 qubits on, where the scan's extra work outweighs its fewer calls). The state
+  after it is one GEMM. Its gradient terms are ``<lambda| E_j^dagger Gen_s E_j |phi>`` for the
+  state ``phi`` and co-state ``lambda`` before the segment and ``E_j`` the product before gate
+  ``j``: the conjugated generators of all its angles come from a few batched products (for a
+  single-qubit gate from the Gram matrix of ``E_j``'s two row blocks, shared by the gate's
+  angles), their images of the states from one GEMM and the terms from one contraction.
 * A per-row segment is applied gate by gate to the states, each gate as its own small matrix on
-  a view of the states (:func:`local_space`: no whole-register matrix per row), keeping the
-  state before every parameterized gate; the adjoint sweep undoes it gate by gate and takes
-  ``<lambda| Gen_s |phi>`` at each parameterized gate.
+  a view of the states (:func:`local_space`: no whole-register matrix per row). It is cut into
+  runs; in a *commuting* run (gates on disjoint qubits whose generators commute with the gate:
+  Pauli rotations and their controlled forms, e.g. an angle encoding) every term is taken after
+  the run, ``<lambda| Gen_s |phi>``, with all of the run's generators in one GEMM; other gates
+  are undone one by one with the term taken before each. Co-states are not carried back past
+  the earliest gate whose gradient is needed.
 
 Values and gradients equal the block path's to float rounding (tests check both against
 Qiskit). Used when the program has at most ``small_max_qubits`` qubits (see

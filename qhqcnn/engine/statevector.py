@@ -5,7 +5,9 @@ All parameter rows of a batch are simulated together in torch. Expectation value
 yields every observable's gradient with respect to every gate angle, for every row, at the cost
 of about two forward simulations; the chain rule through the angle map then gives parameter
 gradients. Gates are applied in blocks (:mod:`.sweep`): few-qubit programs use the *dense*
-layout (blocks span the whole register), larger ones the *local* layout (small blocks). The
+layout (blocks span the whole register), larger ones the *local* layout (small blocks). Dense
+programs up to ``small_max_qubits`` (5 by default) run on the *segment* path instead
+(:mod:`.small`: prefix products of whole-register matrices, few torch calls per batch). The
 forward states of the last batches are cached so that a gradient request right after a forward
 pass with the same rows (``TorchConnector``) does not simulate again.
 """
@@ -49,7 +51,11 @@ class SweepResult:
 
 
 class StatevectorSimulator:
-    """Batched statevector simulator for compiled programs on one torch device/dtype."""
+    """Batched statevector simulator for compiled programs on one torch device/dtype.
+
+    ``small_max_qubits``: dense-layout programs up to this width run on the segment path
+    (:mod:`.small`); ``0`` keeps every dense program on the block path.
+    """
 
     def __init__(
         self,
