@@ -5,8 +5,9 @@ for ``B * K`` (circuit, observable, values) rows that repeat each sample once pe
 are grouped by circuit, de-duplicated, and each distinct parameter row is simulated once with one
 bra per observable, so all observables' gradients for all parameters come from one sweep.
 A request shaped like ``EstimatorQNN``'s (the batch tiled once per observable) is taken as it
-is, without de-duplicating rows. ``run`` is overridden only to validate cheaply (the base class spends tens of milliseconds per
-call on per-row checks) and to run inline; results, order and metadata follow ``ParamShift``.
+is, without de-duplicating rows. ``run`` is overridden only to validate cheaply (the base class
+spends tens of milliseconds per call on per-row checks) and to run inline; results, order and
+metadata follow ``ParamShift``.
 """
 
 from __future__ import annotations
