@@ -29,7 +29,7 @@ from qiskit.quantum_info import SparsePauliOp
 from .batching import pair_layout, unique_rows
 from .compile import compile_circuit
 from .jobs import InlineJob
-from .observables import PauliSum, pauli_sum
+from .observables import PauliSum, pauli_content_key, pauli_sum
 from .options import EngineOptions
 from .program import Program
 from .small import DEFAULT_SMALL_MAX_QUBITS
@@ -67,15 +67,7 @@ def _observable_fingerprint(observable) -> tuple | None:
     if isinstance(observable, str):
         return ("label", observable)
     if type(observable) is SparsePauliOp:
-        paulis = observable.paulis
-        return (
-            "spo",
-            observable.num_qubits,
-            paulis.x.tobytes(),
-            paulis.z.tobytes(),
-            paulis.phase.tobytes(),
-            observable.coeffs.tobytes(),
-        )
+        return ("spo", *pauli_content_key(observable))
     return None
 
 
