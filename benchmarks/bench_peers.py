@@ -70,6 +70,7 @@ from qiskit.quantum_info import SparsePauliOp  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from qhqcnn.engine import ExactTorchLayer, FastEstimator, FastEstimatorGradient  # noqa: E402
+from qhqcnn.engine.trace_cache import GLOBAL_TRACE_CACHE  # noqa: E402
 
 warnings.filterwarnings("ignore")
 LAYERS = 3
@@ -108,10 +109,15 @@ class Impl:
         self.label, self.step, self.tol = label, step, tol
 
 
-def torch_step(module: torch.nn.Module, x: np.ndarray, dtype=torch.float64):
+def torch_step(module: torch.nn.Module, x: np.ndarray, dtype=torch.float64, before=None):
+    """``before``: called at the start of every step (the engine's TorchConnector column clears
+    the forward-trace cache there, so that repeating the same batch measures a fresh forward
+    simulation, as a training step with updated weights needs)."""
     xt = torch.as_tensor(x, dtype=dtype)
 
     def step():
+        if before is not None:
+            before()
         inputs = xt.clone().requires_grad_(True)
         module.zero_grad(set_to_none=True)
         out = module(inputs)
@@ -144,7 +150,7 @@ def engine_connector(n, x, w):
         default_precision=0.0,
     )
     module = TorchConnector(qnn, initial_weights=w)
-    return torch_step(module, x, torch.float32)
+    return torch_step(module, x, torch.float32, before=GLOBAL_TRACE_CACHE.clear)
 
 
 def engine_layer(n, x, w, dtype):

@@ -46,11 +46,17 @@ from qhqcnn.engine import (
     compile_circuit,
     pauli_sum,
 )
+from qhqcnn.engine import small as engine_small
 from qhqcnn.engine import tensors as engine_tensors
 
 TOL = 1e-10
-#: Engine configurations: default (dense layout for few qubits) and the many-qubit local layout.
-LAYOUTS = {"dense": {}, "local": {"dense_max_qubits": 0}}
+#: Engine configurations: default (few qubits: dense layout on the segment path), the dense
+#: layout's block path, and the many-qubit local layout.
+LAYOUTS = {
+    "dense": {},
+    "dense-blocks": {"small_max_qubits": 0},
+    "local": {"dense_max_qubits": 0},
+}
 
 
 # ----------------------------------------------------------------------------- circuits
@@ -806,3 +812,176 @@ def test_quantum_layer_rejects_a_partial_parameter_split():
     qc, x, w = hqcnn_template(4, 1)
     with pytest.raises(ValueError, match="partition"):
         ExactTorchLayer(qc, z_and_x(4), x, w[:-1])
+
+
+# ----------------------------------------------------------------------------- segment path
+def segment_circuit() -> QuantumCircuit:
+    """Per-row gates of every kind between shared ones: single-qubit, a controlled rotation on
+    non-adjacent qubits (permuted axes), one on reversed adjacent qubits (embedded in its span),
+    per-row U gates (angle-dependent generators), constant gates inside per-row runs, a
+    non-affine angle and a global phase."""
+    x = ParameterVector("x", 4)
+    w = ParameterVector("w", 9)
+    qc = QuantumCircuit(4)
+    qc.h(3)
+    for i in range(3):
+        qc.ry(x[i], i)
+    qc.cx(0, 1)
+    qc.crx(x[3], 0, 2)
+    qc.cry(2 * x[0] - 0.3, 2, 1)
+    qc.u(w[0], w[1], w[2], 3)
+    qc.cx(3, 0)
+    qc.rzz(w[3] * w[4], 1, 2)
+    qc.u(x[1], w[5], x[2], 2)
+    qc.swap(0, 3)
+    qc.u(w[6], w[7], w[8], 1)
+    qc.rx(x[3].sin(), 0)
+    qc.global_phase = w[0]
+    return qc
+
+
+def test_segment_path_is_taken_and_matches_the_block_path():
+    qc = segment_circuit()
+    program = compile_circuit(qc)
+    obs = [SparsePauliOp("ZIIX"), SparsePauliOp(["YZII", "IIXZ"], [0.5, -1.0])]
+    sums = [pauli_sum(o) for o in obs]
+    rows = np.random.default_rng(41).uniform(-2, 2, (5, qc.num_parameters))
+    share_weights(qc, rows)
+    segments, blocks = StatevectorSimulator(), StatevectorSimulator(small_max_qubits=0)
+    prepared = segments.prepare(program)
+    trace = segments._forward(prepared, rows)
+    assert isinstance(trace.tensors, engine_small.SegmentTensors)
+    kinds = [segment.per_row for segment in trace.tensors.plan.segments]
+    assert kinds == [True, False, True, False, True]
+    assert not isinstance(
+        blocks._forward(blocks.prepare(program), rows).tensors, engine_small.SegmentTensors
+    )
+    for real_only in (True, False):
+        ours = segments.run(program, rows, sums, None, True, real_only=real_only)
+        theirs = blocks.run(program, rows, sums, None, True, real_only=real_only)
+        np.testing.assert_allclose(ours.values, theirs.values, atol=1e-12)
+        np.testing.assert_allclose(ours.gradients, theirs.gradients, atol=1e-12)
+    np.testing.assert_allclose(ours.values, statevector_values(qc, obs, rows), atol=TOL)
+    states = segments.states(program, rows)
+    for row, state in zip(rows, states, strict=True):
+        np.testing.assert_allclose(
+            state.numpy(), Statevector(qc.assign_parameters(row)).data, atol=TOL
+        )
+
+
+def test_segment_path_gradients_match_finite_differences_of_statevector_estimator():
+    qc = segment_circuit()
+    obs = [SparsePauliOp("ZIIX"), SparsePauliOp(["YZII", "IIXZ"], [0.5, -1.0])]
+    rows = np.random.default_rng(42).uniform(-2, 2, (3, qc.num_parameters))
+    share_weights(qc, rows)
+    grads, _ = qnn_style_gradients(FastEstimatorGradient(), qc, obs, rows)
+    eps = 1e-6
+    width = qc.num_parameters
+    shifted = np.concatenate(
+        [rows[:, None] + eps * np.eye(width), rows[:, None] - eps * np.eye(width)], 1
+    )
+    for k, observable in enumerate(obs):
+        evs = reference_values(qc, observable, shifted)  # (rows, 2P)
+        fd = (evs[:, :width] - evs[:, width:]) / (2 * eps)
+        np.testing.assert_allclose(grads[:, k], fd, atol=1e-7)
+
+
+def test_issue_layer_through_torch_connector_on_the_segment_path(issue_layer):
+    """The issue-#16 layer at 4 qubits (the bench's TorchConnector column): values and
+    gradients equal the block path's and the exact shift rule's (StatevectorEstimator)."""
+    qc, x, w = issue_layer(4)
+    obs = [SparsePauliOp.from_sparse_list([("Z", [i], 1.0)], 4) for i in range(4)]
+    rng = np.random.default_rng(43)
+    inputs, weights = rng.uniform(0, np.pi, (6, 4)), rng.uniform(0, 2 * np.pi, len(w))
+    results = []
+    for options in ({}, {"small_max_qubits": 0}):
+        fast = FastEstimator(**options)
+        qnn = EstimatorQNN(
+            circuit=qc,
+            observables=obs,
+            input_params=x,
+            weight_params=w,
+            estimator=fast,
+            gradient=FastEstimatorGradient(fast),
+            input_gradients=True,
+            default_precision=0.0,
+        )
+        results.append((qnn.forward(inputs, weights), *qnn.backward(inputs, weights)))
+    for ours, theirs in zip(*results, strict=True):
+        np.testing.assert_allclose(ours, theirs, atol=1e-12)
+    names = [p.name for p in qc.parameters]
+    rows = np.empty((6, len(names)))
+    rows[:, [names.index(p.name) for p in x]] = inputs
+    rows[:, [names.index(p.name) for p in w]] = weights
+    reference = shift_rule_gradient(qc, obs, rows)  # (rows, K, P) in circuit order
+    values = np.stack([reference_values(qc, o, rows) for o in obs], axis=1)
+    np.testing.assert_allclose(results[0][0], values, atol=TOL)
+    np.testing.assert_allclose(
+        results[0][1], reference[..., [names.index(p.name) for p in x]], atol=TOL
+    )
+    np.testing.assert_allclose(
+        results[0][2], reference[..., [names.index(p.name) for p in w]], atol=TOL
+    )
+
+
+def test_estimator_qnn_calls_take_the_shared_pub_and_tiled_row_paths(monkeypatch):
+    """EstimatorQNN's forward (one PUB per observable, one values array) and backward (the batch
+    tiled once per observable) skip PUB coercion and row de-duplication; the results equal
+    the general path's (same PUBs as a generator; the gradient rows shuffled)."""
+    from qhqcnn.engine import estimator as engine_estimator
+    from qhqcnn.engine import gradient as engine_gradient
+
+    qc, x, w = hqcnn_template(3, 1)
+    obs = z_and_x(3)
+    rng = np.random.default_rng(44)
+    inputs, weights = rng.uniform(-2, 2, (5, len(x))), rng.uniform(-2, 2, len(w))
+    names = [p.name for p in qc.parameters]
+    input_cols = [names.index(p.name) for p in x]
+    weight_cols = [names.index(p.name) for p in w]
+    values = np.empty((5, len(names)))
+    values[:, input_cols], values[:, weight_cols] = inputs, weights
+    general = [(qc, o, values) for o in obs]
+    expected = FastEstimator().run(iter(general)).result()
+    tiled = np.tile(values, (len(obs), 1))
+    observables = [o for o in obs for _ in range(5)]
+    order = rng.permutation(len(tiled))
+    shuffled = FastEstimatorGradient().run(
+        [qc] * len(tiled), [observables[i] for i in order], tiled[order]
+    )
+    expected_grads = np.empty((len(tiled), qc.num_parameters))
+    expected_grads[order] = np.asarray(shuffled.result().gradients)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the general path was taken")
+
+    monkeypatch.setattr(engine_estimator, "coerce_pubs", refuse)
+    monkeypatch.setattr(engine_gradient, "unique_rows", refuse)
+    fast = FastEstimator()
+    ours = fast.run(general).result()
+    for mine, theirs, observable in zip(ours, expected, obs, strict=True):
+        np.testing.assert_array_equal(mine.data.evs, theirs.data.evs)
+        np.testing.assert_array_equal(mine.data.stds, theirs.data.stds)
+        assert mine.data.shape == theirs.data.shape == (5,)
+        assert mine.metadata == theirs.metadata
+        np.testing.assert_allclose(
+            mine.data.evs, reference_values(qc, observable, values), atol=TOL
+        )
+    grads = FastEstimatorGradient(fast).run([qc] * len(tiled), observables, tiled).result()
+    np.testing.assert_allclose(np.asarray(grads.gradients), expected_grads, atol=1e-12)
+    qnn = EstimatorQNN(
+        circuit=qc,
+        observables=obs,
+        input_params=x,
+        weight_params=w,
+        estimator=fast,
+        gradient=FastEstimatorGradient(fast),
+        input_gradients=True,
+        default_precision=0.0,
+    )
+    np.testing.assert_allclose(
+        qnn.forward(inputs, weights), np.stack([r.data.evs for r in expected], 1), atol=1e-12
+    )
+    input_jac, weight_jac = qnn.backward(inputs, weights)
+    jac = expected_grads.reshape(len(obs), 5, -1).transpose(1, 0, 2)
+    np.testing.assert_allclose(input_jac, jac[..., input_cols], atol=1e-12)
+    np.testing.assert_allclose(weight_jac, jac[..., weight_cols], atol=1e-12)

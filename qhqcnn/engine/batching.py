@@ -68,12 +68,13 @@ def pair_layout(
 def index_by_identity(items) -> tuple[list, np.ndarray]:
     """Distinct objects of ``items`` (by identity, first-appearance order) and each item's index."""
     ids = list(map(id, items))
-    first = dict.fromkeys(ids)
-    if len(first) == 1:
+    if not ids:
+        return [], np.zeros(0, dtype=np.int64)
+    if ids.count(ids[0]) == len(ids):
         return [items[0]], np.zeros(len(ids), dtype=np.int64)
-    position = {key: k for k, key in enumerate(first)}
-    index = np.fromiter(map(position.__getitem__, ids), dtype=np.int64, count=len(ids))
-    distinct = [None] * len(position)
-    for item, k in zip(items, index.tolist(), strict=True):
-        distinct[k] = item
-    return distinct, index
+    count = len(ids)
+    first = dict(zip(reversed(ids), range(count - 1, -1, -1), strict=True))  # id -> first
+    order = sorted(first.values())
+    position = {ids[k]: j for j, k in enumerate(order)}
+    index = np.fromiter(map(position.__getitem__, ids), dtype=np.int64, count=count)
+    return [items[k] for k in order], index

@@ -3,7 +3,9 @@
 Every PUB is coerced with ``EstimatorPub.coerce`` and broadcast as Qiskit defines it. All PUBs of
 one circuit are evaluated in a single vectorized simulation: their distinct parameter rows are
 simulated once, for every observable any PUB asks about them (``EstimatorQNN`` sends one PUB per
-observable with the same rows; parameter-shift gradients send thousands of one-row PUBs).
+observable with the same rows; parameter-shift gradients send thousands of one-row PUBs). Exact
+PUBs that share one circuit and one values array (``EstimatorQNN``'s call) skip the
+``EstimatorPub`` objects: the checks their validation makes are done directly.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from qiskit.quantum_info import SparsePauliOp
 from .batching import pair_layout, unique_rows
 from .compile import compile_circuit
 from .jobs import InlineJob
-from .observables import PauliSum, pauli_sum
+from .observables import PauliSum, pauli_content_key, pauli_sum
 from .options import EngineOptions
 from .program import Program
+from .small import DEFAULT_SMALL_MAX_QUBITS
 from .statevector import DEFAULT_DENSE_MAX_QUBITS
 
 
@@ -64,15 +67,7 @@ def _observable_fingerprint(observable) -> tuple | None:
     if isinstance(observable, str):
         return ("label", observable)
     if type(observable) is SparsePauliOp:
-        paulis = observable.paulis
-        return (
-            "spo",
-            observable.num_qubits,
-            paulis.x.tobytes(),
-            paulis.z.tobytes(),
-            paulis.phase.tobytes(),
-            observable.coeffs.tobytes(),
-        )
+        return ("spo", *pauli_content_key(observable))
     return None
 
 
@@ -149,6 +144,37 @@ def coerce_pubs(pubs: Iterable[EstimatorPubLike], precision: float | None) -> li
     return coerced
 
 
+def _shared_values_pubs(pubs, precision) -> tuple | None:
+    """``(circuit, pauli sums, values)`` when ``pubs`` is a list of exact ``(circuit, observable,
+    values)`` tuples passing the same circuit and the same 2-D float values array, each with one
+    observable seen before (``EstimatorQNN``'s forward call); ``None`` for anything else (those
+    PUBs go through ``EstimatorPub.coerce``). The checks are those ``EstimatorPub`` validation
+    makes for such PUBs: values ``(N, num_parameters)``, observable width = circuit width."""
+    if not isinstance(pubs, list | tuple) or not pubs or precision != 0:
+        return None
+    first = pubs[0]
+    if not isinstance(first, tuple) or len(first) != 3:
+        return None
+    circuit, _, values = first
+    if not isinstance(circuit, QuantumCircuit) or not isinstance(values, np.ndarray):
+        return None
+    if values.ndim != 2 or values.dtype != np.float64 or circuit.num_parameters == 0:
+        return None
+    if values.shape[1] != circuit.num_parameters or values.shape[0] == 0:
+        return None
+    sums = []
+    for pub in pubs:
+        if not isinstance(pub, tuple) or len(pub) != 3 or pub[0] is not circuit:
+            return None
+        if pub[2] is not values:
+            return None
+        array = _OBSERVABLES.get(pub[1])
+        if array is None or array.shape != () or array.num_qubits != circuit.num_qubits:
+            return None
+        sums.append(_pauli_sums(array)[0])
+    return circuit, sums, values, precision
+
+
 def _plan(pub: EstimatorPub, programs: dict[int, Program]) -> _PubPlan:
     program = programs.get(id(pub.circuit))
     if program is None:
@@ -175,6 +201,8 @@ class FastEstimator(BaseEstimatorV2):
         dtype: ``torch.complex128`` (default) or ``torch.complex64``.
         dense_max_qubits: circuits up to this width use full-matrix gates.
         cache_forward: remember the last forward simulations for a following gradient call.
+        small_max_qubits: circuits up to this width (and ``dense_max_qubits``) run on the
+            segment path (:mod:`qhqcnn.engine.small`); ``0`` keeps them on the block path.
     """
 
     def __init__(
@@ -186,10 +214,13 @@ class FastEstimator(BaseEstimatorV2):
         dtype: str | torch.dtype = torch.complex128,
         dense_max_qubits: int = DEFAULT_DENSE_MAX_QUBITS,
         cache_forward: bool = True,
+        small_max_qubits: int = DEFAULT_SMALL_MAX_QUBITS,
     ) -> None:
         self._default_precision = default_precision
         self._seed = seed
-        self.engine_options = EngineOptions.create(device, dtype, dense_max_qubits, cache_forward)
+        self.engine_options = EngineOptions.create(
+            device, dtype, dense_max_qubits, cache_forward, small_max_qubits
+        )
         self._simulator = self.engine_options.simulator()
 
     @property
@@ -221,10 +252,32 @@ class FastEstimator(BaseEstimatorV2):
     def run(self, pubs: Iterable[EstimatorPubLike], *, precision: float | None = None) -> InlineJob:
         if precision is None:
             precision = self._default_precision
-        coerced = coerce_pubs(pubs, precision)
-        job = InlineJob(self._run, coerced)
+        shared = _shared_values_pubs(pubs, precision)
+        if shared is not None:  # EstimatorQNN's call: no EstimatorPub objects needed
+            job = InlineJob(self._run_shared, *shared)
+        else:
+            job = InlineJob(self._run, coerce_pubs(pubs, precision))
         job._submit()
         return job
+
+    def _run_shared(
+        self,
+        circuit: QuantumCircuit,
+        observables: list[PauliSum],
+        values: np.ndarray,
+        precision: float,
+    ) -> PrimitiveResult[PubResult]:
+        """Exact PUBs ``(circuit, observables[k], values)`` sharing one ``(N, P)`` values table:
+        one simulation of its rows for every observable; results as :meth:`_run` gives them."""
+        program = compile_circuit(circuit)
+        evs = self._simulator.run(program, values, observables, None).values  # (N, K)
+        metadata = {"target_precision": precision, "circuit_metadata": circuit.metadata}
+        results = []
+        for k in range(len(observables)):
+            column = np.ascontiguousarray(evs[:, k])
+            data = DataBin(evs=column, stds=np.zeros_like(column), shape=column.shape)
+            results.append(PubResult(data, metadata=dict(metadata)))
+        return PrimitiveResult(results, metadata={"version": 2})
 
     def _run(self, pubs: list[EstimatorPub]) -> PrimitiveResult[PubResult]:
         programs: dict[int, Program] = {}

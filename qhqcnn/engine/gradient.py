@@ -4,8 +4,10 @@ Implements qiskit-machine-learning's ``BaseEstimatorGradient`` contract. ``Estim
 for ``B * K`` (circuit, observable, values) rows that repeat each sample once per observable; rows
 are grouped by circuit, de-duplicated, and each distinct parameter row is simulated once with one
 bra per observable, so all observables' gradients for all parameters come from one sweep.
-``run`` is overridden only to validate cheaply (the base class spends tens of milliseconds per
-call on per-row checks) and to run inline; results, order and metadata follow ``ParamShift``.
+A request shaped like ``EstimatorQNN``'s (the batch tiled once per observable) is taken as it
+is, without de-duplicating rows. ``run`` is overridden only to validate cheaply (the base class
+spends tens of milliseconds per call on per-row checks) and to run inline; results, order and
+metadata follow ``ParamShift``.
 """
 
 from __future__ import annotations
@@ -115,10 +117,15 @@ class FastEstimatorGradient(InlineGradient):
     def _circuit_gradients(self, circuit, observables, values, parameters):
         """Gradients and metadata for rows that all use ``circuit``."""
         program = compile_circuit(circuit)
-        rows, row_of = unique_rows(values)
         distinct_obs, obs_of = index_by_identity(observables)
         sums = [pauli_sum(obs) for obs in distinct_obs]
-        pairs, column = pair_layout(row_of, obs_of, rows.shape[0], len(sums))
+        tiled = _tiled_rows(values, obs_of, len(sums))
+        if tiled is not None:  # EstimatorQNN: the same rows once per observable, in blocks
+            rows, row_of = tiled
+            pairs, column = None, obs_of
+        else:
+            rows, row_of = unique_rows(values)
+            pairs, column = pair_layout(row_of, obs_of, rows.shape[0], len(sums))
 
         choices, choice_of = index_by_identity(parameters)
         selections = [_selection(c, circuit, program.parameter_names) for c in choices]
@@ -150,6 +157,23 @@ class FastEstimatorGradient(InlineGradient):
             grads.append(full[i] if cols is None else full[i, cols])
             meta.append({"parameters": chosen, **extra})
         return grads, meta
+
+
+def _tiled_rows(values: np.ndarray, obs_of: np.ndarray, num_obs: int):
+    """``(rows, row_of)`` when the request is ``K`` blocks of the same ``B`` rows with block ``k``
+    asking for observable ``k`` (how ``EstimatorQNN`` tiles its batch), else ``None``."""
+    count = values.shape[0]
+    if num_obs < 1 or count % num_obs:
+        return None
+    block = count // num_obs
+    if block == 0 or not np.array_equal(obs_of, np.repeat(np.arange(num_obs), block)):
+        return None
+    rows = values[:block]
+    if num_obs > 1 and not np.array_equal(
+        values.reshape(num_obs, block, -1), np.broadcast_to(rows, (num_obs,) + rows.shape)
+    ):
+        return None
+    return np.ascontiguousarray(rows, dtype=float), np.tile(np.arange(block), num_obs)
 
 
 def _selection(chosen, circuit, names) -> tuple[Sequence[Parameter], np.ndarray | None]:
@@ -209,15 +233,18 @@ def validate_gradient_arguments(circuits, observables, parameter_values, paramet
             )
         group = indices if len(distinct) > 1 else slice(None)
         obs_group = observables if len(distinct) == 1 else [observables[i] for i in group]
-        for obs in index_by_identity(obs_group)[0]:
+        for obs in dict(zip(map(id, obs_group), obs_group, strict=True)).values():
             if obs.num_qubits != circuit.num_qubits:
                 raise ValueError(
                     f"The number of qubits of the {first}-th circuit ({circuit.num_qubits}) does "
                     f"not match the number of qubits of an observable ({obs.num_qubits})."
                 )
         param_group = parameters if len(distinct) == 1 else [parameters[i] for i in group]
+        distinct_params = dict(zip(map(id, param_group), param_group, strict=True)).values()
+        if all(chosen is None for chosen in distinct_params):
+            continue
         names = set(circuit.parameters)
-        for chosen in index_by_identity(param_group)[0]:
+        for chosen in distinct_params:
             if chosen is not None and not set(chosen).issubset(names):
                 raise ValueError(
                     f"The {first}-th parameters contains parameters not present in the "

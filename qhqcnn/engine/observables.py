@@ -118,6 +118,22 @@ def _sparse_observable_key(obs: SparseObservable) -> tuple:
     )
 
 
+def pauli_content_key(observable: SparsePauliOp) -> tuple:
+    """The content of a ``SparsePauliOp`` as bytes: qubit count, X and Z bits, phases, coefficients.
+    The phases are read from the Pauli list's stored group phase where it has one (``phase``
+    recomputes them from the Y count on every access)."""
+    paulis = observable.paulis
+    raw = getattr(paulis, "_phase", None)
+    phase = ("raw", raw.tobytes()) if isinstance(raw, np.ndarray) else ("y", paulis.phase.tobytes())
+    return (
+        observable.num_qubits,
+        paulis.x.tobytes(),
+        paulis.z.tobytes(),
+        phase,
+        observable.coeffs.tobytes(),
+    )
+
+
 def pauli_sum(observable) -> PauliSum:
     """Convert anything Qiskit's ``ObservablesArray`` accepts (validated the same way)."""
     if isinstance(observable, SparseObservable):
@@ -125,15 +141,7 @@ def pauli_sum(observable) -> PauliSum:
             _sparse_observable_key(observable), lambda: _from_sparse_observable(observable)
         )
     if isinstance(observable, SparsePauliOp):
-        paulis = observable.paulis
-        key = (
-            "spo",
-            observable.num_qubits,
-            paulis.x.tobytes(),
-            paulis.z.tobytes(),
-            paulis.phase.tobytes(),
-            observable.coeffs.tobytes(),
-        )
+        key = ("spo", *pauli_content_key(observable))
     else:
         key = None
     if key is None:

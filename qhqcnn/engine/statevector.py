@@ -5,7 +5,9 @@ All parameter rows of a batch are simulated together in torch. Expectation value
 yields every observable's gradient with respect to every gate angle, for every row, at the cost
 of about two forward simulations; the chain rule through the angle map then gives parameter
 gradients. Gates are applied in blocks (:mod:`.sweep`): few-qubit programs use the *dense*
-layout (blocks span the whole register), larger ones the *local* layout (small blocks). The
+layout (blocks span the whole register), larger ones the *local* layout (small blocks). Dense
+programs up to ``small_max_qubits`` (5 by default) run on the *segment* path instead
+(:mod:`.small`: prefix products of whole-register matrices, few torch calls per batch). The
 forward states of the last batches are cached so that a gradient request right after a forward
 pass with the same rows (``TorchConnector``) does not simulate again.
 """
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import sweep
+from . import small, sweep
 from .contraction import inner, to_numpy
 from .observables import PauliSum, apply_observables
 from .program import Program
@@ -49,7 +51,11 @@ class SweepResult:
 
 
 class StatevectorSimulator:
-    """Batched statevector simulator for compiled programs on one torch device/dtype."""
+    """Batched statevector simulator for compiled programs on one torch device/dtype.
+
+    ``small_max_qubits``: dense-layout programs up to this width run on the segment path
+    (:mod:`.small`); ``0`` keeps every dense program on the block path.
+    """
 
     def __init__(
         self,
@@ -60,6 +66,7 @@ class StatevectorSimulator:
         trace_cache: TraceCache | None = None,
         fusion: bool = True,
         keep_states_bytes: int = DEFAULT_KEEP_STATES_BYTES,
+        small_max_qubits: int = small.DEFAULT_SMALL_MAX_QUBITS,
     ) -> None:
         if dtype not in (torch.complex64, torch.complex128):
             raise ValueError("dtype must be torch.complex64 or torch.complex128")
@@ -70,6 +77,7 @@ class StatevectorSimulator:
         self.trace_cache = trace_cache
         self.fusion = fusion
         self.keep_states_bytes = keep_states_bytes
+        self.small_max_qubits = small_max_qubits
 
     def prepare(self, program: Program) -> PreparedProgram:
         """The program's constant tensors for this configuration (cached per program)."""
@@ -85,12 +93,21 @@ class StatevectorSimulator:
             return _PREPARED[program].setdefault(key, prepared)
 
     def _forward(self, prepared: PreparedProgram, rows: np.ndarray) -> ForwardTrace:
-        key = (prepared,)
+        key = (prepared, self._uses_segments(prepared))
         if self.trace_cache is not None:
             hit = self.trace_cache.lookup(key, rows)
             if hit is not None:
                 return hit
-        tensors = gate_tensors(prepared, prepared.program.angle_map.evaluate(rows))
+        angles = prepared.program.angle_map.evaluate(rows)
+        if key[1]:
+            varies = small.op_varies(prepared, angles)
+            if small.fits(prepared, varies, rows.shape[0]):
+                psi, segments = small.forward(prepared, angles, varies)
+                trace = ForwardTrace(rows, segments, psi, ())
+                if self.trace_cache is not None:
+                    self.trace_cache.store(key, trace)
+                return trace
+        tensors = gate_tensors(prepared, angles)
         blocks = sweep.build_blocks(prepared, tensors)
         itemsize = torch.empty((), dtype=self.dtype).element_size()
         size = rows.shape[0] * (1 << prepared.program.num_qubits) * itemsize * len(blocks)
@@ -104,6 +121,40 @@ class StatevectorSimulator:
         if self.trace_cache is not None:
             self.trace_cache.store(key, trace)
         return trace
+
+    def _uses_segments(self, prepared: PreparedProgram) -> bool:
+        """Whether this simulator runs ``prepared`` on the segment path (:mod:`.small`)."""
+        return prepared.dense and prepared.program.num_qubits <= self.small_max_qubits
+
+    def gradient_terms(
+        self,
+        prepared: PreparedProgram,
+        trace: ForwardTrace,
+        psi: torch.Tensor,
+        bras: torch.Tensor,
+        needed: set[int],
+        start: int,
+        stop: int,
+        real_only: bool,
+    ):
+        """Adjoint terms ``(R, M, S_used)`` and their slots for rows ``start:stop`` of a trace
+        (``psi``, ``bras``: those rows' states and co-states), on the trace's own path."""
+        if isinstance(trace.tensors, small.SegmentTensors):
+            return small.gradient_terms(
+                prepared, trace.tensors, bras, needed, start, stop, real_only
+            )
+        return sweep.gradient_terms(
+            prepared,
+            trace.tensors,
+            trace.blocks,
+            psi,
+            bras,
+            needed,
+            start,
+            stop,
+            real_only,
+            trace.states,
+        )
 
     def states(self, program: Program, rows: np.ndarray) -> torch.Tensor:
         """Final statevectors ``(R, 2**n)`` including the circuit's global phase."""
@@ -146,17 +197,8 @@ class StatevectorSimulator:
             bras = apply_observables(psi, observables, chunk_pairs, prepared.dense)
             values[start:stop] = inner(bras, psi).real.cpu().numpy()
             if gradient and needed:
-                terms, slots = sweep.gradient_terms(
-                    prepared,
-                    trace.tensors,
-                    trace.blocks,
-                    psi,
-                    bras,
-                    needed,
-                    start,
-                    stop,
-                    real_only,
-                    trace.states,
+                terms, slots = self.gradient_terms(
+                    prepared, trace, psi, bras, needed, start, stop, real_only
                 )
                 grads[start:stop] = _chain_rule(prepared, rows[start:stop], terms, slots)
         return SweepResult(values, grads)
@@ -167,7 +209,10 @@ class StatevectorSimulator:
         dim = 1 << prepared.program.num_qubits
         itemsize = torch.empty((), dtype=self.dtype).element_size()
         per_row = (width + 1) * dim * itemsize * 4
-        if gradient:
+        if gradient and isinstance(trace.tensors, small.SegmentTensors):
+            angles = max((len(s.slots) for s in trace.tensors.plan.segments), default=0)
+            per_row += 2 * angles * dim * itemsize
+        elif gradient:
             ops = prepared.ops
             angles = max(sum(len(ops[i].slots) for i in block.ops) for block in trace.blocks)
             per_row += 2 * angles * dim * itemsize
@@ -180,8 +225,11 @@ def _chain_rule(prepared: PreparedProgram, rows: np.ndarray, terms, slots: list[
     if terms is None:
         return 0.0
     angle_map = prepared.program.angle_map
-    linear = prepared.linear[slots].to(terms.dtype)
-    grads = to_numpy(2 * (terms @ linear))
+    key = ("chain-rule", tuple(slots), terms.dtype)
+    linear = prepared.memo.get(key)
+    if linear is None:  # the angle map's rows of these slots, times 2 (cached per slot order)
+        linear = prepared.memo[key] = 2 * prepared.linear[list(slots)].to(terms.dtype)
+    grads = to_numpy(terms @ linear)
     if angle_map.nonlinear:
         column = {s: c for c, s in enumerate(slots)}
         for item in angle_map.nonlinear:

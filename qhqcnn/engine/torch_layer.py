@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from qiskit.circuit import Parameter, QuantumCircuit
 
-from . import sweep
 from .compile import compile_circuit
 from .observables import expectation_values, pauli_sum, weighted_image
+from .small import DEFAULT_SMALL_MAX_QUBITS
 from .statevector import DEFAULT_DENSE_MAX_QUBITS, StatevectorSimulator, _needed_ops
 
 #: Rows simulated together (bounded so that a chunk's states stay below this many bytes).
@@ -69,6 +69,8 @@ class ExactTorchLayer(torch.nn.Module):
             (``torch.complex128`` default; ``torch.complex64`` is faster, values and
             gradients accurate to ~1e-6).
         dense_max_qubits: circuits up to this width use the dense layout.
+        small_max_qubits: circuits up to this width (and ``dense_max_qubits``) run on the
+            segment path (:mod:`qhqcnn.engine.small`); ``0`` keeps them on the block path.
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class ExactTorchLayer(torch.nn.Module):
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.complex128,
         dense_max_qubits: int = DEFAULT_DENSE_MAX_QUBITS,
+        small_max_qubits: int = DEFAULT_SMALL_MAX_QUBITS,
     ) -> None:
         super().__init__()
         self.program = compile_circuit(circuit)
@@ -90,7 +93,9 @@ class ExactTorchLayer(torch.nn.Module):
         if sorted(self._input_cols + self._weight_cols) != list(range(len(names))):
             raise ValueError("input_params and weight_params must partition the circuit parameters")
         self.observables = [pauli_sum(obs) for obs in observables]
-        self.simulator = StatevectorSimulator(device, dtype, dense_max_qubits, trace_cache=None)
+        self.simulator = StatevectorSimulator(
+            device, dtype, dense_max_qubits, trace_cache=None, small_max_qubits=small_max_qubits
+        )
         self.prepared = self.simulator.prepare(self.program)
         if initial_weights is None:
             generator = torch.Generator().manual_seed(0)
@@ -136,17 +141,8 @@ class ExactTorchLayer(torch.nn.Module):
             offset += count
             psi = trace.psi
             bra = weighted_image(psi, self.observables, g)[:, None]  # one co-state per row
-            terms, slots = sweep.gradient_terms(
-                prepared,
-                trace.tensors,
-                trace.blocks,
-                psi,
-                bra,
-                needed,
-                0,
-                count,
-                True,
-                trace.states,
+            terms, slots = self.simulator.gradient_terms(
+                prepared, trace, psi, bra, needed, 0, count, True
             )
             grads = torch.zeros(
                 (count, self.program.num_parameters), dtype=torch.float64, device=psi.device
