@@ -61,7 +61,12 @@ def main() -> None:
 
     classical = build_model(ModelSpec(model="classical", num_qubits=args.qubits), 1, 2)
     hqcnn = build_model(ModelSpec(num_qubits=args.qubits), 1, 2, make_backend("exact"))
-    steps = {"classical": make_step(classical, args.batch), "hqcnn": make_step(hqcnn, args.batch)}
+    # The same model with the engine as a native autograd function (one vector-Jacobian product
+    # per backward instead of TorchConnector's full Jacobian): --backend-option native=true.
+    native_backend = make_backend("exact", native=True)
+    native = build_model(ModelSpec(num_qubits=args.qubits), 1, 2, native_backend)
+    models = {"classical": classical, "hqcnn": hqcnn, "hqcnn-native": native}
+    steps = {name: make_step(model, args.batch) for name, model in models.items()}
     for step in steps.values():  # warm-up: compilation caches, allocator
         for _ in range(3):
             step()
@@ -90,13 +95,14 @@ def main() -> None:
     )
     print(header)
     print("-" * len(header))
-    for name, model in (("classical", classical), ("hqcnn", hqcnn)):
+    labels = {
+        "classical": f"classical ablation (tanh Linear, {args.qubits} qubits' sizes)",
+        "hqcnn": "HQCNN, exact engine (EstimatorQNN+TorchConnector)",
+        "hqcnn-native": "HQCNN, exact engine (native=true)",
+    }
+    for name, model in models.items():
         counts = parameter_counts(model)
-        label = (
-            f"classical ablation (tanh Linear, {args.qubits} qubits' sizes)"
-            if name == "classical"
-            else "HQCNN, exact engine (EstimatorQNN+TorchConnector)"
-        )
+        label = labels[name]
         print(
             f"{label:<46}{counts['classical']:>18,} / {counts['quantum']:<7}"
             f"{median[name] * 1e3:>12.1f}{median[name] / median['classical']:>13.2f}x"
