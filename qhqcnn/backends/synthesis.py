@@ -15,6 +15,12 @@ its Pauli coefficients' magnitudes). A synthesis is accepted only when this boun
 ``max_error``; ``K`` grows from ``cnots`` (or the tried list) until one is, else the template is
 kept and the rejection recorded. The record also keeps the largest output change measured at
 random inputs.
+
+Fewer two-qubit gates do not by themselves mean better device outputs: the network spreads every
+gate error over all measured observables, where the template's structured gates leave many of
+them harmless. So the hardware path weighs an accepted synthesis against the best searched
+circuit (:func:`candidate_score`, :func:`choose`; ``--synthesis-choice``): by default the one
+with the smaller predicted output error under the device's calibrated noise model runs.
 """
 
 from __future__ import annotations
