@@ -224,6 +224,9 @@ def test_the_better_scored_candidate_is_chosen_and_the_reason_recorded():
     assert choose(synthesized, searched, "noisy")["chosen"] == "synthesized"
     assert choose(searched, dict(searched), "noisy")["chosen"] == "searched"  # ties: searched
     assert choose({}, synthesized, "always")["chosen"] == "synthesized"
+    # No noise model to predict with (a device without calibrations): by ESP, and said so.
+    blind = choose({**searched, "predicted_mae": None}, synthesized, "noisy")
+    assert blind["chosen"] == "synthesized" and blind["reason"].startswith("no noise-model")
     with pytest.raises(ConfigError):
         ExecutionSettings(synthesis_choice="fewest")
     # Records written before the choice existed ran every accepted synthesis.

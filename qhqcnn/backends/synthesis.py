@@ -470,12 +470,22 @@ def candidate_score(prepared, backend, observables, rows, names, exact) -> dict[
         duration = float(isa.estimate_duration(target, unit="s"))
     except Exception:  # noqa: BLE001 - a target without durations
         duration = None
-    noisy = noisy_outputs(prepared, backend, rows, names)
-    scales = [
-        float(np.polyfit(exact[:, k], noisy[:, k], 1)[0]) if np.ptp(exact[:, k]) > 1e-9 else 1.0
-        for k in range(exact.shape[1])
-    ]
     ops = isa.count_ops()
+    facts: dict[str, Any] = {}
+    try:
+        noisy = noisy_outputs(prepared, backend, rows, names)
+    except Exception as exc:  # noqa: BLE001 - a device without a usable noise model
+        facts = {"predicted_mae": None, "predicted_scale": None, "predicted_error": str(exc)}
+    else:
+        scales = [
+            float(np.polyfit(exact[:, k], noisy[:, k], 1)[0]) if np.ptp(exact[:, k]) > 1e-9
+            else 1.0
+            for k in range(exact.shape[1])
+        ]  # fmt: skip
+        facts = {
+            "predicted_mae": round(float(np.mean(np.abs(noisy - exact))), 6),
+            "predicted_scale": round(float(np.mean(scales)), 4),
+        }
     return {
         "two_qubit_gates": two_qubit_gate_count(isa),
         "single_qubit_gates": int(sum(v for k, v in ops.items() if k in ("sx", "x", "rz"))),
@@ -485,8 +495,7 @@ def candidate_score(prepared, backend, observables, rows, names, exact) -> dict[
         "esp": round(esp, 6),
         "longest_idle_s": longest,
         "esp_with_idle": round(esp * idle, 6),
-        "predicted_mae": round(float(np.mean(np.abs(noisy - exact))), 6),
-        "predicted_scale": round(float(np.mean(scales)), 4),
+        **facts,
         "scored_images": int(len(rows)),
     }
 
@@ -500,6 +509,9 @@ def choose(searched: dict[str, Any], synthesized: dict[str, Any], how: str) -> d
     (ties keep the searched circuit); ``how == "always"`` takes the synthesized one."""
     if how == "always":
         return {"chosen": "synthesized", "by": how, "reason": "--synthesis-choice always"}
+    fallback = ""
+    if how == "noisy" and None in (searched.get("predicted_mae"), synthesized.get("predicted_mae")):
+        how, fallback = "esp", "no noise-model prediction, so by ESP: "
     key, sign = CHOICE_KEYS[how]
     better = sign * synthesized[key] > sign * searched[key]
     label = {"predicted_mae": "predicted output MAE under the device's noise model",
@@ -507,5 +519,6 @@ def choose(searched: dict[str, Any], synthesized: dict[str, Any], how: str) -> d
     return {
         "chosen": "synthesized" if better else "searched",
         "by": how,
-        "reason": f"{label}: synthesized {synthesized[key]:.4g}, searched {searched[key]:.4g}",
+        "reason": f"{fallback}{label}: synthesized {synthesized[key]:.4g}, "
+        f"searched {searched[key]:.4g}",
     }

@@ -404,7 +404,11 @@ def _synthesis_lines(record: dict[str, Any]) -> list[str]:
             lines.append(
                 f"  {name:<12} 2q {c['two_qubit_gates']}, sx {c['sx']}, depth {c['depth']}, "
                 f"duration {duration}, ESP {c['esp']:.3f} (with idle {c['esp_with_idle']:.3f}),"
-                f" predicted MAE {c['predicted_mae']:.4f}, scale {c['predicted_scale']:.3f}"
+                + (
+                    f" predicted MAE {c['predicted_mae']:.4f}, scale {c['predicted_scale']:.3f}"
+                    if c["predicted_mae"] is not None
+                    else " no noise-model prediction"
+                )
             )
         lines.append(f"  runs         the {choice['chosen']} circuit ({choice['reason']})")
     return lines
