@@ -211,3 +211,99 @@ def test_synthesis_settings_are_recorded_and_off_by_default():
     assert (options.method, options.cnots, options.max_error) == ("aqc", 62, 1e-6)
     with pytest.raises(ConfigError):
         ExecutionSettings(synthesis="qsd")
+
+
+def test_the_better_scored_candidate_is_chosen_and_the_reason_recorded():
+    from qhqcnn.backends.synthesis import choose
+
+    searched = {"predicted_mae": 0.10, "esp": 0.45}
+    synthesized = {"predicted_mae": 0.14, "esp": 0.48}
+    by_error = choose(searched, synthesized, "noisy")
+    assert by_error["chosen"] == "searched" and "0.14" in by_error["reason"]
+    assert choose(searched, synthesized, "esp")["chosen"] == "synthesized"
+    assert choose(synthesized, searched, "noisy")["chosen"] == "synthesized"
+    assert choose(searched, dict(searched), "noisy")["chosen"] == "searched"  # ties: searched
+    assert choose({}, synthesized, "always")["chosen"] == "synthesized"
+    # No noise model to predict with (a device without calibrations): by ESP, and said so.
+    blind = choose({**searched, "predicted_mae": None}, synthesized, "noisy")
+    assert blind["chosen"] == "synthesized" and blind["reason"].startswith("no noise-model")
+    with pytest.raises(ConfigError):
+        ExecutionSettings(synthesis_choice="fewest")
+    # Records written before the choice existed ran every accepted synthesis.
+    old = ExecutionSettings(synthesis="aqc").to_dict()
+    del old["synthesis_choice"]
+    assert ExecutionSettings.from_dict(old).synthesis_choice == "always"
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory, breast_dir):
+    """A 3-qubit, 1-layer HQCNN trained for one epoch on 32 images (fast to synthesize)."""
+    from qhqcnn.cli.main import main
+
+    pytest.importorskip("qhqcnn.engine", reason="the exact engine is needed to train")
+    out = tmp_path_factory.mktemp("synth-run") / "run"
+    code = main(
+        [
+            "train", "--dataset", "breastmnist", "--qubits", "3", "--layers", "1",
+            "--max-train", "32", "--max-eval", "16", "--epochs", "1", "--out", str(out),
+            "--no-progress", "--backend", "exact", "--data-dir", breast_dir,
+        ]
+    )  # fmt: skip
+    assert code == 0
+    return out
+
+
+def _synth_plan(run, data_dir, choice):
+    from qhqcnn.hardware.plan import build_plan
+
+    settings = ExecutionSettings(
+        shots=256, synthesis="aqc", synthesis_cnots=16, synthesis_choice=choice,
+        search_seeds=1, search_orders=1, calibration="affine", calibration_images=4,
+    )  # fmt: skip
+    return build_plan(run, "fake_nairobi", settings, limit=4, data_dir=data_dir)
+
+
+def test_plan_runs_the_better_scored_of_synthesized_and_searched(small_run, breast_dir):
+    from qhqcnn.hardware.plan import format_plan
+
+    plan = _synth_plan(small_run, breast_dir, "noisy")
+    record = plan.prepared.info["synthesis"]
+    assert record["accepted"] and record["cnots"] == 16
+    choice = record["choice"]
+    facts = choice["candidates"]
+    assert set(facts) == {"searched", "synthesized"} and choice["by"] == "noisy"
+    for c in facts.values():  # what a report needs, for both candidates
+        assert {"two_qubit_gates", "depth", "duration_s", "esp", "predicted_mae", "sx"} <= set(c)
+        assert c["scored_images"] == 16  # training images, at least SYNTHESIS_SCORE_IMAGES
+    assert facts["synthesized"]["two_qubit_gates"] == 16
+    better = min(facts, key=lambda k: (facts[k]["predicted_mae"], k != "searched"))
+    assert choice["chosen"] == better
+    # The device circuit is the chosen one: the synthesis leaves only the input angles.
+    inputs_only = plan.prepared.circuit.num_parameters == plan.template.num_inputs
+    assert inputs_only == (better == "synthesized")
+    assert plan.prepared.info["two_qubit_gates"] == facts[better]["two_qubit_gates"]
+    text = format_plan(plan)
+    assert f"runs         the {better} circuit" in text and "predicted MAE" in text
+
+
+def test_plan_takes_the_searched_circuit_when_it_scores_better(small_run, breast_dir, monkeypatch):
+    from qhqcnn.backends import synthesis
+
+    real = synthesis.candidate_score
+
+    def rigged(prepared, *args):  # the searched circuit (weights still parameters) wins
+        facts = real(prepared, *args)
+        searched = prepared.circuit.num_parameters > 3
+        return {**facts, "predicted_mae": 0.01 if searched else 0.5}
+
+    monkeypatch.setattr(synthesis, "candidate_score", rigged)
+    plan = _synth_plan(small_run, breast_dir, "noisy")
+    choice = plan.prepared.info["synthesis"]["choice"]
+    assert choice["chosen"] == "searched" and "searched 0.01" in choice["reason"]
+    assert plan.prepared.circuit.num_parameters > plan.template.num_inputs
+    names = {p.name for p in plan.template.input_params + plan.template.weight_params}
+    assert {p.name for p in plan.prepared.circuit.parameters} == names
+    forced = _synth_plan(small_run, breast_dir, "always")
+    assert forced.prepared.info["synthesis"]["choice"]["chosen"] == "synthesized"
+    assert set(forced.prepared.info["synthesis"]["choice"]["candidates"]) == {"synthesized"}
+    assert forced.prepared.circuit.num_parameters == forced.template.num_inputs

@@ -15,6 +15,12 @@ its Pauli coefficients' magnitudes). A synthesis is accepted only when this boun
 ``max_error``; ``K`` grows from ``cnots`` (or the tried list) until one is, else the template is
 kept and the rejection recorded. The record also keeps the largest output change measured at
 random inputs.
+
+Fewer two-qubit gates do not by themselves mean better device outputs: the network spreads every
+gate error over all measured observables, where the template's structured gates leave many of
+them harmless. So the hardware path weighs an accepted synthesis against the best searched
+circuit (:func:`candidate_score`, :func:`choose`; ``--synthesis-choice``): by default the one
+with the smaller predicted output error under the device's calibrated noise model runs.
 """
 
 from __future__ import annotations
@@ -387,3 +393,132 @@ def deviation_at_inputs(circuit: QuantumCircuit, template, weights, count: int =
                 worst, abs(float(np.real(ref.expectation_value(obs) - got.expectation_value(obs))))
             )
     return worst
+
+
+# -- synthesized or searched: which one runs -----------------------------------------------------
+def idle_factor(isa: QuantumCircuit, target) -> tuple[float, float]:
+    """``(Π_q exp(−idle_q / T2_q), largest idle_q in seconds)`` over the qubits the circuit
+    uses: ``idle_q`` is the time qubit ``q`` waits between its first and last gate in an
+    as-soon-as-possible schedule of the target's gate durations (1.0 when unknown)."""
+    properties = getattr(target, "qubit_properties", None) or []
+    ready: dict[int, float] = {}
+    busy: dict[int, float] = {}
+    first: dict[int, float] = {}
+    for ins in isa.data:
+        name = ins.operation.name
+        if name == "barrier":
+            continue
+        qargs = tuple(isa.find_bit(q).index for q in ins.qubits)
+        try:
+            duration = float(target[name][qargs].duration or 0.0)
+        except (KeyError, AttributeError, TypeError):
+            duration = 0.0
+        start = max(ready.get(q, 0.0) for q in qargs)
+        for q in qargs:
+            first.setdefault(q, start)
+            ready[q] = start + duration
+            busy[q] = busy.get(q, 0.0) + duration
+    log_factor, longest = 0.0, 0.0
+    end = max(ready.values(), default=0.0)
+    for q in ready:
+        idle = max(0.0, end - first[q] - busy[q])
+        longest = max(longest, idle)
+        t2 = getattr(properties[q], "t2", None) if q < len(properties) and properties[q] else None
+        if t2:
+            log_factor -= idle / float(t2)
+    return float(np.exp(log_factor)), longest
+
+
+def noisy_outputs(prepared, backend, rows: np.ndarray, names: list[str]) -> np.ndarray:
+    """⟨O⟩ of ``prepared`` under ``backend``'s calibrated noise model (Aer density matrix,
+    exact expectation values, no shots; readout errors not included) at parameter ``rows``
+    (columns named ``names``), on the qubits the circuit uses."""
+    from qiskit_aer.noise import NoiseModel
+    from qiskit_aer.primitives import EstimatorV2
+
+    from qhqcnn.backends.compact import compact_circuit
+    from qhqcnn.hardware.trim import TrimmedBackend
+
+    compact = compact_circuit(prepared)
+    circuit = compact.prepared.circuit
+    model = NoiseModel.from_backend(TrimmedBackend(backend, list(compact.physical_qubits)))
+    column = {name: k for k, name in enumerate(names)}
+    params = list(circuit.parameters)
+    values = np.asarray(rows, dtype=float)[:, [column[p.name] for p in params]]
+    estimator = EstimatorV2(
+        options={
+            "backend_options": {"method": "density_matrix", "noise_model": model},
+            "run_options": {"approximation": True},
+        }
+    )
+    pub = (circuit, [list(compact.prepared.observables)], values.reshape(len(values), 1, -1))
+    return np.asarray(estimator.run([pub]).result()[0].data.evs, dtype=float)
+
+
+def candidate_score(prepared, backend, observables, rows, names, exact) -> dict[str, Any]:
+    """The facts by which a device circuit is weighed: two-qubit gates, depth, duration, the
+    search's estimated success probability (ESP; also with an idle-time factor), and the
+    predicted output error under the device's noise model at ``rows`` against ``exact``."""
+    from qhqcnn.backends.search import calibrated_score, measured_qubits
+    from qhqcnn.backends.transpile import two_qubit_gate_count
+
+    isa = prepared.circuit
+    target = backend.target
+    esp = calibrated_score(isa, target, measured_qubits(isa, observables))["esp"]
+    idle, longest = idle_factor(isa, target)
+    try:
+        duration = float(isa.estimate_duration(target, unit="s"))
+    except Exception:  # noqa: BLE001 - a target without durations
+        duration = None
+    ops = isa.count_ops()
+    facts: dict[str, Any] = {}
+    try:
+        noisy = noisy_outputs(prepared, backend, rows, names)
+    except Exception as exc:  # noqa: BLE001 - a device without a usable noise model
+        facts = {"predicted_mae": None, "predicted_scale": None, "predicted_error": str(exc)}
+    else:
+        scales = [
+            float(np.polyfit(exact[:, k], noisy[:, k], 1)[0]) if np.ptp(exact[:, k]) > 1e-9
+            else 1.0
+            for k in range(exact.shape[1])
+        ]  # fmt: skip
+        facts = {
+            "predicted_mae": round(float(np.mean(np.abs(noisy - exact))), 6),
+            "predicted_scale": round(float(np.mean(scales)), 4),
+        }
+    return {
+        "two_qubit_gates": two_qubit_gate_count(isa),
+        "single_qubit_gates": int(sum(v for k, v in ops.items() if k in ("sx", "x", "rz"))),
+        "sx": int(ops.get("sx", 0) + ops.get("x", 0)),
+        "depth": isa.depth(),
+        "duration_s": duration,
+        "esp": round(esp, 6),
+        "longest_idle_s": longest,
+        "esp_with_idle": round(esp * idle, 6),
+        **facts,
+        "scored_images": int(len(rows)),
+    }
+
+
+#: What each ``synthesis_choice`` compares (higher is better for ESP, lower for the error).
+CHOICE_KEYS = {"noisy": ("predicted_mae", -1), "esp": ("esp", 1)}
+
+
+def choose(searched: dict[str, Any], synthesized: dict[str, Any], how: str) -> dict[str, Any]:
+    """``{"chosen": "synthesized" | "searched", "reason": …}``: the better-scored candidate
+    (ties keep the searched circuit); ``how == "always"`` takes the synthesized one."""
+    if how == "always":
+        return {"chosen": "synthesized", "by": how, "reason": "--synthesis-choice always"}
+    fallback = ""
+    if how == "noisy" and None in (searched.get("predicted_mae"), synthesized.get("predicted_mae")):
+        how, fallback = "esp", "no noise-model prediction, so by ESP: "
+    key, sign = CHOICE_KEYS[how]
+    better = sign * synthesized[key] > sign * searched[key]
+    label = {"predicted_mae": "predicted output MAE under the device's noise model",
+             "esp": "estimated success probability"}[key]  # fmt: skip
+    return {
+        "chosen": "synthesized" if better else "searched",
+        "by": how,
+        "reason": f"{fallback}{label}: synthesized {synthesized[key]:.4g}, "
+        f"searched {searched[key]:.4g}",
+    }

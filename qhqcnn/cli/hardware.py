@@ -11,6 +11,7 @@ from qhqcnn.hardware.settings import (
     MITIGATIONS,
     PRIMITIVES,
     SYNTHESES,
+    SYNTHESIS_CHOICES,
     ExecutionSettings,
 )
 
@@ -120,6 +121,15 @@ def _add_job_arguments(p: argparse.ArgumentParser) -> None:
              "of 61-66 that meet the bound)", show_default=False)  # fmt: skip
     _setting(
         p,
+        "synthesis_choice",
+        str,
+        "how an accepted synthesis is weighed against the best searched circuit (both scored "
+        "on training images): noisy = lower predicted output error under the device's noise "
+        "model, esp = higher estimated success probability, always = run the synthesis",
+        choices=SYNTHESIS_CHOICES,
+    )
+    _setting(
+        p,
         "calibration",
         str,
         "affine: fit each output's scale and shift on training images run in the same "
@@ -153,6 +163,7 @@ def _settings(args: argparse.Namespace) -> ExecutionSettings:
         max_approx_error=args.max_approx_error,
         synthesis=args.synthesis,
         synthesis_cnots=args.synthesis_cnots,
+        synthesis_choice=args.synthesis_choice,
         calibration=args.calibration,
         calibration_images=args.calibration_images,
     )

@@ -230,6 +230,58 @@ def synthesized_template(
     return synthesize(template, weights, options)
 
 
+#: Training images the synthesized and the searched circuit are scored on (at least).
+SYNTHESIS_SCORE_IMAGES = 16
+
+
+def weigh_synthesis(
+    run_dir, data_dir, template, weights, device_template, prepared, backend, settings, record
+) -> tuple[PreparedCircuit, CircuitTemplate, dict[str, Any]]:
+    """The synthesized circuit or the best searched one, whichever scores better.
+
+    Both are scored on the first training images (never test images; as many as the
+    calibration uses, at least ``SYNTHESIS_SCORE_IMAGES``) by
+    :func:`qhqcnn.backends.synthesis.candidate_score`; ``settings.synthesis_choice`` says by
+    what (``noisy``: predicted output error, ``esp``: the search's success probability,
+    ``always``: no comparison). The record gets both candidates' facts and the choice.
+    """
+    from qhqcnn.backends.search import template_values
+    from qhqcnn.backends.synthesis import candidate_score, choose
+
+    images = load_run_inputs(
+        run_dir,
+        CALIBRATION_SPLIT,
+        limit=max(SYNTHESIS_SCORE_IMAGES, settings.calibration_images),
+        data_dir=data_dir,
+    )
+    rows = np.hstack([images.angles, np.tile(weights, (len(images.angles), 1))])
+    names = [p.name for p in template.input_params] + [p.name for p in template.weight_params]
+    exact = template_values(template, rows)
+    facts = {
+        "synthesized": candidate_score(
+            prepared, backend, device_template.observables, rows, names, exact
+        )
+    }
+    searched = None
+    if settings.synthesis_choice != "always":
+        searched = transpile_template(
+            template,
+            backend,
+            optimization_level=settings.optimization_level,
+            seed_transpiler=settings.seed_transpiler,
+            search=settings.search(),
+        )
+        facts["searched"] = candidate_score(
+            searched, backend, template.observables, rows, names, exact
+        )
+    choice = choose(facts.get("searched", {}), facts["synthesized"], settings.synthesis_choice)
+    record = {**record, "choice": {**choice, "scored_on": f"{len(rows)} {CALIBRATION_SPLIT} "
+                                   "images", "candidates": facts}}  # fmt: skip
+    if choice["chosen"] == "searched":
+        return searched, template, record
+    return prepared, device_template, record
+
+
 def build_plan(
     run_dir: str | Path,
     backend_name: str,
@@ -262,6 +314,11 @@ def build_plan(
         seed_transpiler=settings.seed_transpiler,
         search=settings.search(),
     )
+    if synthesis is not None and synthesis.get("accepted"):
+        prepared, device_template, synthesis = weigh_synthesis(
+            run_dir, data_dir, template, inputs.weights, device_template, prepared, backend,
+            settings, synthesis,
+        )  # fmt: skip
     if synthesis is not None:
         prepared.info["synthesis"] = synthesis
     values = parameter_values(
@@ -330,12 +387,31 @@ def _synthesis_lines(record: dict[str, Any]) -> list[str]:
         tried = ", ".join(f"{t['cnots']} CNOTs: {t['output_bound']:.1e}" for t in record["tried"])
         return [f"synthesis    {record['method']} rejected (output bounds {tried} > "
                 f"{record['options']['max_error']:g}); the template runs"]  # fmt: skip
-    return [
+    lines = [
         f"synthesis    {record['method']}: fixed part (trained weights) as {record['cnots']} "
         f"CNOTs on a line; |Δ⟨O⟩| ≤ {record['output_bound']:.1e} for every input (stated "
         f"bound; ≤ {record['options']['max_error']:g} required), "
         f"{record['max_abs_deviation_random_inputs']:.1e} measured at random inputs"
     ]
+    choice = record.get("choice")
+    if choice:
+        lines.append(
+            f"  candidates scored on {choice['scored_on']} (predicted MAE: device noise model, "
+            "no shots, no readout error):"
+        )
+        for name, c in choice["candidates"].items():
+            duration = "?" if c["duration_s"] is None else f"{c['duration_s'] * 1e6:.1f} µs"
+            lines.append(
+                f"  {name:<12} 2q {c['two_qubit_gates']}, sx {c['sx']}, depth {c['depth']}, "
+                f"duration {duration}, ESP {c['esp']:.3f} (with idle {c['esp_with_idle']:.3f}),"
+                + (
+                    f" predicted MAE {c['predicted_mae']:.4f}, scale {c['predicted_scale']:.3f}"
+                    if c["predicted_mae"] is not None
+                    else " no noise-model prediction"
+                )
+            )
+        lines.append(f"  runs         the {choice['chosen']} circuit ({choice['reason']})")
+    return lines
 
 
 def format_plan(plan: HardwarePlan) -> str:
@@ -396,7 +472,8 @@ def format_plan(plan: HardwarePlan) -> str:
         f"parameters   {n_params} per set ({plan.template.num_inputs} input angles + "
         + (
             f"{plan.template.num_weights} trained weights compiled into the network)"
-            if info.get("synthesis", {}).get("accepted")
+            if plan.prepared.circuit.num_parameters == plan.template.num_inputs
+            and info.get("synthesis", {}).get("accepted")
             else f"{plan.template.num_weights} trained weights bound)"
         ),
         f"observables  {len(plan.prepared.observables)} ({', '.join(plan.template.output_names)})"

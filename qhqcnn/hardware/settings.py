@@ -18,6 +18,8 @@ PRIMITIVES = ("auto", "executor", "legacy")
 DD_SEQUENCE = "XY4"
 #: ``--synthesis`` choices (see qhqcnn.backends.synthesis).
 SYNTHESES = ("none", "aqc")
+#: ``--synthesis-choice``: how an accepted synthesis is weighed against the searched circuit.
+SYNTHESIS_CHOICES = ("noisy", "esp", "always")
 #: ``--calibration`` choices (see qhqcnn.hardware.calibration).
 CALIBRATIONS = ("none", "affine")
 
@@ -69,6 +71,10 @@ class ExecutionSettings:
     #: only when its stated output bound is within ``max_approx_error`` (qhqcnn.backends.synthesis).
     synthesis: str = "none"
     synthesis_cnots: int | None = None
+    #: An accepted synthesis runs only when it scores better than the searched circuit:
+    #: ``noisy`` (predicted output error under the device's noise model), ``esp`` (estimated
+    #: success probability, the search's score), or ``always`` (no comparison).
+    synthesis_choice: str = "noisy"
     #: Calibrated readout: ``none``, or ``affine`` (per-output scale and shift fitted on
     #: ``calibration_images`` training images run in the same Batch; see calibration.py).
     calibration: str = "none"
@@ -89,6 +95,10 @@ class ExecutionSettings:
             (self.calibration in CALIBRATIONS, f"calibration must be one of {CALIBRATIONS}"),
             (self.calibration_images >= 2, "calibration needs at least 2 images"),
             (self.synthesis in SYNTHESES, f"synthesis must be one of {SYNTHESES}"),
+            (
+                self.synthesis_choice in SYNTHESIS_CHOICES,
+                f"synthesis choice must be one of {SYNTHESIS_CHOICES}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -155,6 +165,8 @@ class ExecutionSettings:
         values = dict(data)
         # Records written before the transpiler search: one preset transpilation ran.
         values.setdefault("transpile_search", False)
+        # Records written before the synthesis was scored: an accepted synthesis always ran.
+        values.setdefault("synthesis_choice", "always")
         if "mitigation" in values:
             values["mitigation"] = tuple(values["mitigation"])
         return cls(**values)
