@@ -622,24 +622,29 @@ def small_qnn_circuit():
     return qc, list(x), list(w)
 
 
-def _qnn(fast: bool):
-    qc, x, w = small_qnn_circuit()
-    obs = z_and_x(3)
-    if fast:
-        estimator, gradient = FastEstimator(), FastEstimatorGradient(FastEstimator())
-    else:
-        estimator = StatevectorEstimator()
-        gradient = ParamShiftEstimatorGradient(estimator)
+def engine_qnn(qc, obs, x, w, estimator=None, gradient=None) -> EstimatorQNN:
+    """``EstimatorQNN`` over ``qc`` with input gradients and exact values (precision 0), on
+    ``estimator``/``gradient`` (default: this engine's ``FastEstimator`` and its gradient)."""
+    estimator = estimator if estimator is not None else FastEstimator()
     return EstimatorQNN(
         circuit=qc,
         observables=obs,
         input_params=x,
         weight_params=w,
         estimator=estimator,
-        gradient=gradient,
+        gradient=gradient if gradient is not None else FastEstimatorGradient(estimator),
         input_gradients=True,
         default_precision=0.0,
     )
+
+
+def _qnn(fast: bool):
+    qc, x, w = small_qnn_circuit()
+    obs = z_and_x(3)
+    if fast:
+        return engine_qnn(qc, obs, x, w, FastEstimator(), FastEstimatorGradient(FastEstimator()))
+    estimator = StatevectorEstimator()
+    return engine_qnn(qc, obs, x, w, estimator, ParamShiftEstimatorGradient(estimator))
 
 
 def test_qnn_forward_and_backward_match_reference():
@@ -782,16 +787,7 @@ def test_quantum_layer_matches_estimator_qnn(num_qubits):
     inputs = rng.uniform(-2, 2, (5, len(x)))
     weights = rng.uniform(-2, 2, len(w))
     fast = FastEstimator()
-    qnn = EstimatorQNN(
-        circuit=qc,
-        observables=obs,
-        input_params=x,
-        weight_params=w,
-        estimator=fast,
-        gradient=FastEstimatorGradient(fast),
-        input_gradients=True,
-        default_precision=0.0,
-    )
+    qnn = engine_qnn(qc, obs, x, w, fast)
     values = qnn.forward(inputs, weights)
     input_jac, weight_jac = qnn.backward(inputs, weights)
     layer = ExactTorchLayer(qc, obs, x, w, initial_weights=weights)
@@ -896,16 +892,7 @@ def test_issue_layer_through_torch_connector_on_the_segment_path(issue_layer):
     results = []
     for options in ({}, {"small_max_qubits": 0}):
         fast = FastEstimator(**options)
-        qnn = EstimatorQNN(
-            circuit=qc,
-            observables=obs,
-            input_params=x,
-            weight_params=w,
-            estimator=fast,
-            gradient=FastEstimatorGradient(fast),
-            input_gradients=True,
-            default_precision=0.0,
-        )
+        qnn = engine_qnn(qc, obs, x, w, fast)
         results.append((qnn.forward(inputs, weights), *qnn.backward(inputs, weights)))
     for ours, theirs in zip(*results, strict=True):
         np.testing.assert_allclose(ours, theirs, atol=1e-12)
@@ -968,16 +955,7 @@ def test_estimator_qnn_calls_take_the_shared_pub_and_tiled_row_paths(monkeypatch
         )
     grads = FastEstimatorGradient(fast).run([qc] * len(tiled), observables, tiled).result()
     np.testing.assert_allclose(np.asarray(grads.gradients), expected_grads, atol=1e-12)
-    qnn = EstimatorQNN(
-        circuit=qc,
-        observables=obs,
-        input_params=x,
-        weight_params=w,
-        estimator=fast,
-        gradient=FastEstimatorGradient(fast),
-        input_gradients=True,
-        default_precision=0.0,
-    )
+    qnn = engine_qnn(qc, obs, x, w, fast)
     np.testing.assert_allclose(
         qnn.forward(inputs, weights), np.stack([r.data.evs for r in expected], 1), atol=1e-12
     )

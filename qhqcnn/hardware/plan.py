@@ -234,6 +234,17 @@ def synthesized_template(
 SYNTHESIS_SCORE_IMAGES = 16
 
 
+def transpile_with(settings: ExecutionSettings, template: CircuitTemplate, backend: Any):
+    """``template`` transpiled for ``backend`` as ``settings`` ask (level, seed, search)."""
+    return transpile_template(
+        template,
+        backend,
+        optimization_level=settings.optimization_level,
+        seed_transpiler=settings.seed_transpiler,
+        search=settings.search(),
+    )
+
+
 def weigh_synthesis(
     run_dir, data_dir, template, weights, device_template, prepared, backend, settings, record
 ) -> tuple[PreparedCircuit, CircuitTemplate, dict[str, Any]]:
@@ -264,13 +275,7 @@ def weigh_synthesis(
     }
     searched = None
     if settings.synthesis_choice != "always":
-        searched = transpile_template(
-            template,
-            backend,
-            optimization_level=settings.optimization_level,
-            seed_transpiler=settings.seed_transpiler,
-            search=settings.search(),
-        )
+        searched = transpile_with(settings, template, backend)
         facts["searched"] = candidate_score(
             searched, backend, template.observables, rows, names, exact
         )
@@ -307,13 +312,7 @@ def build_plan(
     inputs = load_run_inputs(run_dir, split, limit=limit, offset=offset, data_dir=data_dir)
     template = inputs.spec.template()
     device_template, synthesis = synthesized_template(template, inputs.weights, settings)
-    prepared = transpile_template(
-        device_template,
-        backend,
-        optimization_level=settings.optimization_level,
-        seed_transpiler=settings.seed_transpiler,
-        search=settings.search(),
-    )
+    prepared = transpile_with(settings, device_template, backend)
     if synthesis is not None and synthesis.get("accepted"):
         prepared, device_template, synthesis = weigh_synthesis(
             run_dir, data_dir, template, inputs.weights, device_template, prepared, backend,
