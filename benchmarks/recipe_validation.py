@@ -59,6 +59,7 @@ MEDICAL_VARIANTS = {
         ("weights", {"class_balance": "weights"}, {}),
         ("sampler", {"class_balance": "sampler"}, {}),
         ("ordinal", {"loss": "ordinal"}, {}),
+        ("ordinal-weights", {"loss": "ordinal", "class_balance": "weights"}, {}),
         ("zz", {}, {"observables": "zx+zz"}),
         ("q6", {}, {"num_qubits": 6}),
         ("q6-zz", {}, {"num_qubits": 6, "observables": "zx+zz"}),
