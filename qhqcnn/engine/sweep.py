@@ -309,13 +309,29 @@ def _fused_generators(prepared, tensors: GateTensors, block: Block, chosen, star
     return torch.cat(parts, dim=-3)
 
 
-def _fused_gradient_terms(prepared, tensors, blocks, states, psi, bras, needed, start, stop, real):
+def _summed_transitions(bras: torch.Tensor, ket: torch.Tensor, space: ApplySpace) -> torch.Tensor:
+    """``T[k, a, b] = sum_{r, x} bra[r, k, a, x] conj(ket[r, b, x])``: :func:`_transitions`
+    summed over the rows, one GEMM of ``(m, R X) @ (R X, m)`` per co-state: ``(M, m, m)``."""
+    rows, width, dim = bras.shape
+    m = 1 << space.width
+    if ket.shape[0] != rows:  # one ket for all rows: sum the bras over the rows first
+        bras = bras.sum(0, keepdim=True)
+    ket_h = ket.reshape(-1, m).mT.conj()  # (m, R X)
+    out = [ket_h @ bras[:, k].reshape(-1, m) for k in range(width)]  # (m_b, m_a) each
+    return torch.stack(out).mT
+
+
+def _fused_gradient_terms(
+    prepared, tensors, blocks, states, psi, bras, needed, start, stop, real, summed=frozenset()
+):
+    """Per-row terms ``(R, M, S)`` and slots; with ``summed`` (shared ops only), the terms of
+    those ops summed over the rows ``(M, S')`` and their slots as well."""
     n = prepared.program.num_qubits
     has = [any(i in needed for i in block.ops) for block in blocks]
     first = has.index(True)
     layout = tuple(range(n))
     ket = psi[:, None, :]
-    terms, slots = [], []
+    terms, slots, sums, sum_slots = [], [], [], []
     for b in range(len(blocks) - 1, first - 1, -1):
         block = blocks[b]
         bras = relayout(bras, layout, block.layout)
@@ -326,15 +342,28 @@ def _fused_gradient_terms(prepared, tensors, blocks, states, psi, bras, needed, 
         if chosen:
             after = ket[:, 0] if states is None else _rows(states[b], start, stop)
             gens = _fused_generators(prepared, tensors, block, chosen, start, stop)
-            trans = _transitions(bras, after, block.space)  # (R, M, m, m)
-            flat = trans.flatten(-2)
-            if gens.dim() == 3:  # shared: sum_ab conj(C_s[a, b]) T[a, b], one GEMM
-                term = flat @ gens.conj().flatten(-2).T
-            else:
-                term = torch.einsum("rkx,rsx->rks", flat, gens.conj().flatten(-2))
-            term = term.conj()
-            terms.append(term.real if real else term)
-            slots.extend(s for k in chosen for s in prepared.ops[block.ops[k]].slots)
+            op_slots = [prepared.ops[block.ops[k]].slots for k in chosen]
+            in_sum = [not block.per_row and block.ops[k] in summed for k in chosen]
+            columns = _columns(op_slots, in_sum)
+            if any(in_sum):  # sum_ab conj(C_s[a, b]) T[a, b] with T summed over the rows
+                cols = [c for c, (_, flag) in enumerate(columns) if flag]
+                trans = _summed_transitions(bras, after, block.space).flatten(-2)  # (M, m*m)
+                term = (trans @ gens[cols].conj().flatten(-2).T).conj()
+                sums.append(term.real if real else term)
+                sum_slots.extend(s for s, flag in columns if flag)
+            if not all(in_sum):
+                keep = [c for c, (_, flag) in enumerate(columns) if not flag]
+                if len(keep) < gens.shape[-3]:
+                    gens = gens[..., keep, :, :]
+                trans = _transitions(bras, after, block.space)  # (R, M, m, m)
+                flat = trans.flatten(-2)
+                if gens.dim() == 3:  # shared: sum_ab conj(C_s[a, b]) T[a, b], one GEMM
+                    term = flat @ gens.conj().flatten(-2).T
+                else:
+                    term = torch.einsum("rkx,rsx->rks", flat, gens.conj().flatten(-2))
+                term = term.conj()
+                terms.append(term.real if real else term)
+                slots.extend(s for s, flag in columns if not flag)
         if b > first:
             matrix = row_slice(block.matrix, start, stop)
             adjoint = matrix.conj().transpose(-1, -2)
@@ -343,9 +372,14 @@ def _fused_gradient_terms(prepared, tensors, blocks, states, psi, bras, needed, 
                 if block.per_row and ket.shape[0] == 1:
                     ket = ket.expand(adjoint.shape[0], 1, ket.shape[-1])
                 ket = apply_local(ket, adjoint, block.space, n)
-    if not terms:
-        return None, []
-    return torch.cat(terms, dim=-1), slots
+    per_row = torch.cat(terms, dim=-1) if terms else None
+    total = torch.cat(sums, dim=-1) if sums else None
+    return per_row, slots, total, sum_slots
+
+
+def _columns(op_slots, flags):
+    """``(slot, flag)`` for every generator column (one per angle of every chosen gate)."""
+    return [(s, f) for k_slots, f in zip(op_slots, flags, strict=True) for s in k_slots]
 
 
 def _rows(state: torch.Tensor, start: int, stop: int) -> torch.Tensor:
@@ -378,9 +412,10 @@ def gradient_terms(
     """``<bra| Gen_s |ket>`` terms ``(R, M, S_used)`` and their angle slots, rows ``start:stop``
     (``states``: the forward states after each block, fused layout only; else undone)."""
     if prepared.fused:
-        return _fused_gradient_terms(
+        terms, slots, _, _ = _fused_gradient_terms(
             prepared, tensors, blocks, states, psi, bras, needed, start, stop, real_only
         )
+        return terms, slots
     n = prepared.program.num_qubits
     earliest = min(needed)
     both = torch.cat([psi[:, None, :], bras], dim=1)  # (R, 1 + M, D): ket and bras
