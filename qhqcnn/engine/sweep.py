@@ -341,20 +341,16 @@ def _fused_gradient_terms(
         chosen = [k for k, i in enumerate(block.ops) if i in needed]
         if chosen:
             after = ket[:, 0] if states is None else _rows(states[b], start, stop)
-            gens = _fused_generators(prepared, tensors, block, chosen, start, stop)
-            op_slots = [prepared.ops[block.ops[k]].slots for k in chosen]
             in_sum = [not block.per_row and block.ops[k] in summed for k in chosen]
-            columns = _columns(op_slots, in_sum)
-            if any(in_sum):  # sum_ab conj(C_s[a, b]) T[a, b] with T summed over the rows
-                cols = [c for c, (_, flag) in enumerate(columns) if flag]
-                trans = _summed_transitions(bras, after, block.space).flatten(-2)  # (M, m*m)
-                term = (trans @ gens[cols].conj().flatten(-2).T).conj()
+            summed_ks = [k for k, flag in zip(chosen, in_sum, strict=True) if flag]
+            rest = [k for k, flag in zip(chosen, in_sum, strict=True) if not flag]
+            if summed_ks:
+                trans = _summed_transitions(bras, after, block.space)  # (M, m, m)
+                term = _summed_terms(prepared, tensors, block, summed_ks, trans)
                 sums.append(term.real if real else term)
-                sum_slots.extend(s for s, flag in columns if flag)
-            if not all(in_sum):
-                keep = [c for c, (_, flag) in enumerate(columns) if not flag]
-                if len(keep) < gens.shape[-3]:
-                    gens = gens[..., keep, :, :]
+                sum_slots.extend(s for k in summed_ks for s in prepared.ops[block.ops[k]].slots)
+            if rest:
+                gens = _fused_generators(prepared, tensors, block, rest, start, stop)
                 trans = _transitions(bras, after, block.space)  # (R, M, m, m)
                 flat = trans.flatten(-2)
                 if gens.dim() == 3:  # shared: sum_ab conj(C_s[a, b]) T[a, b], one GEMM
@@ -363,7 +359,7 @@ def _fused_gradient_terms(
                     term = torch.einsum("rkx,rsx->rks", flat, gens.conj().flatten(-2))
                 term = term.conj()
                 terms.append(term.real if real else term)
-                slots.extend(s for s, flag in columns if not flag)
+                slots.extend(s for k in rest for s in prepared.ops[block.ops[k]].slots)
         if b > first:
             matrix = row_slice(block.matrix, start, stop)
             adjoint = matrix.conj().transpose(-1, -2)
@@ -377,9 +373,19 @@ def _fused_gradient_terms(
     return per_row, slots, total, sum_slots
 
 
-def _columns(op_slots, flags):
-    """``(slot, flag)`` for every generator column (one per angle of every chosen gate)."""
-    return [(s, f) for k_slots, f in zip(op_slots, flags, strict=True) for s in k_slots]
+def _summed_terms(prepared, tensors: GateTensors, block: Block, chosen, trans: torch.Tensor):
+    """Row-summed terms ``(M, S)`` of the chosen shared gates from the row-summed transitions
+    ``T (M, m, m)``: ``conj(sum_ab conj(Q Gen_s Q^dagger)[a, b] T[a, b])``
+    ``= conj(sum_ab conj(Gen_s[a, b]) (Q^dagger T Q)[a, b])``, so each gate conjugates ``T``
+    once (two ``m x m`` products) instead of forming ``Q Gen_s Q^dagger`` for every angle."""
+    ops = [block.ops[k] for k in chosen]
+    gens = _embed_in_block(
+        prepared, tensors.shared_generators, ops, block.space, True, prepared.constant_generators
+    )
+    lefts = torch.stack([block.suffixes[k] for k in chosen])[:, None]  # (G, 1, m, m)
+    inner = (lefts.mH @ trans @ lefts).flatten(-2)  # (G, M, m*m)
+    parts = [inner[g] @ gen.conj().flatten(-2).T for g, gen in enumerate(gens)]  # (M, A_g)
+    return torch.cat(parts, dim=-1).conj()
 
 
 def _rows(state: torch.Tensor, start: int, stop: int) -> torch.Tensor:
