@@ -963,3 +963,124 @@ def test_estimator_qnn_calls_take_the_shared_pub_and_tiled_row_paths(monkeypatch
     jac = expected_grads.reshape(len(obs), 5, -1).transpose(1, 0, 2)
     np.testing.assert_allclose(input_jac, jac[..., input_cols], atol=1e-12)
     np.testing.assert_allclose(weight_jac, jac[..., weight_cols], atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- layer (engine3)
+def mixed_layer_circuit(num_qubits: int, non_affine: bool = True):
+    """RY(x) encoding, U3 + CX ring, then gates whose angles mix inputs and weights (affine),
+    a controlled rotation, an RZZ, a global phase and (``non_affine``) a weight-only non-affine
+    angle."""
+    x = ParameterVector("x", num_qubits)
+    w = ParameterVector("w", 3 * num_qubits + 6)
+    qc = QuantumCircuit(num_qubits, global_phase=0.3)
+    for i in range(num_qubits):
+        qc.ry(x[i], i)
+    for i in range(num_qubits):
+        qc.u(w[3 * i], w[3 * i + 1], w[3 * i + 2], i)
+    for i in range(num_qubits):
+        qc.cx(i, (i + 1) % num_qubits)
+    k = 3 * num_qubits
+    qc.rz(x[1] + w[k], 2)
+    qc.crx(x[0] - 0.5 * w[k + 1], 0, 3)
+    qc.u(w[k + 2] + 0.3, x[2], w[k + 3], num_qubits - 2)
+    qc.rzz(w[k + 4], 1, num_qubits - 1)
+    qc.rx(w[k + 5] * w[k] if non_affine else w[k + 5], 1)
+    return qc, list(x), list(w)
+
+
+def layer_step(layer, inputs, upstream):
+    tensor = torch.tensor(inputs, requires_grad=True)
+    out = layer(tensor)
+    (out * torch.as_tensor(upstream)).sum().backward()
+    return out.detach().numpy(), tensor.grad.numpy(), layer.weight.grad.numpy()
+
+
+@pytest.mark.parametrize("num_qubits", [6, 7])
+def test_quantum_layer_row_summed_weight_terms_match_the_full_jacobian(num_qubits):
+    """The fused sweep sums the weight-only gates' transitions over the rows; the result equals
+    the per-row Jacobian of the EstimatorQNN path contracted with the upstream gradient."""
+    qc, x, w = mixed_layer_circuit(num_qubits)
+    obs = z_and_x(num_qubits)
+    rng = np.random.default_rng(num_qubits)
+    inputs = rng.uniform(-2, 2, (7, len(x)))
+    weights = rng.uniform(-2, 2, len(w))
+    fast = FastEstimator()
+    qnn = EstimatorQNN(
+        circuit=qc,
+        observables=obs,
+        input_params=x,
+        weight_params=w,
+        estimator=fast,
+        gradient=FastEstimatorGradient(fast),
+        input_gradients=True,
+        default_precision=0.0,
+    )
+    values = qnn.forward(inputs, weights)
+    input_jac, weight_jac = qnn.backward(inputs, weights)
+    upstream = rng.normal(size=values.shape)
+    layer = ExactTorchLayer(qc, obs, x, w, initial_weights=weights)
+    assert layer.prepared.fused
+    out, input_grad, weight_grad = layer_step(layer, inputs, upstream)
+    summed = layer._weight_only_ops(
+        layer._forward(torch.tensor(inputs), layer.weight.detach())[1][0].tensors.per_row
+    )
+    assert summed  # the U3 layer and the RZZ; not the mixed or non-affine gates
+    np.testing.assert_allclose(out, values, atol=1e-12)
+    np.testing.assert_allclose(input_grad, np.einsum("bm,bmp->bp", upstream, input_jac), atol=1e-12)
+    np.testing.assert_allclose(
+        weight_grad, np.einsum("bm,bmp->p", upstream, weight_jac), atol=1e-12
+    )
+
+
+@pytest.mark.parametrize("num_qubits, small_max_qubits", [(7, 5), (4, 0), (6, 5)])
+@pytest.mark.parametrize("rows", [1, 5])
+def test_quantum_layer_torch_gate_backend_matches_numpy(num_qubits, small_max_qubits, rows):
+    """Angles and gate matrices built with torch ops (what a CUDA layer uses) give the NumPy
+    backend's values and gradients: fused local layout and dense block path, one row or many."""
+    qc, x, w = mixed_layer_circuit(num_qubits)  # non-affine: the torch backend falls back
+    assert ExactTorchLayer(qc, z_and_x(num_qubits), x, w, gate_backend="torch").gate_backend == (
+        "numpy"
+    )
+    qc, x, w = mixed_layer_circuit(num_qubits, non_affine=False)
+    obs = z_and_x(num_qubits)
+    rng = np.random.default_rng(3)
+    inputs = rng.uniform(-2, 2, (rows, len(x)))
+    weights = rng.uniform(-2, 2, len(w))
+    upstream = rng.normal(size=(rows, len(obs)))
+    results = {}
+    for backend in ("numpy", "torch"):
+        layer = ExactTorchLayer(
+            qc, obs, x, w, weights, gate_backend=backend, small_max_qubits=small_max_qubits
+        )
+        assert layer.gate_backend == backend
+        results[backend] = layer_step(layer, inputs, upstream)
+    assert ExactTorchLayer(qc, obs, x, w).gate_backend == "numpy"  # auto on the CPU
+    for ours, ref in zip(results["torch"], results["numpy"], strict=True):
+        np.testing.assert_allclose(ours, ref, atol=1e-12)
+
+
+def test_torch_gate_builders_match_the_numpy_models():
+    from qhqcnn.engine import gates, torch_gates
+
+    rng = np.random.default_rng(0)
+    pauli_y = np.array([[0, -1j], [1j, 0]]) / 2
+    models = [
+        gates.UGate(),
+        gates.UGate(with_phase=True),
+        gates.ExponentialGate(pauli_y),
+        gates.ExponentialGate(np.diag([0.5, -0.5, 0.5, 1.0])),
+        gates.ExponentialGate(rng.normal(size=(4, 4)) + 1j * rng.normal(size=(4, 4))),
+        gates.ControlledGate(gates.UGate(with_phase=True), 1, 1),
+        gates.ControlledGate(gates.ExponentialGate(pauli_y), 2, 2),
+        gates.FixedGate(np.eye(4)[::-1]),
+    ]
+    for model in models:
+        assert torch_gates.supported(model)
+        angles = rng.uniform(-3, 3, (5, 3, model.num_angles))
+        tensor = torch.as_tensor(angles)
+        np.testing.assert_allclose(
+            torch_gates.matrices(model, tensor).numpy(), model.matrices(angles), atol=1e-14
+        )
+        np.testing.assert_allclose(
+            torch_gates.generators(model, tensor).numpy(), model.generators(angles), atol=1e-14
+        )

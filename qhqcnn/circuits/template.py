@@ -71,9 +71,7 @@ class CircuitTemplate:
         if observables is None:
             observables, default_names = single_qubit_observables(circuit.num_qubits, ("Z",))
             output_names = output_names or default_names
-        operators = tuple(
-            SparsePauliOp(o) for o in observables
-        )
+        operators = tuple(SparsePauliOp(o) for o in observables)
         for operator in operators:
             if operator.num_qubits != circuit.num_qubits:
                 raise ValueError(

@@ -107,7 +107,13 @@ class StatevectorSimulator:
                 if self.trace_cache is not None:
                     self.trace_cache.store(key, trace)
                 return trace
-        tensors = gate_tensors(prepared, angles)
+        trace = self._block_trace(prepared, rows, gate_tensors(prepared, angles))
+        if self.trace_cache is not None:
+            self.trace_cache.store(key, trace)
+        return trace
+
+    def _block_trace(self, prepared: PreparedProgram, rows, tensors) -> ForwardTrace:
+        """Forward pass of the block path (dense or local layout) for built gate tensors."""
         blocks = sweep.build_blocks(prepared, tensors)
         itemsize = torch.empty((), dtype=self.dtype).element_size()
         size = rows.shape[0] * (1 << prepared.program.num_qubits) * itemsize * len(blocks)
@@ -117,10 +123,7 @@ class StatevectorSimulator:
             psi, states = sweep.forward(prepared, blocks, rows.shape[0], keep=True)
         else:
             psi = sweep.forward(prepared, blocks, rows.shape[0])
-        trace = ForwardTrace(rows, tensors, psi, blocks, states)
-        if self.trace_cache is not None:
-            self.trace_cache.store(key, trace)
-        return trace
+        return ForwardTrace(rows, tensors, psi, blocks, states)
 
     def _uses_segments(self, prepared: PreparedProgram) -> bool:
         """Whether this simulator runs ``prepared`` on the segment path (:mod:`.small`)."""

@@ -309,13 +309,29 @@ def _fused_generators(prepared, tensors: GateTensors, block: Block, chosen, star
     return torch.cat(parts, dim=-3)
 
 
-def _fused_gradient_terms(prepared, tensors, blocks, states, psi, bras, needed, start, stop, real):
+def _summed_transitions(bras: torch.Tensor, ket: torch.Tensor, space: ApplySpace) -> torch.Tensor:
+    """``T[k, a, b] = sum_{r, x} bra[r, k, a, x] conj(ket[r, b, x])``: :func:`_transitions`
+    summed over the rows, one GEMM of ``(m, R X) @ (R X, m)`` per co-state: ``(M, m, m)``."""
+    rows, width, dim = bras.shape
+    m = 1 << space.width
+    if ket.shape[0] != rows:  # one ket for all rows: sum the bras over the rows first
+        bras = bras.sum(0, keepdim=True)
+    ket_h = ket.reshape(-1, m).mT.conj()  # (m, R X)
+    out = [ket_h @ bras[:, k].reshape(-1, m) for k in range(width)]  # (m_b, m_a) each
+    return torch.stack(out).mT
+
+
+def _fused_gradient_terms(
+    prepared, tensors, blocks, states, psi, bras, needed, start, stop, real, summed=frozenset()
+):
+    """Per-row terms ``(R, M, S)`` and slots; with ``summed`` (shared ops only), the terms of
+    those ops summed over the rows ``(M, S')`` and their slots as well."""
     n = prepared.program.num_qubits
     has = [any(i in needed for i in block.ops) for block in blocks]
     first = has.index(True)
     layout = tuple(range(n))
     ket = psi[:, None, :]
-    terms, slots = [], []
+    terms, slots, sums, sum_slots = [], [], [], []
     for b in range(len(blocks) - 1, first - 1, -1):
         block = blocks[b]
         bras = relayout(bras, layout, block.layout)
@@ -325,16 +341,25 @@ def _fused_gradient_terms(prepared, tensors, blocks, states, psi, bras, needed, 
         chosen = [k for k, i in enumerate(block.ops) if i in needed]
         if chosen:
             after = ket[:, 0] if states is None else _rows(states[b], start, stop)
-            gens = _fused_generators(prepared, tensors, block, chosen, start, stop)
-            trans = _transitions(bras, after, block.space)  # (R, M, m, m)
-            flat = trans.flatten(-2)
-            if gens.dim() == 3:  # shared: sum_ab conj(C_s[a, b]) T[a, b], one GEMM
-                term = flat @ gens.conj().flatten(-2).T
-            else:
-                term = torch.einsum("rkx,rsx->rks", flat, gens.conj().flatten(-2))
-            term = term.conj()
-            terms.append(term.real if real else term)
-            slots.extend(s for k in chosen for s in prepared.ops[block.ops[k]].slots)
+            in_sum = [not block.per_row and block.ops[k] in summed for k in chosen]
+            summed_ks = [k for k, flag in zip(chosen, in_sum, strict=True) if flag]
+            rest = [k for k, flag in zip(chosen, in_sum, strict=True) if not flag]
+            if summed_ks:
+                trans = _summed_transitions(bras, after, block.space)  # (M, m, m)
+                term = _summed_terms(prepared, tensors, block, summed_ks, trans)
+                sums.append(term.real if real else term)
+                sum_slots.extend(s for k in summed_ks for s in prepared.ops[block.ops[k]].slots)
+            if rest:
+                gens = _fused_generators(prepared, tensors, block, rest, start, stop)
+                trans = _transitions(bras, after, block.space)  # (R, M, m, m)
+                flat = trans.flatten(-2)
+                if gens.dim() == 3:  # shared: sum_ab conj(C_s[a, b]) T[a, b], one GEMM
+                    term = flat @ gens.conj().flatten(-2).T
+                else:
+                    term = torch.einsum("rkx,rsx->rks", flat, gens.conj().flatten(-2))
+                term = term.conj()
+                terms.append(term.real if real else term)
+                slots.extend(s for k in rest for s in prepared.ops[block.ops[k]].slots)
         if b > first:
             matrix = row_slice(block.matrix, start, stop)
             adjoint = matrix.conj().transpose(-1, -2)
@@ -343,9 +368,24 @@ def _fused_gradient_terms(prepared, tensors, blocks, states, psi, bras, needed, 
                 if block.per_row and ket.shape[0] == 1:
                     ket = ket.expand(adjoint.shape[0], 1, ket.shape[-1])
                 ket = apply_local(ket, adjoint, block.space, n)
-    if not terms:
-        return None, []
-    return torch.cat(terms, dim=-1), slots
+    per_row = torch.cat(terms, dim=-1) if terms else None
+    total = torch.cat(sums, dim=-1) if sums else None
+    return per_row, slots, total, sum_slots
+
+
+def _summed_terms(prepared, tensors: GateTensors, block: Block, chosen, trans: torch.Tensor):
+    """Row-summed terms ``(M, S)`` of the chosen shared gates from the row-summed transitions
+    ``T (M, m, m)``: ``conj(sum_ab conj(Q Gen_s Q^dagger)[a, b] T[a, b])``
+    ``= conj(sum_ab conj(Gen_s[a, b]) (Q^dagger T Q)[a, b])``, so each gate conjugates ``T``
+    once (two ``m x m`` products) instead of forming ``Q Gen_s Q^dagger`` for every angle."""
+    ops = [block.ops[k] for k in chosen]
+    gens = _embed_in_block(
+        prepared, tensors.shared_generators, ops, block.space, True, prepared.constant_generators
+    )
+    lefts = torch.stack([block.suffixes[k] for k in chosen])[:, None]  # (G, 1, m, m)
+    inner = (lefts.mH @ trans @ lefts).flatten(-2)  # (G, M, m*m)
+    parts = [inner[g] @ gen.conj().flatten(-2).T for g, gen in enumerate(gens)]  # (M, A_g)
+    return torch.cat(parts, dim=-1).conj()
 
 
 def _rows(state: torch.Tensor, start: int, stop: int) -> torch.Tensor:
@@ -378,9 +418,10 @@ def gradient_terms(
     """``<bra| Gen_s |ket>`` terms ``(R, M, S_used)`` and their angle slots, rows ``start:stop``
     (``states``: the forward states after each block, fused layout only; else undone)."""
     if prepared.fused:
-        return _fused_gradient_terms(
+        terms, slots, _, _ = _fused_gradient_terms(
             prepared, tensors, blocks, states, psi, bras, needed, start, stop, real_only
         )
+        return terms, slots
     n = prepared.program.num_qubits
     earliest = min(needed)
     both = torch.cat([psi[:, None, :], bras], dim=1)  # (R, 1 + M, D): ket and bras

@@ -16,6 +16,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from . import torch_gates
 from .embedding import embedding_indices
 from .layout import ApplySpace, apply_space, full_space
 from .program import GateOp, Program
@@ -116,12 +117,24 @@ def _to_torch(array: np.ndarray, prepared: PreparedProgram) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array)).to(prepared.device, prepared.dtype)
 
 
-def _group_ops(prepared: PreparedProgram, angles: np.ndarray) -> list[tuple[bool, list[int]]]:
-    """Parameterized ops grouped by model and by whether their angles vary across rows."""
-    varies = np.zeros(angles.shape[1] + 1, dtype=bool)  # last entry: padding of slot_table
-    if angles.shape[0] > 1:
-        varies[:-1] = (angles != angles[:1]).any(axis=0)
-    op_varies = varies[prepared.slot_table].any(axis=1)
+def _build(kind: str, model, angles, prepared: PreparedProgram) -> torch.Tensor:
+    """``model.matrices`` / ``model.generators`` of NumPy ``angles`` (built on the host, then
+    copied), or of a float64 angle tensor (built with torch ops on its device)."""
+    if isinstance(angles, torch.Tensor):
+        return getattr(torch_gates, kind)(model, angles).to(prepared.device, prepared.dtype)
+    return _to_torch(getattr(model, kind)(angles), prepared)
+
+
+def _group_ops(
+    prepared: PreparedProgram, angles, op_varies: np.ndarray | None = None
+) -> list[tuple[bool, list[int]]]:
+    """Parameterized ops grouped by model and by whether their angles vary across rows
+    (``op_varies``: given per parameterized op, else read from the NumPy ``angles``)."""
+    if op_varies is None:
+        varies = np.zeros(angles.shape[1] + 1, dtype=bool)  # last entry: padding of slot_table
+        if angles.shape[0] > 1:
+            varies[:-1] = (angles != angles[:1]).any(axis=0)
+        op_varies = varies[prepared.slot_table].any(axis=1)
     key = ("groups", op_varies.tobytes())
     hit = prepared.memo.get(key)
     if hit is not None:
@@ -162,31 +175,38 @@ def _embed_members(tensor: torch.Tensor, spaces, positions, angle_axis: bool):
     return out
 
 
-def gate_tensors(prepared: PreparedProgram, angles: np.ndarray) -> GateTensors:
-    """Matrices and generators of every gate for parameter rows with ``angles (R, S)``."""
+def gate_tensors(
+    prepared: PreparedProgram, angles, op_varies: np.ndarray | None = None
+) -> GateTensors:
+    """Matrices and generators of every gate for parameter rows with ``angles (R, S)``: a NumPy
+    array (gates built on the host), or a float64 tensor (gates built with torch ops on its
+    device; every model must then have a torch builder, :func:`.torch_gates.supported`, and
+    ``op_varies``, whether each parameterized op is per-row, must be given)."""
     ops = prepared.ops
     n = prepared.program.num_qubits
     shared: dict[int, torch.Tensor] = dict(prepared.fixed)
     shared_generators: dict[int, torch.Tensor] = {}
     per_row: dict[int, PerRowGate] = {}
     itemsize = torch.empty((), dtype=prepared.dtype).element_size()
-    for varying, members in _group_ops(prepared, angles):
+    for varying, members in _group_ops(prepared, angles, op_varies):
         model = ops[members[0]].model
         slots = np.array([ops[i].slots for i in members])  # (G, A)
+        if isinstance(angles, torch.Tensor):
+            slots = torch.as_tensor(slots, device=angles.device)
         constant = model.constant_generators is not None
         if not varying:
             group_angles = angles[0, slots]  # (G, A)
-            mats = _to_torch(model.matrices(group_angles), prepared)
-            gens = None if constant else _to_torch(model.generators(group_angles), prepared)
+            mats = _build("matrices", model, group_angles, prepared)
+            gens = None if constant else _build("generators", model, group_angles, prepared)
             for g, i in enumerate(members):
                 shared[i] = mats[g]
                 shared_generators[i] = prepared.constant_generators[i] if constant else gens[g]
             continue
         group_angles = angles[:, slots]  # (R, G, A)
         if prepared.fused:  # local (R, d, d) matrices; sweep.py embeds them in fused blocks
-            mats = _to_torch(model.matrices(group_angles), prepared)  # (R, G, d, d)
+            mats = _build("matrices", model, group_angles, prepared)  # (R, G, d, d)
             if not constant:
-                gens = _to_torch(model.generators(group_angles), prepared)  # (R, G, A, d, d)
+                gens = _build("generators", model, group_angles, prepared)  # (R, G, A, d, d)
             for g, i in enumerate(members):
                 gen = prepared.constant_generators[i] if constant else gens[:, g]
                 per_row[i] = PerRowGate(mats[:, g], gen, None)
@@ -196,12 +216,12 @@ def gate_tensors(prepared: PreparedProgram, angles: np.ndarray) -> GateTensors:
         spaces, positions = _per_row_spaces(
             prepared, members, prepared.dense and size <= PER_ROW_FULL_BYTES
         )
-        mats = _to_torch(model.matrices(group_angles), prepared)
+        mats = _build("matrices", model, group_angles, prepared)
         mats = _embed_members(mats, spaces, positions, angle_axis=False)
         if constant:
             gens = torch.stack([prepared.constant_generators[i] for i in members])  # (G, A, d, d)
         else:
-            gens = _to_torch(model.generators(group_angles), prepared)  # (R, G, A, d, d)
+            gens = _build("generators", model, group_angles, prepared)  # (R, G, A, d, d)
         gens = _embed_members(gens, spaces, positions, angle_axis=True)
         for g, i in enumerate(members):
             per_row[i] = PerRowGate(mats[g], gens[g], spaces[g])

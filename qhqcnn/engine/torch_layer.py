@@ -9,9 +9,10 @@ backward pass costs about one forward pass whatever the number of observables. I
 compiled program, gate blocks and adjoint sweep as :class:`~qhqcnn.engine.FastEstimator`; its
 values and gradients equal the ``EstimatorQNN`` path's (to float rounding).
 
-Device: the statevectors, co-states and gradients live on ``device`` (CUDA included); the gate
-angles are evaluated and the few-qubit gate matrices built in NumPy on the host and copied once
-per step (``B x gates`` small matrices, not the states).
+Device: the statevectors, co-states and gradients live on ``device`` (CUDA included). Off the
+CPU the gate angles and few-qubit gate matrices are built with torch ops on ``device`` from the
+input and weight tensors (``gate_backend="torch"``, block path only); on the CPU (and on the
+segment path) they are evaluated in NumPy and copied once per step.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ import numpy as np
 import torch
 from qiskit.circuit import Parameter, QuantumCircuit
 
+from . import sweep, torch_gates
 from .compile import compile_circuit
 from .observables import expectation_values, pauli_sum, weighted_image
 from .small import DEFAULT_SMALL_MAX_QUBITS
 from .statevector import DEFAULT_DENSE_MAX_QUBITS, StatevectorSimulator, _needed_ops
+from .tensors import GateTensors, gate_tensors
 
 #: Rows simulated together (bounded so that a chunk's states stay below this many bytes).
 CHUNK_BYTES = 1 << 28
@@ -45,14 +48,15 @@ class _QuantumFunction(torch.autograd.Function):
         need_inputs, need_weights = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if not (need_inputs or need_weights):
             return None, None, None
-        grads = layer._vjp(ctx.traces, grad_output)  # (B, P)
+        grads, summed = layer._vjp(ctx.traces, grad_output)  # (B, P), (P,)
         ctx.traces = None
         input_grad = weight_grad = None
         if need_inputs:
             input_grad = grads[:, layer._input_cols].reshape(ctx.input_shape)
             input_grad = input_grad.to(grad_output.dtype)
         if need_weights:
-            weight_grad = grads[:, layer._weight_cols].sum(0).to(layer.weight.dtype)
+            weight_grad = grads[:, layer._weight_cols].sum(0) + summed[layer._weight_cols]
+            weight_grad = weight_grad.to(layer.weight.dtype)
         return input_grad, weight_grad, None
 
 
@@ -71,6 +75,12 @@ class ExactTorchLayer(torch.nn.Module):
         dense_max_qubits: circuits up to this width use the dense layout.
         small_max_qubits: circuits up to this width (and ``dense_max_qubits``) run on the
             segment path (:mod:`qhqcnn.engine.small`); ``0`` keeps them on the block path.
+        gate_backend: ``"numpy"`` evaluates the angles and builds the gate matrices on the host
+            and copies them; ``"torch"`` builds them with torch ops on ``device`` from the input
+            and weight tensors (no host round trip in a step); ``"auto"`` (default): torch off
+            the CPU, NumPy on the CPU. The torch backend covers the block path (more than
+            ``small_max_qubits`` qubits), affine angles and the gates of
+            :mod:`qhqcnn.engine.torch_gates`; other circuits use NumPy whatever is asked.
     """
 
     def __init__(
@@ -84,6 +94,7 @@ class ExactTorchLayer(torch.nn.Module):
         dtype: torch.dtype = torch.complex128,
         dense_max_qubits: int = DEFAULT_DENSE_MAX_QUBITS,
         small_max_qubits: int = DEFAULT_SMALL_MAX_QUBITS,
+        gate_backend: str = "auto",
     ) -> None:
         super().__init__()
         self.program = compile_circuit(circuit)
@@ -97,6 +108,12 @@ class ExactTorchLayer(torch.nn.Module):
             device, dtype, dense_max_qubits, trace_cache=None, small_max_qubits=small_max_qubits
         )
         self.prepared = self.simulator.prepare(self.program)
+        self._summable: dict[frozenset, frozenset[int]] = {}
+        if gate_backend not in ("auto", "numpy", "torch"):
+            raise ValueError("gate_backend must be 'auto', 'numpy' or 'torch'")
+        if gate_backend == "auto":
+            gate_backend = "numpy" if self.simulator.device.type == "cpu" else "torch"
+        self.gate_backend = gate_backend if self._torch_gates_apply() else "numpy"
         if initial_weights is None:
             generator = torch.Generator().manual_seed(0)
             initial_weights = torch.rand(len(self._weight_cols), generator=generator) * 2 - 1
@@ -107,6 +124,38 @@ class ExactTorchLayer(torch.nn.Module):
         return _QuantumFunction.apply(inputs, self.weight, self)
 
     # ------------------------------------------------------------------ engine calls
+    def _torch_gates_apply(self) -> bool:
+        """Whether the torch gate backend covers this circuit (see ``gate_backend``)."""
+        program, prepared = self.program, self.prepared
+        if program.angle_map.nonlinear or self.simulator._uses_segments(prepared):
+            return False
+        return all(torch_gates.supported(program.ops[i].model) for i in prepared.param_ops)
+
+    def _torch_forward(self, inputs: torch.Tensor, weights: torch.Tensor):
+        """Angles, gates and states on the device: per-row ops are those whose angles depend on
+        an input column (decided from the circuit, not from the batch's values)."""
+        prepared, device = self.prepared, self.simulator.device
+        memo = prepared.memo.get(("torch-layer", tuple(self._input_cols)))
+        if memo is None:
+            angle_map = self.program.angle_map
+            depends = np.append((angle_map.linear[:, self._input_cols] != 0).any(axis=1), False)
+            op_varies = depends[prepared.slot_table].any(axis=1)
+            offset = torch.as_tensor(angle_map.offset, device=device, dtype=torch.float64)
+            memo = prepared.memo[("torch-layer", tuple(self._input_cols))] = (op_varies, offset)
+        op_varies, offset = memo
+        inputs = inputs.reshape(-1, len(self._input_cols)).to(device, torch.float64)
+        rows = inputs.new_empty((inputs.shape[0], self.program.num_parameters))
+        rows[:, self._input_cols] = inputs
+        rows[:, self._weight_cols] = weights.to(device, torch.float64)
+        values, traces = [], []
+        for start, stop in self._chunks(rows.shape[0]):
+            angles = torch.addmm(offset, rows[start:stop], prepared.linear.T)
+            tensors = gate_tensors(prepared, angles, op_varies)
+            trace = self.simulator._block_trace(prepared, rows[start:stop], tensors)
+            values.append(expectation_values(trace.psi, self.observables))
+            traces.append(trace)
+        return torch.cat(values).to(torch.float64), traces
+
     def _rows(self, inputs: torch.Tensor, weights: torch.Tensor) -> np.ndarray:
         inputs = inputs.reshape(-1, len(self._input_cols))
         rows = np.empty((inputs.shape[0], self.program.num_parameters))
@@ -121,6 +170,8 @@ class ExactTorchLayer(torch.nn.Module):
         return [(s, min(s + size, count)) for s in range(0, count, size)]
 
     def _forward(self, inputs: torch.Tensor, weights: torch.Tensor):
+        if self.gate_backend == "torch":
+            return self._torch_forward(inputs, weights)
         rows = self._rows(inputs, weights)
         values, traces = [], []
         for start, stop in self._chunks(rows.shape[0]):
@@ -129,31 +180,69 @@ class ExactTorchLayer(torch.nn.Module):
             traces.append(trace)
         return torch.cat(values).to(torch.float64), traces
 
-    def _vjp(self, traces, grad_output: torch.Tensor) -> torch.Tensor:
-        """``sum_k g[b, k] d<O_k>_b / d theta_b``: ``(B, P)`` on the simulator's device."""
+    def _weight_only_ops(self, per_row) -> frozenset[int]:
+        """Shared parameterized ops whose angles are affine in the weights only: their gradient
+        terms are only needed summed over the rows (the weight gradient), so the fused sweep
+        sums their transition matrices over the rows in one GEMM per block."""
+        key = frozenset(per_row)
+        hit = self._summable.get(key)
+        if hit is None:
+            dependency = self.program.angle_map.linear[:, self._input_cols] != 0  # (S, inputs)
+            nonlinear = {item.slot for item in self.program.angle_map.nonlinear}
+            ops = self.program.ops
+            hit = frozenset(
+                i
+                for i in self.prepared.param_ops
+                if i not in key
+                and not any(s in nonlinear or dependency[s].any() for s in ops[i].slots)
+            )
+            self._summable[key] = hit
+        return hit
+
+    def _vjp(self, traces, grad_output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``sum_k g[b, k] d<O_k>_b / d theta_b`` as per-row ``(B, P)`` plus row-summed ``(P,)``
+        parts (their sum over rows is the weight gradient), on the simulator's device."""
         prepared = self.prepared
         grad_output = grad_output.reshape(-1, len(self.observables)).to(self.simulator.device)
         needed = _needed_ops(prepared, None)
+        num_parameters = self.program.num_parameters
         out, offset = [], 0
+        summed = torch.zeros(num_parameters, dtype=torch.float64, device=self.simulator.device)
         for trace in traces:
             count = trace.rows.shape[0]
             g = grad_output[offset : offset + count].to(prepared.dtype)
             offset += count
             psi = trace.psi
             bra = weighted_image(psi, self.observables, g)[:, None]  # one co-state per row
-            terms, slots = self.simulator.gradient_terms(
-                prepared, trace, psi, bra, needed, 0, count, True
-            )
-            grads = torch.zeros(
-                (count, self.program.num_parameters), dtype=torch.float64, device=psi.device
-            )
+            if prepared.fused and isinstance(trace.tensors, GateTensors):
+                terms, slots, totals, total_slots = sweep._fused_gradient_terms(
+                    prepared,
+                    trace.tensors,
+                    trace.blocks,
+                    trace.states,
+                    psi,
+                    bra,
+                    needed,
+                    0,
+                    count,
+                    True,
+                    self._weight_only_ops(trace.tensors.per_row),
+                )
+                if totals is not None:
+                    totals = totals[0].to(torch.float64)  # (S',)
+                    summed = summed + 2 * totals @ prepared.linear[total_slots]
+            else:
+                terms, slots = self.simulator.gradient_terms(
+                    prepared, trace, psi, bra, needed, 0, count, True
+                )
+            grads = torch.zeros((count, num_parameters), dtype=torch.float64, device=psi.device)
             if terms is not None:
                 terms = terms[:, 0].to(torch.float64)  # (R, S_used)
                 grads = 2 * terms @ prepared.linear[slots]
                 angle_map = self.program.angle_map
                 if angle_map.nonlinear:
                     column = {s: c for c, s in enumerate(slots)}
-                    extra = np.zeros((count, self.program.num_parameters))
+                    extra = np.zeros((count, num_parameters))
                     host = terms.cpu().numpy()
                     for item in angle_map.nonlinear:
                         if item.slot in column:
@@ -163,4 +252,4 @@ class ExactTorchLayer(torch.nn.Module):
                             )
                     grads = grads + torch.as_tensor(extra, device=grads.device)
             out.append(grads)
-        return torch.cat(out)
+        return torch.cat(out), summed
