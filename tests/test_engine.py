@@ -1004,17 +1004,7 @@ def test_quantum_layer_row_summed_weight_terms_match_the_full_jacobian(num_qubit
     rng = np.random.default_rng(num_qubits)
     inputs = rng.uniform(-2, 2, (7, len(x)))
     weights = rng.uniform(-2, 2, len(w))
-    fast = FastEstimator()
-    qnn = EstimatorQNN(
-        circuit=qc,
-        observables=obs,
-        input_params=x,
-        weight_params=w,
-        estimator=fast,
-        gradient=FastEstimatorGradient(fast),
-        input_gradients=True,
-        default_precision=0.0,
-    )
+    qnn = engine_qnn(qc, obs, x, w)
     values = qnn.forward(inputs, weights)
     input_jac, weight_jac = qnn.backward(inputs, weights)
     upstream = rng.normal(size=values.shape)
