@@ -437,7 +437,7 @@ def noisy_outputs(prepared, backend, rows: np.ndarray, names: list[str]) -> np.n
     from qiskit_aer.primitives import EstimatorV2
 
     from qhqcnn.backends.compact import compact_circuit
-    from qhqcnn.hardware.trim import TrimmedBackend
+    from qhqcnn.backends.trim import TrimmedBackend
 
     compact = compact_circuit(prepared)
     circuit = compact.prepared.circuit

@@ -67,7 +67,7 @@ def choose_primitive(requested: str, backend: Any) -> tuple[str, str]:
         return EXECUTOR, (
             f"local testing mode on a {backend.num_qubits}-qubit fake device: the executor "
             "estimator simulates every qubit it is given, so it runs on the device trimmed to "
-            "the qubits the circuit uses (qhqcnn.hardware.trim)"
+            "the qubits the circuit uses (qhqcnn.backends.trim)"
         )
     return EXECUTOR, "the default: client-side mitigation, qiskit-ibm-runtime >= 0.50"
 

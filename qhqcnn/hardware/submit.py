@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from qhqcnn.backends.devices import known_secrets
+from qhqcnn.backends.trim import needs_trimming, trimmed_execution
 from qhqcnn.errors import BackendError
 from qhqcnn.hardware import jobs
 from qhqcnn.hardware.collect import collect
@@ -44,7 +45,6 @@ from qhqcnn.hardware.primitives import (
     make_estimator,
 )
 from qhqcnn.hardware.settings import DEFAULT_JOBS_DIR, ExecutionSettings
-from qhqcnn.hardware.trim import needs_trimming, trimmed_execution
 from qhqcnn.io.files import environment_record
 
 
@@ -244,7 +244,7 @@ def submit_chunks(
     settings = ExecutionSettings.from_dict(record.manifest["settings"])
     options = settings.estimator_options()
     if execution["primitive"] == EXECUTOR and needs_trimming(backend, record.local):
-        # Local testing mode only: simulate the used qubits (see qhqcnn.hardware.trim).
+        # Local testing mode only: simulate the used qubits (see qhqcnn.backends.trim).
         backend, circuit, observables, physical = trimmed_execution(
             record.backend_name, circuit, observables
         )
