@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import shutil
 
-from qhqcnn.cli.options import DeprecatedAlias
+from qhqcnn.cli.options import add_deprecated_backend_flag
 from qhqcnn.export.library import DEFAULT_BACKENDS, DEFAULT_OUT, TEMPLATES
 
 
@@ -27,14 +27,7 @@ def register(sub) -> None:
         metavar="NAME",
         help="show the ISA circuit for this IBM device (fake_torino, ...) instead",
     )
-    p.add_argument(
-        "--backend",
-        dest="ibm_backend",
-        metavar="NAME",
-        action=DeprecatedAlias,
-        replacement="--ibm-backend",
-        help="deprecated alias of --ibm-backend",
-    )
+    add_deprecated_backend_flag(p)
     p.add_argument(
         "--fold", type=int, default=None, help="diagram width in characters (default: terminal)"
     )
@@ -54,15 +47,7 @@ def register(sub) -> None:
         help="also export the ISA circuit and its layout for this IBM device (repeatable; "
         f"default: {', '.join(DEFAULT_BACKENDS)})",
     )
-    p.add_argument(
-        "--backend",
-        dest="ibm_backend",
-        metavar="NAME",
-        action=DeprecatedAlias,
-        replacement="--ibm-backend",
-        append=True,
-        help="deprecated alias of --ibm-backend",
-    )
+    add_deprecated_backend_flag(p, append=True)
     p.add_argument("--no-isa", action="store_true", help="logical circuits only (no --ibm-backend)")
     p.add_argument(
         "--only", action="append", default=None, metavar="NAME", help="export only these templates"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from qhqcnn.cli.options import DeprecatedAlias
+from qhqcnn.cli.options import add_deprecated_backend_flag
 from qhqcnn.hardware.settings import (
     CALIBRATIONS,
     DEFAULT_JOBS_DIR,
@@ -49,14 +49,7 @@ def _add_job_arguments(p: argparse.ArgumentParser) -> None:
         help="IBM Quantum device (ibm_torino, needs QISKIT_IBM_TOKEN or a saved account) or a "
         "fake one for local testing mode (fake_manila, fake_nairobi, fake_torino, ...)",
     )
-    device.add_argument(
-        "--backend",
-        dest="ibm_backend",
-        metavar="NAME",
-        action=DeprecatedAlias,
-        replacement="--ibm-backend",
-        help="deprecated alias of --ibm-backend",
-    )
+    add_deprecated_backend_flag(device)
     p.add_argument(
         "--split", default="test", choices=["train", "val", "test"], help="split of the images"
     )

@@ -298,6 +298,20 @@ class DeprecatedAlias(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
+def add_deprecated_backend_flag(container: Any, *, append: bool = False) -> None:
+    """The old ``--backend`` spelling of ``--ibm-backend`` on a hardware/circuits command: it
+    warns and stores (or, with ``append``, appends) into ``ibm_backend``."""
+    container.add_argument(
+        "--backend",
+        dest="ibm_backend",
+        metavar="NAME",
+        action=DeprecatedAlias,
+        replacement="--ibm-backend",
+        append=append,
+        help="deprecated alias of --ibm-backend",
+    )
+
+
 def walk(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
     """``parser`` and every subcommand parser under it."""
     yield parser
