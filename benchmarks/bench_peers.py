@@ -176,6 +176,13 @@ def pennylane_layer(n, x, w, device_name, diff_method):
                 qml.CNOT(wires=[i, (i + 1) % n])
         return [qml.expval(qml.PauliZ(i)) for i in range(n)]
 
+    return pennylane_step(circuit, w, x)
+
+
+def pennylane_step(circuit, w, x):
+    """The step of a PennyLane QNode as a ``TorchLayer`` (float64) holding the weights ``w``."""
+    import pennylane as qml
+
     module = qml.qnn.TorchLayer(circuit, {"weights": (len(w),)}).double()
     with torch.no_grad():
         module.weights.copy_(torch.as_tensor(w))
@@ -525,10 +532,7 @@ def pennylane_mixed(n, x, w):
                 qml.QubitChannel(kraus2, wires=[i, (i + 1) % n])
         return [qml.expval(qml.PauliZ(i)) for i in range(n)]
 
-    module = qml.qnn.TorchLayer(circuit, {"weights": (len(w),)}).double()
-    with torch.no_grad():
-        module.weights.copy_(torch.as_tensor(w))
-    return torch_step(module, x)
+    return pennylane_step(circuit, w, x)
 
 
 def noisy_table():
