@@ -47,6 +47,15 @@ BLOCK_QUBITS = 4
 FUSED_BLOCK_QUBITS = 5
 #: Largest support of a fused block of per-row gates (their products are formed per row).
 FUSED_PER_ROW_QUBITS = 3
+#: Narrowest fused block of shared gates (narrower ones are widened with identities).
+FUSED_MIN_QUBITS = 4
+#: Whether leading per-row blocks on disjoint qubits are applied as one product state
+#: (:func:`_product_prefix`); ``False`` applies them block by block (the reference path).
+PRODUCT_PREFIX = True
+#: Whether gates are sunk into later blocks that hold their qubits (:func:`_sink`).
+SINK = True
+#: Whether blocks on a cyclic window of qubits use rotated layouts (:func:`_fused_space`).
+ROTATE = True
 #: How many of the latest blocks a gate may join.
 FUSION_LOOKBACK = 12
 
@@ -63,13 +72,32 @@ class Block:
     layout: tuple[int, ...] | None = None  # fused blocks: qubit at each bit of the state
 
 
-def _fused_space(support: tuple[int, ...], n: int) -> tuple[ApplySpace, tuple[int, ...]]:
-    """A fused block acts on the lowest bits of its own qubit *layout*: its qubits (ascending)
-    first, then the others; the state is permuted into that layout (one copy, skipped when the
-    previous block used the same layout) and the block is one GEMM on a ``(rows, 2**k)`` view."""
+def _fused_space(
+    support: tuple[int, ...], n: int, min_width: int = 1
+) -> tuple[ApplySpace, tuple[int, ...]]:
+    """A fused block acts on the lowest bits of its own qubit *layout*: its qubits first, then
+    the others; the state is permuted into that layout (one copy, skipped when the previous
+    block used the same layout) and the block is one GEMM on a ``(rows, 2**k)`` view.
+
+    When the support is a window of consecutive qubits in cyclic order (``q, q+1, ... mod n``:
+    a layer's entanglers along a ring or a line), the layout is the register rotated to start
+    at ``q``: between two rotations the permutation is a transpose of a ``(rows, 2**a, 2**b)``
+    view, a cheap copy, where a general permutation of ``n`` axes of size 2 costs several
+    times more. Otherwise: the qubits ascending, then the others.
+
+    A block narrower than ``min_width`` is widened (identity on the extra qubits, the next ones
+    of the layout): a GEMM with 2 or 4 columns is slower than one with 16 (BLAS kernels)."""
     k = len(support)
-    layout = support + tuple(q for q in range(n) if q not in support)
-    return ApplySpace("low", k, 0, tuple(range(k)), support), layout
+    chosen = set(support)
+    for start in support if ROTATE else ():
+        window = tuple((start + j) % n for j in range(k))
+        if set(window) == chosen:
+            layout = window + tuple((start + k + j) % n for j in range(n - k))
+            break
+    else:
+        layout = support + tuple(q for q in range(n) if q not in support)
+    k = max(k, min(min_width, n))
+    return ApplySpace("low", k, 0, tuple(range(k)), layout[:k]), layout
 
 
 @lru_cache(maxsize=8192)
@@ -132,12 +160,44 @@ def _fused_plan(prepared: PreparedProgram, tensors: GateTensors):
             blocks[best][2] |= qubits
         for q in op.qubits:
             last[q] = best
+    if SINK:
+        blocks = _sink(prepared, blocks)
     plan = [
-        (tuple(ops), per_row, *_fused_space(tuple(sorted(support)), n))
+        (
+            tuple(ops),
+            per_row,
+            *_fused_space(tuple(sorted(support)), n, 1 if per_row else FUSED_MIN_QUBITS),
+        )
         for ops, per_row, support, _ in blocks
     ]
     prepared.memo[key] = plan
     return plan
+
+
+def _sink(prepared: PreparedProgram, blocks: list[list]) -> list[list]:
+    """Move gates into a later block that already holds all their qubits, when no block in
+    between (and no gate after them in their own block) touches those qubits, so that they
+    commute past what they skip; blocks left empty are dropped (fewer passes over the state:
+    a layer's single-qubit gates that opened blocks of their own join the entangler blocks
+    after them). A gate joins the front of its new block, keeping the order of gates that act
+    on common qubits."""
+    ops_qubits = [set(op.qubits) for op in prepared.ops]
+    for b in range(len(blocks) - 2, -1, -1):
+        ops, per_row = blocks[b][0], blocks[b][1]
+        stay: list[int] = []
+        for i in reversed(ops):
+            qubits = ops_qubits[i]
+            target = None
+            if not any(qubits & ops_qubits[j] for j in stay):
+                target = next((c for c in range(b + 1, len(blocks)) if blocks[c][2] & qubits), None)
+            if target is None or blocks[target][1] != per_row or not qubits <= blocks[target][2]:
+                stay.append(i)
+                continue
+            blocks[target][0].insert(0, i)
+        stay.reverse()
+        blocks[b][0] = stay
+        blocks[b][2] = set().union(*(ops_qubits[i] for i in stay))
+    return [block for block in blocks if block[0]]
 
 
 def _embed_per_row(local: torch.Tensor, positions: tuple[int, ...], width: int) -> torch.Tensor:
@@ -256,19 +316,59 @@ def build_blocks(prepared: PreparedProgram, tensors: GateTensors) -> tuple[Block
     return tuple(blocks)
 
 
+def _product_prefix(blocks: tuple[Block, ...]) -> int:
+    """How many leading blocks are per-row fused blocks on pairwise disjoint qubits: applied to
+    ``|0...0>`` they leave a product state ``v_0 (x) v_1 (x) ... (x) |0...0>`` with ``v_j`` the
+    first column of block ``j``'s matrix (an angle encoding), built without a pass per block;
+    their gradient terms come from contractions of the co-states with those factors."""
+    seen: set[int] = set()
+    count = 0
+    for block in blocks if PRODUCT_PREFIX else ():
+        qubits = set(block.space.qubits)
+        if not block.per_row or block.layout is None or qubits & seen:
+            break
+        seen |= qubits
+        count += 1
+    return count
+
+
+def _prefix_layout(blocks: tuple[Block, ...], count: int, n: int) -> tuple[int, ...]:
+    """The product prefix's qubits block by block (lowest bits first), then the others."""
+    used = tuple(q for block in blocks[:count] for q in block.space.qubits)
+    return used + tuple(q for q in range(n) if q not in used)
+
+
+def _product_state(blocks: tuple[Block, ...], count: int, num_rows: int, dim: int):
+    """``(R, 1, D)``: the product state after the first ``count`` blocks, in their layout."""
+    vec = _kron([block.matrix[..., 0] for block in blocks[:count]])  # (R, m_0 m_1 ...)
+    if vec.shape[-1] == dim:
+        return vec[:, None, :]
+    state = vec.new_zeros((vec.shape[0], 1, dim))
+    state[:, 0, : vec.shape[-1]] = vec
+    return state
+
+
 def forward(
     prepared: PreparedProgram, blocks: tuple[Block, ...], num_rows: int, keep: bool = False
 ):
     """Final states ``(R, D)`` of a batch; with ``keep``, also the state after every block
-    (``(R, D)``, or ``(1, D)`` while all rows agree) for the adjoint sweep to reuse."""
+    (``(R, D)``, or ``(1, D)`` while all rows agree) for the adjoint sweep to reuse (``None``
+    for the blocks of the product prefix but its last, :func:`_product_prefix`)."""
     n = prepared.program.num_qubits
     dim = 1 << n
-    state = torch.zeros((1, 1, dim), dtype=prepared.dtype, device=prepared.device)
-    state[0, 0, 0] = 1
     states = []
     natural = tuple(range(n))
-    layout = blocks[0].layout if blocks and blocks[0].layout else natural  # |0...0> is in all
-    for block in blocks:
+    prefix = _product_prefix(blocks)
+    if prefix:
+        state = _product_state(blocks, prefix, num_rows, dim)
+        layout = _prefix_layout(blocks, prefix, n)
+        if keep:
+            states.extend([None] * (prefix - 1) + [state[:, 0]])
+    else:
+        state = torch.zeros((1, 1, dim), dtype=prepared.dtype, device=prepared.device)
+        state[0, 0, 0] = 1
+        layout = blocks[0].layout if blocks and blocks[0].layout else natural  # |0...0> is in all
+    for block in blocks[prefix:]:
         if block.per_row and state.shape[0] != num_rows:
             state = state.expand(num_rows, 1, dim)
         if block.layout is not None:
@@ -329,10 +429,11 @@ def _fused_gradient_terms(
     n = prepared.program.num_qubits
     has = [any(i in needed for i in block.ops) for block in blocks]
     first = has.index(True)
+    prefix = _product_prefix(blocks)
     layout = tuple(range(n))
     ket = psi[:, None, :]
     terms, slots, sums, sum_slots = [], [], [], []
-    for b in range(len(blocks) - 1, first - 1, -1):
+    for b in range(len(blocks) - 1, max(first, prefix) - 1, -1):
         block = blocks[b]
         bras = relayout(bras, layout, block.layout)
         if states is None:
@@ -368,9 +469,71 @@ def _fused_gradient_terms(
                 if block.per_row and ket.shape[0] == 1:
                     ket = ket.expand(adjoint.shape[0], 1, ket.shape[-1])
                 ket = apply_local(ket, adjoint, block.space, n)
+    if first < prefix:
+        bras = relayout(bras, layout, _prefix_layout(blocks, prefix, n))
+        term, term_slots = _prefix_terms(
+            prepared, tensors, blocks, prefix, bras, needed, start, stop
+        )
+        terms.append(term.real if real else term)
+        slots.extend(term_slots)
     per_row = torch.cat(terms, dim=-1) if terms else None
     total = torch.cat(sums, dim=-1) if sums else None
     return per_row, slots, total, sum_slots
+
+
+def _kron(factors: list[torch.Tensor]) -> torch.Tensor:
+    """``(R, m_0 m_1 ...)``: row-wise Kronecker product, ``factors[0]`` on the lowest bits."""
+    vec = factors[0]
+    for factor in factors[1:]:
+        vec = (factor[:, :, None] * vec[:, None, :]).reshape(vec.shape[0], -1)
+    return vec
+
+
+def _prefix_terms(prepared, tensors, blocks, prefix: int, bras, needed, start: int, stop: int):
+    """Terms ``<lambda| Q_j Gen_s Q_j^dagger |psi>`` ``(R, M, S)`` of the product prefix's gates,
+    ``bras (R, M, D)`` the co-states after the prefix in its layout. With
+    ``|psi> = v_0 (x) ... (x) v_{P-1} (x) |0...0>`` and ``u_j`` the co-state contracted with the
+    conjugates of every factor but ``v_j``, a term is ``(Q^dagger u_j)^dagger Gen (Q^dagger v_j)``:
+    no per-row ``m x m`` transition matrices and no adjoint passes through the prefix."""
+    rows, width = bras.shape[0], bras.shape[1]
+    factors = [row_slice(block.matrix, start, stop)[..., 0] for block in blocks[:prefix]]
+    sizes = [f.shape[-1] for f in factors]
+    span = 1
+    for size in sizes:
+        span *= size
+    lam = bras[..., :span].reshape(rows, width, span)  # the other qubits are in |0>
+    conj = [f.conj() for f in factors]
+    terms, slots = [], []
+    low = 1
+    for j, block in enumerate(blocks[:prefix]):
+        size = sizes[j]
+        chosen = [k for k, i in enumerate(block.ops) if i in needed]
+        if not chosen:
+            low *= size
+            continue
+        # u_j[r, k, a] = sum_{h, l} lam[r, k, h, a, l] conj(v_high[r, h]) conj(v_low[r, l])
+        u = lam.reshape(rows, -1, low)
+        if low > 1:
+            u = (u @ _kron(conj[:j])[:, :, None])[..., 0]  # factors below j
+        high = span // (low * size)
+        u = u.reshape(rows, width, high, size)
+        if high > 1:
+            u = (_kron(conj[j + 1 :])[:, None, None, :] @ u)[:, :, 0]  # factors above j
+        else:
+            u = u[:, :, 0]
+        low *= size
+        positions = _positions(prepared, block.ops, block.space)
+        for k in chosen:
+            i = block.ops[k]
+            q_h = row_slice(block.suffixes[k], start, stop).mH  # (R, m, m)
+            left = (q_h @ u.mT).mT  # (R, M, m): Q^dagger u
+            right = (q_h @ factors[j][..., None])[..., 0]  # (R, m): Q^dagger v
+            gens = row_slice(tensors.per_row[i].generators, start, stop, batched_dims=4)
+            gens = _embed_per_row(gens, positions[k], block.space.width)  # ([R,] A, m, m)
+            image = (gens @ right[:, None, :, None])[..., 0]  # (R, A, m): Gen Q^dagger v
+            terms.append(torch.einsum("rma,rsa->rms", left.conj(), image))
+            slots.extend(prepared.ops[i].slots)
+    return torch.cat(terms, dim=-1), slots
 
 
 def _summed_terms(prepared, tensors: GateTensors, block: Block, chosen, trans: torch.Tensor):

@@ -1,0 +1,177 @@
+"""The fused block plan of the many-qubit layout (:mod:`qhqcnn.engine.sweep`): rotated layouts,
+gates sunk into later blocks, widened narrow blocks and the product prefix (an angle encoding
+applied as one product state) give the reference path's values and gradients."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from qiskit import QuantumCircuit
+from qiskit.circuit import ParameterVector
+from qiskit.quantum_info import SparsePauliOp, Statevector
+
+from qhqcnn.engine import ExactTorchLayer, StatevectorSimulator, sweep
+from qhqcnn.engine.compile import compile_circuit
+from qhqcnn.engine.observables import pauli_sum
+
+TOL = 1e-12
+#: The module switches of the new plan and their reference (previous path) values.
+NEW = {"PRODUCT_PREFIX": True, "SINK": True, "ROTATE": True, "FUSED_MIN_QUBITS": 4}
+REFERENCE = {"PRODUCT_PREFIX": False, "SINK": False, "ROTATE": False, "FUSED_MIN_QUBITS": 1}
+
+
+def ring_layer(n: int, layers: int = 3, variant: str = "ry"):
+    """RY (or per-row U / CRX) encoding, then ``layers`` x [U3 on every qubit + CX ring]."""
+    x = ParameterVector("x", n)
+    w = ParameterVector("w", 3 * n * layers)
+    qc = QuantumCircuit(n)
+    if variant == "shared-first":
+        qc.h(0)  # a shared gate before the encoding: no product prefix
+    for i in range(n):
+        if variant == "u" and i % 2:
+            qc.u(x[i], 0.5 * x[i], -x[i], i)  # angle-dependent generators
+        elif variant == "crx" and i == 1:
+            qc.crx(x[i], 1, 2)  # a two-qubit per-row gate inside the encoding
+        else:
+            qc.ry(x[i], i)
+    k = 0
+    for _ in range(layers):
+        for i in range(n):
+            qc.u(w[k], w[k + 1], w[k + 2], i)
+            k += 3
+        for i in range(n):
+            qc.cx(i, (i + 1) % n)
+    obs = [SparsePauliOp.from_sparse_list([("Z", [i], 1.0)], n) for i in range(n)]
+    obs.append(SparsePauliOp.from_sparse_list([("XY", [0, n - 1], 0.5)], n))
+    return qc, list(x), list(w), obs
+
+
+def _switch(monkeypatch, settings) -> None:
+    for name, value in settings.items():
+        monkeypatch.setattr(sweep, name, value)
+
+
+def _layer_step(monkeypatch, settings, qc, x, w, obs, inputs, weights, upstream, dtype):
+    _switch(monkeypatch, settings)  # a copy of the circuit: its own compiled program and plan
+    layer = ExactTorchLayer(qc.copy(), obs, x, w, initial_weights=weights, dtype=dtype)
+    tensor = torch.tensor(inputs, requires_grad=True)
+    out = layer(tensor)
+    (out * torch.as_tensor(upstream)).sum().backward()
+    trace = layer._forward(torch.tensor(inputs), layer.weight.detach())[1][0]
+    prefix = sweep._product_prefix(trace.blocks)
+    return (
+        out.detach().numpy(),
+        tensor.grad.numpy(),
+        layer.weight.grad.numpy(),
+        trace.blocks,
+        prefix,
+    )
+
+
+@pytest.mark.parametrize(
+    ("n", "variant", "prefix"),
+    [(6, "ry", 2), (8, "ry", 3), (9, "u", 3), (7, "crx", 3), (6, "shared-first", 0)],
+)
+@pytest.mark.parametrize("dtype", [torch.complex128, torch.complex64])
+def test_layer_matches_the_reference_plan_and_statevector(monkeypatch, n, variant, prefix, dtype):
+    qc, x, w, obs = ring_layer(n, variant=variant)
+    rng = np.random.default_rng(n)
+    inputs = rng.uniform(-np.pi, np.pi, (5, len(x)))
+    weights = rng.uniform(-np.pi, np.pi, len(w))
+    upstream = rng.normal(size=(5, len(obs)))
+    args = (qc, x, w, obs, inputs, weights, upstream, dtype)
+    *new, blocks, new_prefix = _layer_step(monkeypatch, NEW, *args)
+    *ref, _, ref_prefix = _layer_step(monkeypatch, REFERENCE, *args)
+    assert (new_prefix, ref_prefix) == (prefix, 0)  # the new path is taken, not the reference
+    assert all(b.space.width >= min(4, n) for b in blocks if not b.per_row)
+    tol = TOL if dtype == torch.complex128 else 2e-5
+    for got, want in zip(new, ref, strict=True):
+        np.testing.assert_allclose(got, want, atol=tol, rtol=0)
+    if dtype == torch.complex128:
+        for row, values in zip(inputs, new[0], strict=True):
+            bound = qc.assign_parameters(dict(zip(x + w, list(row) + list(weights), strict=True)))
+            state = Statevector(bound)
+            expected = [state.expectation_value(o).real for o in obs]
+            np.testing.assert_allclose(values, expected, atol=TOL)
+
+
+def test_layer_gradients_match_finite_differences(monkeypatch):
+    """Central differences of the layer's own forward (step 1e-6) at 1e-8."""
+    _switch(monkeypatch, NEW)
+    qc, x, w, obs = ring_layer(6)
+    rng = np.random.default_rng(0)
+    inputs = rng.uniform(-np.pi, np.pi, (2, len(x)))
+    weights = rng.uniform(-np.pi, np.pi, len(w))
+    layer = ExactTorchLayer(qc, obs, x, w, initial_weights=weights)
+    upstream = torch.as_tensor(rng.normal(size=(2, len(obs))))
+    tensor = torch.tensor(inputs, requires_grad=True)
+    (layer(tensor) * upstream).sum().backward()
+
+    def loss(inp, wts):
+        layer.weight.data = torch.as_tensor(wts)
+        with torch.no_grad():
+            return float((layer(torch.as_tensor(inp)) * upstream).sum())
+
+    eps = 1e-6
+    for index in [(0, 0), (1, 3), (1, 5)]:
+        plus, minus = inputs.copy(), inputs.copy()
+        plus[index] += eps
+        minus[index] -= eps
+        numeric = (loss(plus, weights) - loss(minus, weights)) / (2 * eps)
+        assert abs(numeric - tensor.grad[index].item()) < 1e-8
+    grad = layer.weight.grad.clone()
+    for p in [0, 7, len(w) - 1]:
+        plus, minus = weights.copy(), weights.copy()
+        plus[p] += eps
+        minus[p] -= eps
+        numeric = (loss(inputs, plus) - loss(inputs, minus)) / (2 * eps)
+        assert abs(numeric - grad[p].item()) < 1e-8
+
+
+@pytest.mark.parametrize("options", [{}, {"memory_budget": 1}, {"keep_states_bytes": 0}])
+def test_simulator_gradients_match_gatewise_with_chunks_and_undone_states(monkeypatch, options):
+    """Several observables (co-states), row chunks (rows ``start:stop`` of the prefix factors)
+    and the undo path (no kept states) against the gatewise reference layout."""
+    _switch(monkeypatch, NEW)
+    qc, _, _, obs = ring_layer(7, layers=2, variant="u")
+    program = compile_circuit(qc)
+    rng = np.random.default_rng(3)
+    rows = rng.uniform(-np.pi, np.pi, (4, qc.num_parameters))
+    rows[:, 7:] = rows[0, 7:]  # the weights are shared, the inputs per row
+    sums = [pauli_sum(o) for o in obs]
+    fused = StatevectorSimulator(dense_max_qubits=0, **options)
+    gatewise = StatevectorSimulator(dense_max_qubits=0, fusion=False)
+    got = fused.run(program, rows, sums, None, gradient=True)
+    want = gatewise.run(program, rows, sums, None, gradient=True)
+    np.testing.assert_allclose(got.values, want.values, atol=TOL)
+    np.testing.assert_allclose(got.gradients, want.gradients, atol=TOL)
+    complex_got = fused.run(program, rows, sums, None, gradient=True, real_only=False)
+    complex_want = gatewise.run(program, rows, sums, None, gradient=True, real_only=False)
+    np.testing.assert_allclose(complex_got.gradients, complex_want.gradients, atol=TOL)
+    states = fused.states(program, rows)
+    for row, state in zip(rows, states, strict=True):
+        np.testing.assert_allclose(
+            state.numpy(), Statevector(qc.assign_parameters(row)).data, atol=TOL
+        )
+
+
+def test_plan_rotates_sinks_and_widens(monkeypatch):
+    """At 12 qubits the ring layer's wrap-around blocks use rotated layouts, the U3 gates that
+    opened blocks of their own are sunk into the entangler blocks (10 shared blocks, 12 before),
+    and the lone last CX is widened to four qubits."""
+    qc, x, w, obs = ring_layer(12)
+    counts = {}
+    for name, settings in (("new", NEW), ("reference", REFERENCE)):
+        _switch(monkeypatch, settings)
+        layer = ExactTorchLayer(qc.copy(), obs, x, w)
+        inputs = torch.zeros((2, 12))
+        blocks = layer._forward(inputs, layer.weight.detach())[1][0].blocks
+        counts[name] = sum(not b.per_row for b in blocks)
+        if name == "new":
+            assert (11, 0, 1, 2, 3) in [b.space.qubits for b in blocks]
+            assert blocks[-1].space.width == 4 and len(blocks[-1].ops) == 1
+            for b in blocks:  # a rotated layout: the register in cyclic order from its start
+                start = b.layout[0]
+                assert b.layout == tuple((start + j) % 12 for j in range(12))
+    assert counts == {"new": 10, "reference": 12}
