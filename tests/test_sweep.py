@@ -22,7 +22,8 @@ REFERENCE = {"PRODUCT_PREFIX": False, "SINK": False, "ROTATE": False, "FUSED_MIN
 
 
 def ring_layer(n: int, layers: int = 3, variant: str = "ry"):
-    """RY (or per-row U / CRX) encoding, then ``layers`` x [U3 on every qubit + CX ring]."""
+    """RY (or per-row U / CRX) encoding, then ``layers`` x [U3 on every qubit (+ an RZZ) + CX
+    ring]."""
     x = ParameterVector("x", n)
     w = ParameterVector("w", 3 * n * layers)
     qc = QuantumCircuit(n)
@@ -35,16 +36,19 @@ def ring_layer(n: int, layers: int = 3, variant: str = "ry"):
             qc.crx(x[i], 1, 2)  # a two-qubit per-row gate inside the encoding
         else:
             qc.ry(x[i], i)
+    v = ParameterVector("v", layers)
     k = 0
-    for _ in range(layers):
+    for layer in range(layers):
         for i in range(n):
             qc.u(w[k], w[k + 1], w[k + 2], i)
             k += 3
+        if variant == "rzz":  # a two-qubit weight gate among the U3 gates of a block
+            qc.rzz(v[layer], 1, 2)
         for i in range(n):
             qc.cx(i, (i + 1) % n)
     obs = [SparsePauliOp.from_sparse_list([("Z", [i], 1.0)], n) for i in range(n)]
     obs.append(SparsePauliOp.from_sparse_list([("XY", [0, n - 1], 0.5)], n))
-    return qc, list(x), list(w), obs
+    return qc, list(x), list(w) + (list(v) if variant == "rzz" else []), obs
 
 
 def _switch(monkeypatch, settings) -> None:
@@ -71,7 +75,7 @@ def _layer_step(monkeypatch, settings, qc, x, w, obs, inputs, weights, upstream,
 
 @pytest.mark.parametrize(
     ("n", "variant", "prefix"),
-    [(6, "ry", 2), (8, "ry", 3), (9, "u", 3), (7, "crx", 3), (6, "shared-first", 0)],
+    [(6, "ry", 2), (8, "ry", 3), (9, "u", 3), (7, "crx", 3), (6, "shared-first", 0), (7, "rzz", 3)],
 )
 @pytest.mark.parametrize("dtype", [torch.complex128, torch.complex64])
 def test_layer_matches_the_reference_plan_and_statevector(monkeypatch, n, variant, prefix, dtype):

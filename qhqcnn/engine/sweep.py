@@ -27,9 +27,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
 import torch
 
 from .contraction import contract, row_slice
+from .embedding import embedding_indices
 from .layout import (
     ApplySpace,
     apply_generators_local,
@@ -198,6 +200,23 @@ def _sink(prepared: PreparedProgram, blocks: list[list]) -> list[list]:
         blocks[b][0] = stay
         blocks[b][2] = set().union(*(ops_qubits[i] for i in stay))
     return [block for block in blocks if block[0]]
+
+
+@lru_cache(maxsize=4096)
+def _trace_matrices(
+    position_lists: tuple[tuple[int, ...], ...], width: int, dtype: torch.dtype, device
+) -> torch.Tensor:
+    """``(G, m*m, d*d)`` 0/1 matrices of partial traces: ``X.flatten() @ P_g`` sums an
+    ``m x m`` matrix over the block's qubits other than gate ``g``'s, so that
+    ``sum_ab Gen_emb[a, b] X[a, b] = sum_xy Gen[x, y] (X @ P_g)[x, y]`` for a gate ``Gen`` placed
+    at ``position_lists[g]`` (no embedded ``m x m`` generators)."""
+    out = []
+    for positions in position_lists:
+        flat, mask = embedding_indices(positions, width)
+        matrix = np.zeros((flat.size, (1 << len(positions)) ** 2))
+        matrix[np.arange(flat.size), flat.ravel()] = mask.ravel()
+        out.append(matrix)
+    return torch.as_tensor(np.stack(out)).to(device, dtype)
 
 
 def _embed_per_row(local: torch.Tensor, positions: tuple[int, ...], width: int) -> torch.Tensor:
@@ -521,17 +540,30 @@ def _prefix_terms(prepared, tensors, blocks, prefix: int, bras, needed, start: i
             u = (_kron(conj[j + 1 :])[:, None, None, :] @ u)[:, :, 0]  # factors above j
         else:
             u = u[:, :, 0]
+        # (elementwise products and sums below: many tiny matrices, slow as batched GEMMs)
         low *= size
         positions = _positions(prepared, block.ops, block.space)
-        for k in chosen:
+        q = torch.stack([row_slice(block.suffixes[k], start, stop) for k in chosen])  # (K,R,m,m)
+        left = (q[:, :, None] * u.conj()[None, :, :, :, None]).sum(-2)  # conj(Q^dagger u)
+        right = (q.conj() * factors[j][None, :, :, None]).sum(-2)  # (K, R, m): Q^dagger v
+        outer = (left[..., :, None] * right[:, :, None, None, :]).flatten(-2)  # (K, R, M, m*m)
+        lists = tuple(positions[k] for k in chosen)
+        if len({len(p) for p in lists}) == 1:
+            traces = _trace_matrices(lists, block.space.width, outer.dtype, outer.device)
+            reduced = (outer.flatten(1, -2) @ traces).unflatten(1, outer.shape[1:-1])
+            reduced = reduced.unbind(0)  # (R, M, d*d) per gate
+        else:
+            reduced = [
+                outer[g] @ _trace_matrices((p,), block.space.width, outer.dtype, outer.device)[0]
+                for g, p in enumerate(lists)
+            ]
+        for k, red in zip(chosen, reduced, strict=True):
             i = block.ops[k]
-            q_h = row_slice(block.suffixes[k], start, stop).mH  # (R, m, m)
-            left = (q_h @ u.mT).mT  # (R, M, m): Q^dagger u
-            right = (q_h @ factors[j][..., None])[..., 0]  # (R, m): Q^dagger v
             gens = row_slice(tensors.per_row[i].generators, start, stop, batched_dims=4)
-            gens = _embed_per_row(gens, positions[k], block.space.width)  # ([R,] A, m, m)
-            image = (gens @ right[:, None, :, None])[..., 0]  # (R, A, m): Gen Q^dagger v
-            terms.append(torch.einsum("rma,rsa->rms", left.conj(), image))
+            if gens.dim() == 4:  # (R, A, d, d): per-row generators
+                terms.append(torch.einsum("rmx,rax->rma", red, gens.flatten(-2)))
+            else:
+                terms.append(red @ gens.flatten(-2).T)
             slots.extend(prepared.ops[i].slots)
     return torch.cat(terms, dim=-1), slots
 
@@ -539,15 +571,24 @@ def _prefix_terms(prepared, tensors, blocks, prefix: int, bras, needed, start: i
 def _summed_terms(prepared, tensors: GateTensors, block: Block, chosen, trans: torch.Tensor):
     """Row-summed terms ``(M, S)`` of the chosen shared gates from the row-summed transitions
     ``T (M, m, m)``: ``conj(sum_ab conj(Q Gen_s Q^dagger)[a, b] T[a, b])``
-    ``= conj(sum_ab conj(Gen_s[a, b]) (Q^dagger T Q)[a, b])``, so each gate conjugates ``T``
-    once (two ``m x m`` products) instead of forming ``Q Gen_s Q^dagger`` for every angle."""
-    ops = [block.ops[k] for k in chosen]
-    gens = _embed_in_block(
-        prepared, tensors.shared_generators, ops, block.space, True, prepared.constant_generators
-    )
+    ``= conj(sum_xy conj(Gen_s[x, y]) tr_others(Q^dagger T Q)[x, y])``, so each gate conjugates
+    ``T`` once (two ``m x m`` products) and reduces it to its own qubits (a partial trace,
+    :func:`_trace_matrices`) instead of forming ``Q Gen_s Q^dagger`` for every angle."""
+    positions = _positions(prepared, block.ops, block.space)
     lefts = torch.stack([block.suffixes[k] for k in chosen])[:, None]  # (G, 1, m, m)
     inner = (lefts.mH @ trans @ lefts).flatten(-2)  # (G, M, m*m)
-    parts = [inner[g] @ gen.conj().flatten(-2).T for g, gen in enumerate(gens)]  # (M, A_g)
+    gens = [tensors.shared_generators[block.ops[k]] for k in chosen]  # (A, d, d) each
+    if all(gen.shape == gens[0].shape for gen in gens):
+        traces = _trace_matrices(
+            tuple(positions[k] for k in chosen), block.space.width, inner.dtype, inner.device
+        )
+        reduced = inner @ traces  # (G, M, d*d)
+        part = reduced @ torch.stack(gens).conj().flatten(-2).mT  # (G, M, A)
+        return part.movedim(0, 1).flatten(1).conj()
+    parts = []
+    for g, (k, gen) in enumerate(zip(chosen, gens, strict=True)):
+        trace = _trace_matrices((positions[k],), block.space.width, inner.dtype, inner.device)
+        parts.append((inner[g] @ trace[0]) @ gen.conj().flatten(-2).T)  # (M, A)
     return torch.cat(parts, dim=-1).conj()
 
 
