@@ -179,3 +179,55 @@ def test_plan_rotates_sinks_and_widens(monkeypatch):
                 start = b.layout[0]
                 assert b.layout == tuple((start + j) % 12 for j in range(12))
     assert counts == {"new": 10, "reference": 12}
+
+
+def test_layer_pool_reuses_states_without_changing_results():
+    """Kept states and co-state buffers go back to the layer's pool after a backward pass and
+    are reused by the next step; a step on other inputs and weights still equals a fresh
+    layer's (several chunks, so several pooled shapes)."""
+    qc, x, w, obs = ring_layer(7)
+    rng = np.random.default_rng(7)
+    layer = ExactTorchLayer(qc, obs, x, w, initial_weights=rng.uniform(-2, 2, len(w)))
+    for step in range(3):
+        inputs = torch.as_tensor(rng.uniform(-2, 2, (6, len(x))), dtype=torch.float64)
+        weights = torch.as_tensor(rng.uniform(-2, 2, len(w)))
+        layer.weight.data = weights.clone()
+        tensor = inputs.clone().requires_grad_(True)
+        layer.zero_grad()
+        layer(tensor).sum().backward()
+        if step:
+            assert layer._pool._held > 0  # the previous step's buffers were handed back
+        fresh = ExactTorchLayer(qc.copy(), obs, x, w, initial_weights=weights)
+        fresh_input = inputs.clone().requires_grad_(True)
+        fresh(fresh_input).sum().backward()
+        np.testing.assert_allclose(tensor.grad.numpy(), fresh_input.grad.numpy(), atol=TOL)
+        np.testing.assert_allclose(layer.weight.grad.numpy(), fresh.weight.grad.numpy(), atol=TOL)
+
+
+def test_layer_pool_across_row_chunks(monkeypatch):
+    """Row chunks (``CHUNK_BYTES`` small) each take and return their own buffers."""
+    from qhqcnn.engine import torch_layer
+
+    monkeypatch.setattr(torch_layer, "CHUNK_BYTES", 1 << 14)
+    qc, x, w, obs = ring_layer(6)
+    rng = np.random.default_rng(8)
+    weights = rng.uniform(-2, 2, len(w))
+    inputs = torch.as_tensor(rng.uniform(-2, 2, (9, len(x))))
+    layer = ExactTorchLayer(qc, obs, x, w, initial_weights=weights)
+    assert len(layer._chunks(9)) > 1
+    results = []
+    for _ in range(2):
+        tensor = inputs.clone().requires_grad_(True)
+        layer.zero_grad()
+        out = layer(tensor)
+        out.sum().backward()
+        results.append((out.detach().numpy(), tensor.grad.numpy(), layer.weight.grad.numpy()))
+    monkeypatch.setattr(torch_layer, "POOL_BYTES", 0)
+    plain = ExactTorchLayer(qc.copy(), obs, x, w, initial_weights=weights)
+    tensor = inputs.clone().requires_grad_(True)
+    out = plain(tensor)
+    out.sum().backward()
+    for got in results:
+        np.testing.assert_allclose(got[0], out.detach().numpy(), atol=TOL)
+        np.testing.assert_allclose(got[1], tensor.grad.numpy(), atol=TOL)
+        np.testing.assert_allclose(got[2], plain.weight.grad.numpy(), atol=TOL)

@@ -69,12 +69,25 @@ def _axes(num_qubits: int, qubits: tuple[int, ...], lead: int) -> tuple[list[int
 
 
 def apply_local(
-    state: torch.Tensor, matrix: torch.Tensor, space: ApplySpace, num_qubits: int
+    state: torch.Tensor,
+    matrix: torch.Tensor,
+    space: ApplySpace,
+    num_qubits: int,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``state (B, C, D)`` times a gate matrix ``(m, m)`` or ``(B, m, m)`` in ``space``."""
+    """``state (B, C, D)`` times a gate matrix ``(m, m)`` or ``(B, m, m)`` in ``space``
+    (``out``: a contiguous ``(B, C, D)`` tensor for the result, ``low`` spaces only)."""
     batch, cols, dim = state.shape
     per_row = matrix.dim() == 3
     m = 1 << space.width
+    if space.kind == "low" and out is not None:
+        flat = state.reshape(batch, -1, m)
+        target = out.view(batch, -1, m)
+        if per_row:
+            torch.bmm(flat, matrix.transpose(1, 2), out=target)
+        else:
+            torch.matmul(flat, matrix.T, out=target)
+        return out
     if space.kind == "low":
         flat = state.reshape(batch, -1, m)
         out = torch.bmm(flat, matrix.transpose(1, 2)) if per_row else flat @ matrix.T

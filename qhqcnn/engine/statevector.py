@@ -92,7 +92,7 @@ class StatevectorSimulator:
         with _PREPARED_LOCK:
             return _PREPARED[program].setdefault(key, prepared)
 
-    def _forward(self, prepared: PreparedProgram, rows: np.ndarray) -> ForwardTrace:
+    def _forward(self, prepared: PreparedProgram, rows: np.ndarray, allocate=None) -> ForwardTrace:
         key = (prepared, self._uses_segments(prepared))
         if self.trace_cache is not None:
             hit = self.trace_cache.lookup(key, rows)
@@ -107,20 +107,21 @@ class StatevectorSimulator:
                 if self.trace_cache is not None:
                     self.trace_cache.store(key, trace)
                 return trace
-        trace = self._block_trace(prepared, rows, gate_tensors(prepared, angles))
+        trace = self._block_trace(prepared, rows, gate_tensors(prepared, angles), allocate)
         if self.trace_cache is not None:
             self.trace_cache.store(key, trace)
         return trace
 
-    def _block_trace(self, prepared: PreparedProgram, rows, tensors) -> ForwardTrace:
-        """Forward pass of the block path (dense or local layout) for built gate tensors."""
+    def _block_trace(self, prepared: PreparedProgram, rows, tensors, allocate=None):
+        """Forward pass of the block path (dense or local layout) for built gate tensors
+        (``allocate``: where kept states go, see :func:`.sweep.forward`)."""
         blocks = sweep.build_blocks(prepared, tensors)
         itemsize = torch.empty((), dtype=self.dtype).element_size()
         size = rows.shape[0] * (1 << prepared.program.num_qubits) * itemsize * len(blocks)
         keep = prepared.fused and size <= self.keep_states_bytes
         states = None
         if keep:
-            psi, states = sweep.forward(prepared, blocks, rows.shape[0], keep=True)
+            psi, states = sweep.forward(prepared, blocks, rows.shape[0], True, allocate)
         else:
             psi = sweep.forward(prepared, blocks, rows.shape[0])
         return ForwardTrace(rows, tensors, psi, blocks, states)

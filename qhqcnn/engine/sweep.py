@@ -109,13 +109,48 @@ def _relayout_axes(src: tuple[int, ...], dst: tuple[int, ...], lead: int) -> tup
     return tuple(range(lead)) + tuple(lead + n - 1 - where[dst[n - 1 - j]] for j in range(n))
 
 
-def relayout(tensor: torch.Tensor, src: tuple[int, ...], dst: tuple[int, ...]) -> torch.Tensor:
-    """``tensor (..., 2**n)``, qubit ``src[p]`` at bit ``p`` -> qubit ``dst[p]`` at bit ``p``."""
+def relayout(
+    tensor: torch.Tensor, src: tuple[int, ...], dst: tuple[int, ...], out=None
+) -> torch.Tensor:
+    """``tensor (..., 2**n)``, qubit ``src[p]`` at bit ``p`` -> qubit ``dst[p]`` at bit ``p``
+    (into ``out``, a contiguous tensor of the same shape, when given)."""
     if src == dst:
         return tensor
     shape = tensor.shape
     axes = _relayout_axes(src, dst, len(shape) - 1)
-    return tensor.reshape(shape[:-1] + (2,) * len(src)).permute(axes).reshape(shape)
+    moved = tensor.reshape(shape[:-1] + (2,) * len(src)).permute(axes)
+    if out is None:
+        return moved.reshape(shape)
+    out.view(moved.shape).copy_(moved)
+    return out
+
+
+class StatePool:
+    """State-sized tensors kept for reuse across steps (by shape), up to ``limit`` bytes: a
+    step that allocates its states afresh pays a page fault per 4 KiB of them every time."""
+
+    def __init__(self, dtype: torch.dtype, device, limit: int) -> None:
+        self.dtype, self.device, self.limit = dtype, device, limit
+        self._free: dict[tuple[int, ...], list[torch.Tensor]] = {}
+        self._held = 0
+
+    def take(self, shape) -> torch.Tensor:
+        """A contiguous tensor of ``shape`` (contents undefined)."""
+        free = self._free.get(tuple(shape))
+        if free:
+            tensor = free.pop()
+            self._held -= tensor.numel() * tensor.element_size()
+            return tensor
+        return torch.empty(tuple(shape), dtype=self.dtype, device=self.device)
+
+    def give(self, *tensors: torch.Tensor) -> None:
+        """Hand tensors back (the caller no longer reads them)."""
+        for tensor in tensors:
+            size = tensor.numel() * tensor.element_size()
+            if self._held + size > self.limit:
+                return
+            self._free.setdefault(tuple(tensor.shape), []).append(tensor)
+            self._held += size
 
 
 def _fused_plan(prepared: PreparedProgram, tensors: GateTensors):
@@ -368,11 +403,17 @@ def _product_state(blocks: tuple[Block, ...], count: int, num_rows: int, dim: in
 
 
 def forward(
-    prepared: PreparedProgram, blocks: tuple[Block, ...], num_rows: int, keep: bool = False
+    prepared: PreparedProgram,
+    blocks: tuple[Block, ...],
+    num_rows: int,
+    keep: bool = False,
+    allocate=None,
 ):
     """Final states ``(R, D)`` of a batch; with ``keep``, also the state after every block
     (``(R, D)``, or ``(1, D)`` while all rows agree) for the adjoint sweep to reuse (``None``
-    for the blocks of the product prefix but its last, :func:`_product_prefix`)."""
+    for the blocks of the product prefix but its last, :func:`_product_prefix`). ``allocate``
+    (with ``keep``): ``allocate(shape)`` gives the tensors the kept states are written to (a
+    caller's pool, reused across steps: fresh memory costs page faults on every step)."""
     n = prepared.program.num_qubits
     dim = 1 << n
     states = []
@@ -393,7 +434,11 @@ def forward(
         if block.layout is not None:
             state = relayout(state, layout, block.layout)
             layout = block.layout
-        state = apply_local(state, block.matrix, block.space, n)
+        out = None
+        if keep and allocate is not None and block.space.kind == "low":
+            rows = num_rows if block.per_row else state.shape[0]
+            out = allocate((rows, 1, dim))
+        state = apply_local(state, block.matrix, block.space, n, out)
         if keep:
             states.append(state[:, 0])
     state = relayout(state, layout, natural)
@@ -441,10 +486,22 @@ def _summed_transitions(bras: torch.Tensor, ket: torch.Tensor, space: ApplySpace
 
 
 def _fused_gradient_terms(
-    prepared, tensors, blocks, states, psi, bras, needed, start, stop, real, summed=frozenset()
+    prepared,
+    tensors,
+    blocks,
+    states,
+    psi,
+    bras,
+    needed,
+    start,
+    stop,
+    real,
+    summed=frozenset(),
+    pool: StatePool | None = None,
 ):
     """Per-row terms ``(R, M, S)`` and slots; with ``summed`` (shared ops only), the terms of
-    those ops summed over the rows ``(M, S')`` and their slots as well."""
+    those ops summed over the rows ``(M, S')`` and their slots as well. ``pool``: the co-states
+    are moved and multiplied between two of its tensors (handed back at the end)."""
     n = prepared.program.num_qubits
     has = [any(i in needed for i in block.ops) for block in blocks]
     first = has.index(True)
@@ -452,9 +509,16 @@ def _fused_gradient_terms(
     layout = tuple(range(n))
     ket = psi[:, None, :]
     terms, slots, sums, sum_slots = [], [], [], []
+    scratch = [pool.take(bras.shape), pool.take(bras.shape)] if pool is not None else None
+
+    def spare(current: torch.Tensor):  # the scratch tensor that does not hold ``current``
+        if scratch is None:
+            return None
+        return scratch[1] if current.data_ptr() == scratch[0].data_ptr() else scratch[0]
+
     for b in range(len(blocks) - 1, max(first, prefix) - 1, -1):
         block = blocks[b]
-        bras = relayout(bras, layout, block.layout)
+        bras = relayout(bras, layout, block.layout, spare(bras))
         if states is None:
             ket = relayout(ket, layout, block.layout)
         layout = block.layout
@@ -483,18 +547,20 @@ def _fused_gradient_terms(
         if b > first:
             matrix = row_slice(block.matrix, start, stop)
             adjoint = matrix.conj().transpose(-1, -2)
-            bras = apply_local(bras, adjoint, block.space, n)
+            bras = apply_local(bras, adjoint, block.space, n, spare(bras))
             if states is None:
                 if block.per_row and ket.shape[0] == 1:
                     ket = ket.expand(adjoint.shape[0], 1, ket.shape[-1])
                 ket = apply_local(ket, adjoint, block.space, n)
     if first < prefix:
-        bras = relayout(bras, layout, _prefix_layout(blocks, prefix, n))
+        bras = relayout(bras, layout, _prefix_layout(blocks, prefix, n), spare(bras))
         term, term_slots = _prefix_terms(
             prepared, tensors, blocks, prefix, bras, needed, start, stop
         )
         terms.append(term.real if real else term)
         slots.extend(term_slots)
+    if scratch is not None:
+        pool.give(*scratch)
     per_row = torch.cat(terms, dim=-1) if terms else None
     total = torch.cat(sums, dim=-1) if sums else None
     return per_row, slots, total, sum_slots
