@@ -17,8 +17,20 @@ from qhqcnn.engine.observables import pauli_sum
 
 TOL = 1e-12
 #: The module switches of the new plan and their reference (previous path) values.
-NEW = {"PRODUCT_PREFIX": True, "SINK": True, "ROTATE": True, "FUSED_MIN_QUBITS": 4}
-REFERENCE = {"PRODUCT_PREFIX": False, "SINK": False, "ROTATE": False, "FUSED_MIN_QUBITS": 1}
+NEW = {
+    "PRODUCT_PREFIX": True,
+    "SINK": True,
+    "ROTATE": True,
+    "FUSED_MIN_QUBITS": 4,
+    "PREFIX_FACTOR_QUBITS": 2,
+}
+REFERENCE = {
+    "PRODUCT_PREFIX": False,
+    "SINK": False,
+    "ROTATE": False,
+    "FUSED_MIN_QUBITS": 1,
+    "PREFIX_FACTOR_QUBITS": 0,
+}
 
 
 def ring_layer(n: int, layers: int = 3, variant: str = "ry"):
@@ -36,6 +48,8 @@ def ring_layer(n: int, layers: int = 3, variant: str = "ry"):
             qc.crx(x[i], 1, 2)  # a two-qubit per-row gate inside the encoding
         else:
             qc.ry(x[i], i)
+        if variant == "ryrz":  # two per-row gates on one qubit: regrouped, order kept
+            qc.rz(0.5 * x[i] + 0.1, i)
     v = ParameterVector("v", layers)
     k = 0
     for layer in range(layers):
@@ -75,7 +89,15 @@ def _layer_step(monkeypatch, settings, qc, x, w, obs, inputs, weights, upstream,
 
 @pytest.mark.parametrize(
     ("n", "variant", "prefix"),
-    [(6, "ry", 2), (8, "ry", 3), (9, "u", 3), (7, "crx", 3), (6, "shared-first", 0), (7, "rzz", 3)],
+    [
+        (6, "ry", 3),
+        (8, "ry", 4),
+        (9, "u", 5),
+        (7, "crx", 3),
+        (6, "shared-first", 0),
+        (7, "rzz", 4),
+        (7, "ryrz", 4),
+    ],
 )
 @pytest.mark.parametrize("dtype", [torch.complex128, torch.complex64])
 def test_layer_matches_the_reference_plan_and_statevector(monkeypatch, n, variant, prefix, dtype):

@@ -58,6 +58,9 @@ PRODUCT_PREFIX = True
 SINK = True
 #: Whether blocks on a cyclic window of qubits use rotated layouts (:func:`_fused_space`).
 ROTATE = True
+#: Widest block of the leading single-qubit per-row gates (see :func:`_split_leading`; ``0``:
+#: leave them as planned).
+PREFIX_FACTOR_QUBITS = 2
 #: How many of the latest blocks a gate may join.
 FUSION_LOOKBACK = 12
 
@@ -199,6 +202,8 @@ def _fused_plan(prepared: PreparedProgram, tensors: GateTensors):
             last[q] = best
     if SINK:
         blocks = _sink(prepared, blocks)
+    if PREFIX_FACTOR_QUBITS:
+        blocks = _split_leading(prepared, blocks)
     plan = [
         (
             tuple(ops),
@@ -209,6 +214,30 @@ def _fused_plan(prepared: PreparedProgram, tensors: GateTensors):
     ]
     prepared.memo[key] = plan
     return plan
+
+
+def _split_leading(prepared: PreparedProgram, blocks: list[list]) -> list[list]:
+    """The leading per-row blocks, while they hold single-qubit gates only (an angle encoding),
+    are regrouped by qubit into blocks of :data:`PREFIX_FACTOR_QUBITS` qubits (a tensor product
+    regroups freely; the gates of one qubit keep their order): the product prefix then has more,
+    smaller factors, whose per-row gradient terms cost ``m**2`` per gate and row (16, not 64)."""
+    count = 0
+    for ops, per_row, _, _ in blocks:
+        if not per_row or any(len(prepared.ops[i].qubits) != 1 for i in ops):
+            break
+        count += 1
+    if count == 0:
+        return blocks
+    by_qubit: dict[int, list[int]] = {}
+    for ops, _, _, _ in blocks[:count]:
+        for i in ops:
+            by_qubit.setdefault(prepared.ops[i].qubits[0], []).append(i)
+    qubits = sorted(by_qubit)
+    out = []
+    for first in range(0, len(qubits), PREFIX_FACTOR_QUBITS):
+        part = qubits[first : first + PREFIX_FACTOR_QUBITS]
+        out.append([[i for q in part for i in by_qubit[q]], True, set(part), True])
+    return out + blocks[count:]
 
 
 def _sink(prepared: PreparedProgram, blocks: list[list]) -> list[list]:
