@@ -1074,3 +1074,113 @@ def test_torch_gate_builders_match_the_numpy_models():
         np.testing.assert_allclose(
             torch_gates.generators(model, tensor).numpy(), model.generators(angles), atol=1e-14
         )
+
+
+@pytest.mark.parametrize("num_qubits", [4, 5])
+def test_quantum_layer_segment_path_row_sums_weight_terms(num_qubits, monkeypatch):
+    """On the segment path (at most ``small_max_qubits`` qubits) a shared segment of weight-only
+    gates gives its terms summed over the rows; the layer's gradients equal the EstimatorQNN
+    Jacobian contracted with the upstream gradient and the block path's."""
+    qc, x, w = mixed_layer_circuit(num_qubits)
+    obs = z_and_x(num_qubits)
+    rng = np.random.default_rng(100 + num_qubits)
+    inputs = rng.uniform(-2, 2, (6, len(x)))
+    weights = rng.uniform(-2, 2, len(w))
+    qnn = engine_qnn(qc, obs, x, w, FastEstimator(small_max_qubits=0))
+    values = qnn.forward(inputs, weights)
+    input_jac, weight_jac = qnn.backward(inputs, weights)
+    upstream = rng.normal(size=values.shape)
+    seen = []
+    original = engine_small.gradient_terms_summed
+
+    def spy(*args):
+        out = original(*args)
+        seen.append(out[2] is not None)
+        return out
+
+    monkeypatch.setattr(engine_small, "gradient_terms_summed", spy)
+    layer = ExactTorchLayer(qc, obs, x, w, initial_weights=weights)
+    out, input_grad, weight_grad = layer_step(layer, inputs, upstream)
+    assert seen == [True]  # the segment path, with row-summed terms
+    blocks = ExactTorchLayer(qc, obs, x, w, initial_weights=weights, small_max_qubits=0)
+    for ours, theirs in zip(
+        (out, input_grad, weight_grad), layer_step(blocks, inputs, upstream), strict=True
+    ):
+        np.testing.assert_allclose(ours, theirs, atol=1e-12)
+    np.testing.assert_allclose(out, values, atol=1e-12)
+    np.testing.assert_allclose(input_grad, np.einsum("bm,bmp->bp", upstream, input_jac), atol=1e-12)
+    np.testing.assert_allclose(
+        weight_grad, np.einsum("bm,bmp->p", upstream, weight_jac), atol=1e-12
+    )
+
+
+def _segments_equal_blocks(qc, obs, rows):
+    """Run ``qc`` on the segment and on the block path: values and gradients (real and complex)
+    equal at 1e-12; returns the segment trace."""
+    program = compile_circuit(qc)
+    sums = [pauli_sum(o) for o in obs]
+    segments, blocks = StatevectorSimulator(), StatevectorSimulator(small_max_qubits=0)
+    for real_only in (True, False):
+        ours = segments.run(program, rows, sums, None, True, real_only=real_only)
+        theirs = blocks.run(program, rows, sums, None, True, real_only=real_only)
+        np.testing.assert_allclose(ours.values, theirs.values, atol=1e-12)
+        np.testing.assert_allclose(ours.gradients, theirs.gradients, atol=1e-12)
+    np.testing.assert_allclose(ours.values, statevector_values(qc, obs, rows), atol=TOL)
+    prepared = segments.prepare(program)
+    return prepared, segments._forward(prepared, rows).tensors
+
+
+@pytest.mark.parametrize("permutation", [True, False])
+def test_segment_stack_folds_permutations_only(permutation):
+    """A shared segment's gate matrices are gathered with the constant gates after each folded
+    in when those are permutations (CX, SWAP, X); other constant gates (H, S) are multiplied."""
+    x, w = ParameterVector("x", 3), ParameterVector("w", 9)
+    qc = QuantumCircuit(3)
+    for i in range(3):
+        qc.ry(x[i], i)
+    for i in range(3):
+        qc.u(w[3 * i], w[3 * i + 1], w[3 * i + 2], i)
+        if permutation:
+            qc.cx(i, (i + 1) % 3)
+            qc.x(i)
+        else:
+            qc.h(i)
+            qc.s((i + 1) % 3)
+    qc.swap(0, 2)
+    qc.rzz(w[0], 0, 1)
+    obs = z_and_x(3)
+    rows = np.random.default_rng(7).uniform(-2, 2, (4, qc.num_parameters))
+    share_weights(qc, rows)
+    prepared, tensors = _segments_equal_blocks(qc, obs, rows)
+    shared = [s for s in tensors.plan.segments if not s.per_row]
+    assert len(shared) == 1
+    assert prepared.memo[("segment-stack", shared[0])][2] is permutation
+
+
+@pytest.mark.parametrize("first", ["ry_gap", "ry_const", "crx"])
+def test_segment_encoding_run_on_zero_state_is_a_product_of_columns(first):
+    """A first run of one-qubit gates on ``|0...0>`` (an angle encoding, qubits without a gate
+    included) is built as a Kronecker product of the gates' first columns; a run with a
+    two-qubit gate is applied gate by gate. Both equal the block path."""
+    x, w = ParameterVector("x", 3), ParameterVector("w", 6)
+    qc = QuantumCircuit(4)
+    if first == "crx":
+        qc.crx(x[0], 0, 2)
+    else:
+        qc.ry(x[0], 1)
+        if first == "ry_const":
+            qc.h(0)
+            qc.ry(x[2], 0)
+    qc.rx(x[1], 3)
+    qc.cx(1, 2)
+    qc.u(w[0], w[1], w[2], 2)
+    qc.cx(2, 3)
+    qc.u(w[3], w[4], w[5], 1)
+    qc.ry(x[0] + x[1], 2)
+    obs = z_and_x(4)
+    rows = np.random.default_rng(8).uniform(-2, 2, (5, qc.num_parameters))
+    share_weights(qc, rows)
+    _, tensors = _segments_equal_blocks(qc, obs, rows)
+    first_data = tensors.data[0]
+    assert tensors.plan.segments[0].per_row
+    assert (first_data.before[0] is None) is (first != "crx")

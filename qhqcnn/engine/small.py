@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .embedding import embedding_indices
 from .layout import ApplySpace, apply_generators_local, apply_local
 from .tensors import PreparedProgram, embed
 
@@ -248,28 +249,31 @@ def _gate_tensors(prepared: PreparedProgram, plan: Plan, angles: np.ndarray):
     """Matrices and generators of every gate. Shared segments: whole-register ``(D, D)``
     matrices, generators ``(A, d, d)`` on their own qubits; per-row segments: in each gate's
     :func:`local_space`, ``(R, m, m)`` and ``(R, A, m, m)`` (constant ones ``(m, m)``,
-    ``(A, m, m)``). One NumPy call and one transfer per group of gates of one model and kind."""
-    n = prepared.program.num_qubits
+    ``(A, m, m)``). One NumPy call and one transfer per group of gates of one model and kind.
+    The shared gates' whole-register matrices are not built here: their local matrices are
+    returned by group (``members -> (G, d, d)`` NumPy) for :func:`_shared_stack`."""
     fixed, constant, spaces, (fixed_local, constant_local) = _constants(prepared)
     matrices: dict[int, torch.Tensor] = {}
     generators: dict[int, torch.Tensor] = {}
+    shared_local: dict[tuple[int, ...], np.ndarray] = {}  # shared groups: (G, d, d) on the host
     for per_row, model, members, slots in plan.groups:
         group_angles = angles[:, slots] if per_row else angles[:1, slots]  # (R', G, A)
-        local = _to_torch(model.matrices(group_angles), prepared)  # (R', G, d, d)
+        host = model.matrices(group_angles)  # (R', G, d, d)
         gens = None
         if members[0] not in constant:
             gens = _to_torch(model.generators(group_angles), prepared)  # (R', G, A, d, d)
-        if per_row:
+        if not per_row:
+            host = host[0]
+        else:
+            local = _to_torch(host, prepared)
             for g, i in enumerate(members):
                 matrices[i] = _place(local[:, g], spaces[i])
                 generators[i] = constant_local[i] if gens is None else _place(gens[:, g], spaces[i])
             continue
-        positions = [prepared.ops[i].qubits for i in members]
-        full = embed(local[0], positions, n)  # (G, D, D)
+        shared_local[members] = host
         for g, i in enumerate(members):  # generators stay on the gate's qubits (A, d, d)
-            matrices[i] = full[g]
             generators[i] = prepared.constant_generators[i] if gens is None else gens[0, g]
-    return matrices, generators, fixed, (fixed_local, spaces)
+    return matrices, generators, fixed, (fixed_local, spaces), shared_local
 
 
 def _folding(prepared: PreparedProgram, segment: Segment, fixed: dict):
@@ -303,6 +307,108 @@ def _folding(prepared: PreparedProgram, segment: Segment, fixed: dict):
     return hit
 
 
+def _stack_plan(prepared: PreparedProgram, plan: Plan, segment: Segment, trails):
+    """How :func:`_shared_stack` gathers a shared segment's stacked gate matrices (cached):
+    one flat index ``(J, D, D)`` into the concatenated local matrices of the shared groups (a
+    trailing zero for the entries off the gate's block), the groups in that order, and whether
+    the constant gates after each gate (``trails``) are folded in. They are when every trailing
+    product is a permutation matrix (CX, SWAP, X, ...): ``(P M)[a] = M[pi(a)]`` permutes the
+    index's rows, which is exact; otherwise the caller multiplies by ``trails``."""
+    key = ("segment-stack", segment)
+    hit = prepared.memo.get(key)
+    if hit is not None:
+        return hit
+    n = prepared.program.num_qubits
+    ops = prepared.ops
+    where: dict[int, tuple[tuple[int, ...], int]] = {}
+    for per_row, _, members, _ in plan.groups:
+        if not per_row:
+            for g, i in enumerate(members):
+                where[i] = (members, g)
+    groups: list[tuple[int, ...]] = []
+    for p in segment.params:
+        members = where[segment.ops[p]][0]
+        if members not in groups:
+            groups.append(members)
+    offsets, size = {}, 0
+    for members in groups:
+        offsets[members] = size
+        size += len(members) * (1 << len(ops[members[0]].qubits)) ** 2
+    perms = None
+    if trails is not None:
+        host = trails.cpu().numpy()
+        nonzero = host != 0
+        if (nonzero.sum(-1) == 1).all() and (host[nonzero] == 1).all():
+            perms = nonzero.argmax(-1)  # (J, D): row a of P M is row perms[a] of M
+    blocks = []
+    for j, p in enumerate(segment.params):
+        i = segment.ops[p]
+        members, g = where[i]
+        d = 1 << len(ops[i].qubits)
+        flat, mask = embedding_indices(tuple(ops[i].qubits), n)
+        index = np.where(mask, offsets[members] + g * d * d + flat, size)
+        blocks.append(index if perms is None else index[perms[j]])
+    hit = (np.stack(blocks).reshape(-1), tuple(groups), perms is not None or trails is None)
+    prepared.memo[key] = hit
+    return hit
+
+
+def _shared_stack(prepared, plan, segment, trails, shared_local) -> torch.Tensor:
+    """A shared segment's whole-register gate matrices ``(J, D, D)``, each times the constant
+    gates after it, in one NumPy gather from the local matrices and one transfer."""
+    index, groups, folded = _stack_plan(prepared, plan, segment, trails)
+    parts = [shared_local[members].reshape(-1) for members in groups]
+    flat = np.concatenate([*parts, np.zeros(1, dtype=parts[0].dtype)])
+    dim = 1 << prepared.program.num_qubits
+    stacked = _to_torch(flat[index].reshape(-1, dim, dim), prepared)
+    if not folded:
+        stacked = trails @ stacked
+    return stacked
+
+
+def _eye(prepared: PreparedProgram) -> torch.Tensor:
+    hit = prepared.memo.get("segment-eye")
+    if hit is None:
+        dim = 1 << prepared.program.num_qubits
+        hit = torch.eye(dim, dtype=prepared.dtype, device=prepared.device)
+        prepared.memo["segment-eye"] = hit
+    return hit
+
+
+def _product_start(prepared: PreparedProgram, segment: Segment, matrices: dict, rows: int):
+    """The state after a per-row segment's first run when it is the first thing applied to
+    ``|0...0>`` and every gate of the run acts on one qubit (an angle encoding): the Kronecker
+    product of the gates' first columns, ``(R, D)``, in a few broadcast products (``None`` if
+    the run is not of that kind). The run's gates are on distinct qubits."""
+    begin, end, commuting = segment.runs[0]
+    ops = prepared.ops
+    if not commuting or segment.ops[0] != 0:
+        return None
+    columns: dict[int, torch.Tensor] = {}
+    for position in range(begin, end):
+        i = segment.ops[position]
+        if len(ops[i].qubits) != 1:
+            return None
+        columns[ops[i].qubits[0]] = matrices[i][..., :, 0]  # (R, 2) or (2,)
+    n = prepared.program.num_qubits
+    state = None
+    for q in range(n):  # qubit q is bit q: the new factor goes on the left (more significant)
+        column = columns.get(q)
+        if column is None:
+            if state is not None:
+                state = torch.cat([state, torch.zeros_like(state)], dim=-1)
+            continue
+        column = column.reshape(-1, 2)
+        if state is None:
+            state = column
+            if q:  # qubits below q are |0>: amplitude only at index 0 of their block
+                zeros = column.new_zeros((column.shape[0], 2, (1 << q) - 1))
+                state = torch.cat([column[:, :, None], zeros], dim=-1).reshape(-1, 2 << q)
+            continue
+        state = (column[:, :, None] * state[:, None, :]).reshape(-1, 2 * state.shape[-1])
+    return state.expand(rows, 1 << n) if state.shape[0] != rows else state
+
+
 def prefix_products(stacked: torch.Tensor, scan: bool) -> torch.Tensor:
     """Inclusive prefix products ``P[l] = M_l ... M_0`` of ``stacked (L, D, D)``."""
     count = stacked.shape[0]
@@ -321,7 +427,9 @@ def prefix_products(stacked: torch.Tensor, scan: bool) -> torch.Tensor:
 def forward(prepared: PreparedProgram, angles: np.ndarray, varies: np.ndarray):
     """Final states ``(R, D)`` of a batch and the :class:`SegmentTensors` of its sweep."""
     plan = _plan(prepared, varies)
-    matrices, generators, fixed, (fixed_local, spaces) = _gate_tensors(prepared, plan, angles)
+    matrices, generators, fixed, (fixed_local, spaces), shared_local = _gate_tensors(
+        prepared, plan, angles
+    )
     n = prepared.program.num_qubits
     rows, dim = angles.shape[0], 1 << n
     state = torch.zeros((1, dim), dtype=prepared.dtype, device=prepared.device)
@@ -335,16 +443,14 @@ def forward(prepared: PreparedProgram, angles: np.ndarray, varies: np.ndarray):
             if not segment.params:
                 total = lead
             else:
-                stacked = torch.stack([matrices[segment.ops[p]] for p in segment.params])
-                if trails is not None:  # each gate times the constant gates after it
-                    stacked = trails @ stacked
+                # each gate times the constant gates after it
+                stacked = _shared_stack(prepared, plan, segment, trails, shared_local)
                 if lead is not None:
                     stacked = torch.cat([lead[None], stacked])
                 products = prefix_products(stacked, scan)
                 total = products[-1]
                 if lead is None:  # nothing before the first gate
-                    eye = torch.eye(dim, dtype=prepared.dtype, device=prepared.device)
-                    products = torch.cat([eye[None], products])
+                    products = torch.cat([_eye(prepared)[None], products])
                 prefixes = products[: len(segment.params)]  # the product before each gate
                 gens = tuple(generators[segment.ops[p]] for p in segment.params)
             data.append(SharedData(state, total, prefixes, gens))
@@ -353,8 +459,22 @@ def forward(prepared: PreparedProgram, angles: np.ndarray, varies: np.ndarray):
         mats, before, gens, after = [], [], [], []
         params = set(segment.params)
         ends = {end: commuting for _, end, commuting in segment.runs}
+        skip = 0  # the first run, when it was applied as a Kronecker product of columns
+        if not data:
+            start = _product_start(prepared, segment, {**fixed_local, **matrices}, rows)
+            if start is not None:
+                skip = segment.runs[0][1]
         for position, i in enumerate(segment.ops):
             matrix = matrices.get(i, fixed_local.get(i))
+            if position < skip:  # its terms are taken after the run: no state before a gate
+                if position in params:
+                    before.append(None)
+                    gens.append(generators[i])
+                mats.append(matrix)
+                if position + 1 == skip:
+                    state = start
+                    after.append(state)
+                continue
             if position in params:
                 before.append(state)
                 gens.append(generators[i])
@@ -497,8 +617,31 @@ def gradient_terms(
     """``<bra| Gen_s |ket>`` terms ``(R, M, S_used)`` of rows ``start:stop`` (``bras``: their
     ``(R, M, D)`` co-states after the circuit) and their angle slots, as
     :func:`.sweep.gradient_terms` returns them."""
+    terms, slots, _, _ = gradient_terms_summed(
+        prepared, tensors, bras, needed, start, stop, real_only, frozenset()
+    )
+    return terms, slots
+
+
+def gradient_terms_summed(
+    prepared: PreparedProgram,
+    tensors: SegmentTensors,
+    bras: torch.Tensor,
+    needed: set[int],
+    start: int,
+    stop: int,
+    real_only: bool,
+    summed: frozenset[int],
+):
+    """:func:`gradient_terms`, except that a shared segment whose parameterized ops are all in
+    ``summed`` (gates whose terms are only needed summed over the rows: the weight gradient of
+    :class:`~.torch_layer.ExactTorchLayer`) gives its terms summed over the rows, ``(M, S')``,
+    from ``X_k = sum_r |phi_r><lambda_rk|`` (one GEMM over the rows) contracted with the
+    conjugated generators: no per-row images. Returns ``terms, slots, totals, total_slots``
+    (``totals`` ``None`` when there are none)."""
+    totals, total_slots = [], []
     if not needed:
-        return None, []
+        return None, [], None, []
     earliest = min(needed)
     n = prepared.program.num_qubits
     dim = 1 << n
@@ -512,8 +655,18 @@ def gradient_terms(
             if data.prefixes is not None and any(segment.ops[p] in needed for p in segment.params):
                 conjugated, segment_slots = _conjugated_generators(prepared, segment, data)
                 count = conjugated.shape[0]
-                wide = conjugated.permute(2, 0, 1).reshape(dim, count * dim)
                 phi = _rows(data.state_in, start, stop, 2)
+                if summed and all(segment.ops[p] in summed for p in segment.params):
+                    rows, width = lam.shape[0], lam.shape[1]
+                    if phi.shape[0] != rows:
+                        phi = phi.expand(rows, dim)
+                    # outer[k, a, b] = sum_r conj(lam[r, k, a]) phi[r, b]
+                    outer = lam.conj().permute(1, 2, 0).reshape(width * dim, rows) @ phi
+                    total = outer.view(width, dim * dim) @ conjugated.reshape(count, -1).T
+                    totals.append(total.real if real_only else total)  # (M, S')
+                    total_slots.extend(segment_slots)
+                    continue
+                wide = conjugated.permute(2, 0, 1).reshape(dim, count * dim)
                 images = (phi @ wide).view(phi.shape[0], count, dim)
                 terms.append(_overlaps(lam, images, real_only))
                 slots.extend(segment_slots)
@@ -549,6 +702,9 @@ def gradient_terms(
                 images = apply_generators_local(phi, gens, data.spaces[position], n)
                 terms.append(_overlaps(lam, images, real_only))
                 slots.extend(prepared.ops[i].slots)
+    total = None
+    if totals:
+        total = totals[0] if len(totals) == 1 else torch.cat(totals, dim=-1)
     if not terms:
-        return None, []
-    return torch.cat(terms, dim=-1), slots
+        return None, [], total, total_slots
+    return torch.cat(terms, dim=-1), slots, total, total_slots
