@@ -1184,3 +1184,48 @@ def test_segment_encoding_run_on_zero_state_is_a_product_of_columns(first):
     first_data = tensors.data[0]
     assert tensors.plan.segments[0].per_row
     assert (first_data.before[0] is None) is (first != "crx")
+
+
+def test_index_by_identity_runs_match_the_general_path():
+    """Long lists (EstimatorQNN's tiled requests) are indexed by runs of the same object; the
+    result equals the per-item path's, runs or not."""
+    from qhqcnn.engine import batching
+
+    objs = [object() for _ in range(5)]
+    rng = np.random.default_rng(3)
+    tiled = [objs[k] for k in (3, 1, 3, 0) for _ in range(300)]
+    scattered = [objs[k] for k in rng.integers(0, 5, 1500)]
+    for items in (tiled, scattered, tiled[:700]):
+        distinct, index = batching.index_by_identity(items)
+        first = {}
+        for i, item in enumerate(items):
+            first.setdefault(id(item), i)
+        order = sorted(first.values())
+        assert [id(d) for d in distinct] == [id(items[k]) for k in order]
+        expected = [order.index(first[id(item)]) for item in items]
+        np.testing.assert_array_equal(index, expected)
+
+
+def test_segment_path_with_weights_first_and_values_skipped():
+    """A shared segment on ``|0...0>`` (weights before the encoding: one real input row for
+    all) and a complex state into the per-row run; gradients without values equal those with."""
+    x, w = ParameterVector("x", 3), ParameterVector("w", 6)
+    qc = QuantumCircuit(3)
+    qc.u(w[0], w[1], w[2], 0)
+    qc.cx(0, 1)
+    qc.ry(w[3], 2)
+    for i in range(3):
+        qc.ry(x[i], i)
+    qc.rzz(w[4], 0, 2)
+    qc.rx(w[5], 1)
+    obs = z_and_x(3)
+    rows = np.random.default_rng(9).uniform(-2, 2, (4, qc.num_parameters))
+    share_weights(qc, rows)
+    _, tensors = _segments_equal_blocks(qc, obs, rows)
+    assert [s.per_row for s in tensors.plan.segments] == [False, True, False]
+    assert tensors.data[0].state_real and not tensors.data[1].after_real[0]
+    program, sums = compile_circuit(qc), [pauli_sum(o) for o in obs]
+    sim = StatevectorSimulator()
+    full = sim.run(program, rows, sums, None, True)
+    bare = sim.run(program, rows, sums, None, True, with_values=False)
+    np.testing.assert_array_equal(full.gradients, bare.gradients)

@@ -138,7 +138,14 @@ class FastEstimatorGradient(InlineGradient):
 
         real_only = self._derivative_type == DerivativeType.REAL
         sweep = self._simulator.run(
-            program, rows, sums, pairs, gradient=True, slot_mask=slot_mask, real_only=real_only
+            program,
+            rows,
+            sums,
+            pairs,
+            gradient=True,
+            slot_mask=slot_mask,
+            real_only=real_only,
+            with_values=False,
         )
         full = sweep.gradients[row_of, column]  # (G, P)
         if self._derivative_type == DerivativeType.IMAG:

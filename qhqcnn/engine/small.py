@@ -81,6 +81,7 @@ class SharedData:
     total: torch.Tensor
     prefixes: torch.Tensor | None
     generators: tuple[torch.Tensor, ...]
+    state_real: bool = False  # whether the input state is known to be real
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,6 +95,7 @@ class PerRowData:
     before: tuple[torch.Tensor, ...]
     generators: tuple[torch.Tensor, ...]
     after: tuple[torch.Tensor | None, ...]  # the state after each commuting run
+    after_real: tuple[bool, ...] = ()  # per run: whether its state after is known to be real
 
 
 @dataclass(frozen=True, eq=False)
@@ -256,9 +258,12 @@ def _gate_tensors(prepared: PreparedProgram, plan: Plan, angles: np.ndarray):
     matrices: dict[int, torch.Tensor] = {}
     generators: dict[int, torch.Tensor] = {}
     shared_local: dict[tuple[int, ...], np.ndarray] = {}  # shared groups: (G, d, d) on the host
+    real = set(_real_fixed(prepared))  # ops whose matrices are real on every row (RY, CX, ...)
     for per_row, model, members, slots in plan.groups:
         group_angles = angles[:, slots] if per_row else angles[:1, slots]  # (R', G, A)
         host = model.matrices(group_angles)  # (R', G, d, d)
+        if not host.imag.any():
+            real.update(members)
         gens = None
         if members[0] not in constant:
             gens = _to_torch(model.generators(group_angles), prepared)  # (R', G, A, d, d)
@@ -273,7 +278,16 @@ def _gate_tensors(prepared: PreparedProgram, plan: Plan, angles: np.ndarray):
         shared_local[members] = host
         for g, i in enumerate(members):  # generators stay on the gate's qubits (A, d, d)
             generators[i] = prepared.constant_generators[i] if gens is None else gens[0, g]
-    return matrices, generators, fixed, (fixed_local, spaces), shared_local
+    return matrices, generators, fixed, (fixed_local, spaces), shared_local, real
+
+
+def _real_fixed(prepared: PreparedProgram) -> frozenset[int]:
+    """The constant gates with real matrices (cached)."""
+    hit = prepared.memo.get("segment-real-fixed")
+    if hit is None:
+        hit = frozenset(i for i, m in prepared.fixed.items() if not bool(m.imag.any()))
+        prepared.memo["segment-real-fixed"] = hit
+    return hit
 
 
 def _folding(prepared: PreparedProgram, segment: Segment, fixed: dict):
@@ -427,9 +441,10 @@ def prefix_products(stacked: torch.Tensor, scan: bool) -> torch.Tensor:
 def forward(prepared: PreparedProgram, angles: np.ndarray, varies: np.ndarray):
     """Final states ``(R, D)`` of a batch and the :class:`SegmentTensors` of its sweep."""
     plan = _plan(prepared, varies)
-    matrices, generators, fixed, (fixed_local, spaces), shared_local = _gate_tensors(
+    matrices, generators, fixed, (fixed_local, spaces), shared_local, real_ops = _gate_tensors(
         prepared, plan, angles
     )
+    real = True  # whether the state is real so far (known from the gates' matrices)
     n = prepared.program.num_qubits
     rows, dim = angles.shape[0], 1 << n
     state = torch.zeros((1, dim), dtype=prepared.dtype, device=prepared.device)
@@ -453,10 +468,11 @@ def forward(prepared: PreparedProgram, angles: np.ndarray, varies: np.ndarray):
                     products = torch.cat([_eye(prepared)[None], products])
                 prefixes = products[: len(segment.params)]  # the product before each gate
                 gens = tuple(generators[segment.ops[p]] for p in segment.params)
-            data.append(SharedData(state, total, prefixes, gens))
+            data.append(SharedData(state, total, prefixes, gens, real))
             state = state @ total.T
+            real = real and all(i in real_ops for i in segment.ops)
             continue
-        mats, before, gens, after = [], [], [], []
+        mats, before, gens, after, after_real = [], [], [], [], []
         params = set(segment.params)
         ends = {end: commuting for _, end, commuting in segment.runs}
         skip = 0  # the first run, when it was applied as a Kronecker product of columns
@@ -471,9 +487,11 @@ def forward(prepared: PreparedProgram, angles: np.ndarray, varies: np.ndarray):
                     before.append(None)
                     gens.append(generators[i])
                 mats.append(matrix)
+                real = real and i in real_ops
                 if position + 1 == skip:
                     state = start
                     after.append(state)
+                    after_real.append(real)
                 continue
             if position in params:
                 before.append(state)
@@ -482,11 +500,20 @@ def forward(prepared: PreparedProgram, angles: np.ndarray, varies: np.ndarray):
                 state = state.expand(rows, dim)
             state = apply_local(state[:, None], matrix, spaces[i], n)[:, 0]
             mats.append(matrix)
+            real = real and i in real_ops
             if position + 1 in ends:
                 after.append(state if ends[position + 1] else None)
+                after_real.append(real)
         segment_spaces = tuple(spaces[i] for i in segment.ops)
         data.append(
-            PerRowData(segment_spaces, tuple(mats), tuple(before), tuple(gens), tuple(after))
+            PerRowData(
+                segment_spaces,
+                tuple(mats),
+                tuple(before),
+                tuple(gens),
+                tuple(after),
+                tuple(after_real),
+            )
         )
     psi = state.expand(rows, dim)
     return psi, SegmentTensors(plan, tuple(data), angles)
@@ -594,6 +621,44 @@ def _run_generators(prepared: PreparedProgram, segment: Segment, run: int):
     return hit
 
 
+def _run_real_wide(prepared: PreparedProgram, segment: Segment, run: int, real_ket: bool):
+    """:func:`_real_wide` of a commuting run's generators (cached)."""
+    key = ("segment-run-real", segment, run, real_ket)
+    hit = prepared.memo.get(key)
+    if hit is None:
+        wide, slots = _run_generators(prepared, segment, run)
+        dim = wide.shape[0]
+        stacked = wide.reshape(dim, len(slots), dim).permute(1, 2, 0)  # (S, a, b)
+        hit = prepared.memo[key] = _real_wide(stacked, real_ket)
+    return hit
+
+
+def _real_wide(generators: torch.Tensor, real_ket: bool) -> torch.Tensor:
+    """Whole-register ``generators (S, D, D)`` as one real matrix taking a ket's ``[Re, Im]``
+    entries (``(D, ...)``: only its real part, for a real ket) to the ``[Re, Im]`` parts of all
+    its images, columns ordered ``(a, part, s)``: the image GEMM then gives ``(R, 2D, S)``,
+    the layout of the overlap product (contiguous, no transposed operand)."""
+    dim = generators.shape[-1]
+    real = torch.view_as_real(generators.resolve_conj()).permute(2, 1, 3, 0)  # (b, a, part, s)
+    if real_ket:
+        return real.reshape(dim, -1)
+    imag = torch.view_as_real(1j * generators.resolve_conj()).permute(2, 1, 3, 0)  # i Im(ket)
+    return torch.stack([real, imag], dim=1).reshape(2 * dim, -1)
+
+
+def _real_terms(bras: torch.Tensor, ket: torch.Tensor, wide: torch.Tensor, real_ket: bool):
+    """``Re <bras[r, k]| G_s |ket_r>`` ``(R, M, S)`` for ``wide = _real_wide(G, real_ket)``:
+    one real GEMM for the images (half the work of a complex one for a real ket, e.g. after an
+    RY encoding) and one batched real product; ``ket`` may have one row for all."""
+    x = ket.real if real_ket else torch.view_as_real(ket.resolve_conj()).flatten(-2)
+    images = (x @ wide).view(x.shape[0], bras.shape[-1] * 2, -1)  # (R', 2D, S)
+    left = torch.view_as_real(bras.resolve_conj()).flatten(-2)  # (R, M, 2D)
+    if images.shape[0] == 1 and left.shape[0] != 1:
+        rows, width = left.shape[0], left.shape[1]
+        return (left.reshape(rows * width, -1) @ images[0]).view(rows, width, -1)
+    return left @ images
+
+
 def _overlaps(bras: torch.Tensor, images: torch.Tensor, real_only: bool) -> torch.Tensor:
     """``t[r, k, s] = sum_a conj(bras[r, k, a]) images[r, s, a]`` (its real part if asked);
     ``images`` may have one row for all."""
@@ -666,9 +731,13 @@ def gradient_terms_summed(
                     totals.append(total.real if real_only else total)  # (M, S')
                     total_slots.extend(segment_slots)
                     continue
-                wide = conjugated.permute(2, 0, 1).reshape(dim, count * dim)
-                images = (phi @ wide).view(phi.shape[0], count, dim)
-                terms.append(_overlaps(lam, images, real_only))
+                if real_only:
+                    real_ket = data.state_real
+                    terms.append(_real_terms(lam, phi, _real_wide(conjugated, real_ket), real_ket))
+                else:
+                    wide = conjugated.permute(2, 0, 1).reshape(dim, count * dim)
+                    images = (phi @ wide).view(phi.shape[0], count, dim)
+                    terms.append(_overlaps(lam, images, real_only))
                 slots.extend(segment_slots)
             continue
         params = dict(zip(segment.params, range(len(segment.params)), strict=True))
@@ -680,8 +749,13 @@ def gradient_terms_summed(
                 wide, run_slots = _run_generators(prepared, segment, run)
                 if wide is not None:
                     phi = _rows(data.after[run], start, stop, 2)
-                    images = (phi @ wide).view(phi.shape[0], len(run_slots), dim)
-                    terms.append(_overlaps(lam, images, real_only))
+                    if real_only:
+                        real_ket = data.after_real[run]
+                        real_wide = _run_real_wide(prepared, segment, run, real_ket)
+                        terms.append(_real_terms(lam, phi, real_wide, real_ket))
+                    else:
+                        images = (phi @ wide).view(phi.shape[0], len(run_slots), dim)
+                        terms.append(_overlaps(lam, images, real_only))
                     slots.extend(run_slots)
                 if segment.ops[begin] <= earliest:  # nothing before the run needs a term
                     break
