@@ -1229,3 +1229,39 @@ def test_segment_path_with_weights_first_and_values_skipped():
     full = sim.run(program, rows, sums, None, True)
     bare = sim.run(program, rows, sums, None, True, with_values=False)
     np.testing.assert_array_equal(full.gradients, bare.gradients)
+
+
+def test_gradient_rows_are_a_list_numpy_reads_without_a_copy():
+    """``FastEstimatorGradient`` returns its rows as a list that ``np.asarray`` turns back into
+    the gradient array (no per-row loop); changing the list drops that array."""
+    from qhqcnn.engine.gradient import GradientRows
+
+    array = np.arange(12.0).reshape(4, 3)
+    rows = GradientRows(array)
+    assert isinstance(rows, list) and len(rows) == 4
+    assert np.asarray(rows) is array and np.array(rows) is not array
+    np.testing.assert_array_equal(np.asarray(rows, dtype=np.float32), array)
+    rows[0] = np.ones(3)
+    np.testing.assert_array_equal(np.asarray(rows)[0], np.ones(3))
+    assert array[0, 0] == 0
+    rows = GradientRows(array)
+    rows.append(np.full(3, 7.0))
+    assert np.asarray(rows).shape == (5, 3)
+    qc, x, w = mixed_layer_circuit(4)
+    inputs = np.random.default_rng(5).uniform(-1, 1, (3, 4))
+    weights = np.random.default_rng(6).uniform(-1, 1, len(w))
+    observables = [SparsePauliOp("ZIII")] * 3 + [SparsePauliOp("IXII")] * 3
+    values = np.tile(_rows_for(qc, inputs, weights), (2, 1))
+    result = FastEstimatorGradient().run([qc] * 6, observables, values).result()
+    assert isinstance(result.gradients, GradientRows)
+    np.testing.assert_array_equal(np.asarray(result.gradients), np.array(list(result.gradients)))
+
+
+def _rows_for(qc, inputs, weights):
+    names = [p.name for p in qc.parameters]
+    rows = np.empty((len(inputs), len(names)))
+    for j, name in enumerate(names):
+        kind, index = name.split("[")
+        index = int(index[:-1])
+        rows[:, j] = inputs[:, index] if kind == "x" else weights[index]
+    return rows

@@ -156,7 +156,7 @@ class FastEstimatorGradient(InlineGradient):
             extra = {"derivative_type": DerivativeType.COMPLEX}
         if len(selections) == 1:  # one metadata dict, shared by all rows
             chosen, cols = selections[0]
-            grads = list(full if cols is None else full[:, cols])
+            grads = GradientRows(full if cols is None else full[:, cols])
             return grads, [{"parameters": chosen, **extra}] * len(grads)
         grads, meta = [], []
         for i, k in enumerate(choice_of.tolist()):
@@ -164,6 +164,55 @@ class FastEstimatorGradient(InlineGradient):
             grads.append(full[i] if cols is None else full[i, cols])
             meta.append({"parameters": chosen, **extra})
         return grads, meta
+
+
+class GradientRows(list):
+    """The rows of a ``(G, P)`` gradient array as a list (what ``EstimatorGradientResult``
+    holds), which NumPy converts back to that array without a copy: ``EstimatorQNN`` calls
+    ``np.asarray(result.gradients)`` on every backward pass, which for a plain list of ``G``
+    rows is a per-row loop. Any change to the list itself drops the array (the rows are views
+    of it, so changes to their entries are seen by both)."""
+
+    __slots__ = ("_array",)
+
+    def __init__(self, array: np.ndarray) -> None:
+        super().__init__(array)
+        self._array = array
+
+    def __array__(self, dtype=None, copy=None):
+        array = self._array
+        if array is None or len(array) != len(self):
+            array = np.array(list(self))
+        if dtype is not None:
+            array = array.astype(dtype, copy=False)
+        return array.copy() if copy else array
+
+
+def _drops_array(method):
+    def wrapper(self, *args, **kwargs):
+        self._array = None
+        return method(self, *args, **kwargs)
+
+    wrapper.__name__ = method.__name__
+    return wrapper
+
+
+for _name in (
+    "__setitem__",
+    "__delitem__",
+    "__iadd__",
+    "__imul__",
+    "append",
+    "extend",
+    "insert",
+    "pop",
+    "remove",
+    "clear",
+    "sort",
+    "reverse",
+):
+    setattr(GradientRows, _name, _drops_array(getattr(list, _name)))
+del _name
 
 
 def _tiled_rows(values: np.ndarray, obs_of: np.ndarray, num_obs: int):
