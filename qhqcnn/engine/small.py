@@ -6,14 +6,20 @@ gate sequence into *segments*: maximal runs of gates that are the same on every 
 weights and constant gates) and runs of gates whose angles differ between rows (*per-row*: the
 input encoding).
 
-* A shared segment is one ``2**n x 2**n`` matrix per parameterized gate (the constant gates after
-  it folded in, cached), reduced by a parallel prefix product (``log2 J`` batched products; a
-  plain loop from 5 qubits on, where the scan's extra work outweighs its fewer calls). The state
+* A shared segment is one ``2**n x 2**n`` matrix per parameterized gate (gathered in NumPy
+  from the gates' local matrices; constant gates after it folded in: permutations by permuting
+  the gather, others by a product), reduced by a loop of small NumPy products on the host (at
+  ``2**n <= 32`` cheaper than batched torch products) and moved in one transfer. The state
   after it is one GEMM. Its gradient terms are ``<lambda| E_j^dagger Gen_s E_j |phi>`` for the
   state ``phi`` and co-state ``lambda`` before the segment and ``E_j`` the product before gate
   ``j``: the conjugated generators of all its angles come from a few batched products (for a
   single-qubit gate from the Gram matrix of ``E_j``'s two row blocks, shared by the gate's
-  angles), their images of the states from one GEMM and the terms from one contraction.
+  angles), their images of the states from one real GEMM (half of one for a real ``phi``,
+  e.g. after an RY encoding; realness is known from the gates) and the terms from one batched
+  real product. For :class:`~.torch_layer.ExactTorchLayer` the terms of weight-only gates are
+  summed over the rows (``sum_r |phi_r><lambda_r|``, one GEMM) instead.
+* A first per-row run of one-qubit gates on ``|0...0>`` (an angle encoding) is the Kronecker
+  product of the gates' first columns.
 * A per-row segment is applied gate by gate to the states, each gate as its own small matrix on
   a view of the states (:func:`local_space`: no whole-register matrix per row). It is cut into
   runs; in a *commuting* run (gates on disjoint qubits whose generators commute with the gate:
@@ -43,8 +49,6 @@ DEFAULT_SMALL_MAX_QUBITS = 5
 #: Largest size (bytes) of the states kept before the per-row gates of a batch; beyond it the
 #: simulator falls back to the block path.
 PER_ROW_BYTES = 1 << 28
-#: Shared segments are reduced by a parallel prefix product up to this many qubits (a loop above).
-SCAN_MAX_QUBITS = 4
 
 
 @dataclass(frozen=True, eq=False)
@@ -367,25 +371,37 @@ def _stack_plan(prepared: PreparedProgram, plan: Plan, segment: Segment, trails)
     return hit
 
 
-def _shared_stack(prepared, plan, segment, trails, shared_local) -> torch.Tensor:
-    """A shared segment's whole-register gate matrices ``(J, D, D)``, each times the constant
-    gates after it, in one NumPy gather from the local matrices and one transfer."""
+def _shared_prefixes(prepared, plan, segment, lead, trails, shared_local) -> torch.Tensor:
+    """A shared segment's products on the host, ``(J + 1, D, D)``: entry ``j`` is the product
+    of everything before its parameterized gate ``j`` (the identity, or the constant gates
+    before the first gate), the last one the whole segment. The gate matrices (each times the
+    constant gates after it) come from one NumPy gather of the local matrices; at ``2**n <= 32``
+    a loop of small NumPy products costs less than batched torch products. One transfer."""
     index, groups, folded = _stack_plan(prepared, plan, segment, trails)
     parts = [shared_local[members].reshape(-1) for members in groups]
     flat = np.concatenate([*parts, np.zeros(1, dtype=parts[0].dtype)])
     dim = 1 << prepared.program.num_qubits
-    stacked = _to_torch(flat[index].reshape(-1, dim, dim), prepared)
+    stacked = flat[index].reshape(-1, dim, dim)
+    lead_host, trails_host = _host_folding(prepared, segment, lead, trails)
     if not folded:
-        stacked = trails @ stacked
-    return stacked
+        stacked = np.matmul(trails_host, stacked)
+    out = np.empty((stacked.shape[0] + 1, dim, dim), dtype=stacked.dtype)
+    out[0] = np.eye(dim) if lead_host is None else lead_host
+    for j, matrix in enumerate(stacked):
+        np.matmul(matrix, out[j], out=out[j + 1])
+    return _to_torch(out, prepared)
 
 
-def _eye(prepared: PreparedProgram) -> torch.Tensor:
-    hit = prepared.memo.get("segment-eye")
+def _host_folding(prepared: PreparedProgram, segment: Segment, lead, trails):
+    """:func:`_folding`'s products as complex128 NumPy arrays (cached)."""
+    key = ("segment-folding-host", segment)
+    hit = prepared.memo.get(key)
     if hit is None:
-        dim = 1 << prepared.program.num_qubits
-        hit = torch.eye(dim, dtype=prepared.dtype, device=prepared.device)
-        prepared.memo["segment-eye"] = hit
+        hit = tuple(
+            None if item is None else item.cpu().to(torch.complex128).numpy()
+            for item in (lead, trails)
+        )
+        prepared.memo[key] = hit
     return hit
 
 
@@ -423,21 +439,6 @@ def _product_start(prepared: PreparedProgram, segment: Segment, matrices: dict, 
     return state.expand(rows, 1 << n) if state.shape[0] != rows else state
 
 
-def prefix_products(stacked: torch.Tensor, scan: bool) -> torch.Tensor:
-    """Inclusive prefix products ``P[l] = M_l ... M_0`` of ``stacked (L, D, D)``."""
-    count = stacked.shape[0]
-    if scan:  # Hillis-Steele: after the step of stride d, P[l] is the product of M_l..M_{l-2d+1}
-        out, stride = stacked, 1
-        while stride < count:
-            out = torch.cat([out[:stride], out[stride:] @ out[:-stride]])
-            stride *= 2
-        return out
-    products = [stacked[0]]
-    for matrix in stacked[1:]:
-        products.append(matrix @ products[-1])
-    return torch.stack(products)
-
-
 def forward(prepared: PreparedProgram, angles: np.ndarray, varies: np.ndarray):
     """Final states ``(R, D)`` of a batch and the :class:`SegmentTensors` of its sweep."""
     plan = _plan(prepared, varies)
@@ -450,7 +451,6 @@ def forward(prepared: PreparedProgram, angles: np.ndarray, varies: np.ndarray):
     state = torch.zeros((1, dim), dtype=prepared.dtype, device=prepared.device)
     state[0, 0] = 1
     data: list[SharedData | PerRowData] = []
-    scan = n <= SCAN_MAX_QUBITS
     for segment in plan.segments:
         if not segment.per_row:
             lead, trails = _folding(prepared, segment, fixed)
@@ -458,15 +458,9 @@ def forward(prepared: PreparedProgram, angles: np.ndarray, varies: np.ndarray):
             if not segment.params:
                 total = lead
             else:
-                # each gate times the constant gates after it
-                stacked = _shared_stack(prepared, plan, segment, trails, shared_local)
-                if lead is not None:
-                    stacked = torch.cat([lead[None], stacked])
-                products = prefix_products(stacked, scan)
+                products = _shared_prefixes(prepared, plan, segment, lead, trails, shared_local)
                 total = products[-1]
-                if lead is None:  # nothing before the first gate
-                    products = torch.cat([_eye(prepared)[None], products])
-                prefixes = products[: len(segment.params)]  # the product before each gate
+                prefixes = products[:-1]  # the product before each gate
                 gens = tuple(generators[segment.ops[p]] for p in segment.params)
             data.append(SharedData(state, total, prefixes, gens, real))
             state = state @ total.T
