@@ -1265,3 +1265,16 @@ def _rows_for(qc, inputs, weights):
         index = int(index[:-1])
         rows[:, j] = inputs[:, index] if kind == "x" else weights[index]
     return rows
+
+
+def test_observable_blocks_only_accept_tiled_requests():
+    from qhqcnn.engine.gradient import _observable_blocks
+
+    a, b, c = SparsePauliOp("Z"), SparsePauliOp("X"), SparsePauliOp("Y")
+    assert _observable_blocks([a, a, b, b, c, c]) == [a, b, c]
+    assert _observable_blocks([a] * 5) == [a]
+    assert _observable_blocks([a, b, a, b, a, b]) is None  # interleaved
+    assert _observable_blocks([a, a, b, b, a, a]) is None  # a repeated block
+    assert _observable_blocks([a, a, b, b, b, c]) is None
+    assert _observable_blocks([a, b, b]) is None
+    assert _observable_blocks([]) is None

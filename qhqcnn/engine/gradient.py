@@ -117,13 +117,19 @@ class FastEstimatorGradient(InlineGradient):
     def _circuit_gradients(self, circuit, observables, values, parameters):
         """Gradients and metadata for rows that all use ``circuit``."""
         program = compile_circuit(circuit)
-        distinct_obs, obs_of = index_by_identity(observables)
+        blocks = _observable_blocks(observables)
+        if blocks is not None:
+            distinct_obs, obs_of = blocks, None
+        else:
+            distinct_obs, obs_of = index_by_identity(observables)
         sums = [pauli_sum(obs) for obs in distinct_obs]
         tiled = _tiled_rows(values, obs_of, len(sums))
         if tiled is not None:  # EstimatorQNN: the same rows once per observable, in blocks
             rows, row_of = tiled
             pairs, column = None, obs_of
         else:
+            if obs_of is None:
+                obs_of = np.repeat(np.arange(len(blocks)), len(observables) // len(blocks))
             rows, row_of = unique_rows(values)
             pairs, column = pair_layout(row_of, obs_of, rows.shape[0], len(sums))
 
@@ -147,7 +153,10 @@ class FastEstimatorGradient(InlineGradient):
             real_only=real_only,
             with_values=False,
         )
-        full = sweep.gradients[row_of, column]  # (G, P)
+        if row_of is None:  # tiled: row k * B + r is row r's gradient of observable k
+            full = sweep.gradients.transpose(1, 0, 2).reshape(-1, sweep.gradients.shape[-1])
+        else:
+            full = sweep.gradients[row_of, column]  # (G, P)
         if self._derivative_type == DerivativeType.IMAG:
             full = full.imag
 
@@ -215,21 +224,44 @@ for _name in (
 del _name
 
 
-def _tiled_rows(values: np.ndarray, obs_of: np.ndarray, num_obs: int):
+def _observable_blocks(observables: Sequence) -> list | None:
+    """The distinct observables when ``observables`` is ``K`` equal-length blocks, block ``k``
+    repeating one object (each block a different one): how ``EstimatorQNN`` tiles its request;
+    else ``None``. Checked by identity with C-level list operations."""
+    count = len(observables)
+    if count == 0 or not isinstance(observables, list):
+        return None
+    ids = list(map(id, observables))
+    block = ids.count(ids[0])
+    if count % block:
+        return None
+    heads = ids[::block]
+    if len(set(heads)) != len(heads):
+        return None
+    for k, head in enumerate(heads):
+        if ids[k * block : (k + 1) * block].count(head) != block:
+            return None
+    return observables[::block]
+
+
+def _tiled_rows(values: np.ndarray, obs_of: np.ndarray | None, num_obs: int):
     """``(rows, row_of)`` when the request is ``K`` blocks of the same ``B`` rows with block ``k``
-    asking for observable ``k`` (how ``EstimatorQNN`` tiles its batch), else ``None``."""
+    asking for observable ``k`` (how ``EstimatorQNN`` tiles its batch), else ``None``
+    (``obs_of`` ``None``: the observables are known to be in such blocks; ``row_of`` is then
+    ``None`` too: row ``k * B + r`` is row ``r``)."""
     count = values.shape[0]
     if num_obs < 1 or count % num_obs:
         return None
     block = count // num_obs
-    if block == 0 or not np.array_equal(obs_of, np.repeat(np.arange(num_obs), block)):
+    if block == 0:
+        return None
+    if obs_of is not None and not np.array_equal(obs_of, np.repeat(np.arange(num_obs), block)):
         return None
     rows = values[:block]
-    if num_obs > 1 and not np.array_equal(
-        values.reshape(num_obs, block, -1), np.broadcast_to(rows, (num_obs,) + rows.shape)
-    ):
+    if num_obs > 1 and not (values.reshape(num_obs, block, -1) == rows).all():
         return None
-    return np.ascontiguousarray(rows, dtype=float), np.tile(np.arange(block), num_obs)
+    rows = np.ascontiguousarray(rows, dtype=float)
+    return rows, None if obs_of is None else np.tile(np.arange(block), num_obs)
 
 
 def _selection(chosen, circuit, names) -> tuple[Sequence[Parameter], np.ndarray | None]:
