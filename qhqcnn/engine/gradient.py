@@ -321,13 +321,18 @@ def validate_gradient_arguments(circuits, observables, parameter_values, paramet
             )
         group = indices if len(distinct) > 1 else slice(None)
         obs_group = observables if len(distinct) == 1 else [observables[i] for i in group]
-        for obs in dict(zip(map(id, obs_group), obs_group, strict=True)).values():
+        blocks = _observable_blocks(obs_group)
+        if blocks is None:
+            blocks = dict(zip(map(id, obs_group), obs_group, strict=True)).values()
+        for obs in blocks:
             if obs.num_qubits != circuit.num_qubits:
                 raise ValueError(
                     f"The number of qubits of the {first}-th circuit ({circuit.num_qubits}) does "
                     f"not match the number of qubits of an observable ({obs.num_qubits})."
                 )
         param_group = parameters if len(distinct) == 1 else [parameters[i] for i in group]
+        if all(chosen is None for chosen in param_group):  # no selection (by identity)
+            continue
         distinct_params = dict(zip(map(id, param_group), param_group, strict=True)).values()
         if all(chosen is None for chosen in distinct_params):
             continue
