@@ -1074,3 +1074,207 @@ def test_torch_gate_builders_match_the_numpy_models():
         np.testing.assert_allclose(
             torch_gates.generators(model, tensor).numpy(), model.generators(angles), atol=1e-14
         )
+
+
+@pytest.mark.parametrize("num_qubits", [4, 5])
+def test_quantum_layer_segment_path_row_sums_weight_terms(num_qubits, monkeypatch):
+    """On the segment path (at most ``small_max_qubits`` qubits) a shared segment of weight-only
+    gates gives its terms summed over the rows; the layer's gradients equal the EstimatorQNN
+    Jacobian contracted with the upstream gradient and the block path's."""
+    qc, x, w = mixed_layer_circuit(num_qubits)
+    obs = z_and_x(num_qubits)
+    rng = np.random.default_rng(100 + num_qubits)
+    inputs = rng.uniform(-2, 2, (6, len(x)))
+    weights = rng.uniform(-2, 2, len(w))
+    qnn = engine_qnn(qc, obs, x, w, FastEstimator(small_max_qubits=0))
+    values = qnn.forward(inputs, weights)
+    input_jac, weight_jac = qnn.backward(inputs, weights)
+    upstream = rng.normal(size=values.shape)
+    seen = []
+    original = engine_small.gradient_terms_summed
+
+    def spy(*args):
+        out = original(*args)
+        seen.append(out[2] is not None)
+        return out
+
+    monkeypatch.setattr(engine_small, "gradient_terms_summed", spy)
+    layer = ExactTorchLayer(qc, obs, x, w, initial_weights=weights)
+    out, input_grad, weight_grad = layer_step(layer, inputs, upstream)
+    assert seen == [True]  # the segment path, with row-summed terms
+    blocks = ExactTorchLayer(qc, obs, x, w, initial_weights=weights, small_max_qubits=0)
+    for ours, theirs in zip(
+        (out, input_grad, weight_grad), layer_step(blocks, inputs, upstream), strict=True
+    ):
+        np.testing.assert_allclose(ours, theirs, atol=1e-12)
+    np.testing.assert_allclose(out, values, atol=1e-12)
+    np.testing.assert_allclose(input_grad, np.einsum("bm,bmp->bp", upstream, input_jac), atol=1e-12)
+    np.testing.assert_allclose(
+        weight_grad, np.einsum("bm,bmp->p", upstream, weight_jac), atol=1e-12
+    )
+
+
+def _segments_equal_blocks(qc, obs, rows):
+    """Run ``qc`` on the segment and on the block path: values and gradients (real and complex)
+    equal at 1e-12; returns the segment trace."""
+    program = compile_circuit(qc)
+    sums = [pauli_sum(o) for o in obs]
+    segments, blocks = StatevectorSimulator(), StatevectorSimulator(small_max_qubits=0)
+    for real_only in (True, False):
+        ours = segments.run(program, rows, sums, None, True, real_only=real_only)
+        theirs = blocks.run(program, rows, sums, None, True, real_only=real_only)
+        np.testing.assert_allclose(ours.values, theirs.values, atol=1e-12)
+        np.testing.assert_allclose(ours.gradients, theirs.gradients, atol=1e-12)
+    np.testing.assert_allclose(ours.values, statevector_values(qc, obs, rows), atol=TOL)
+    prepared = segments.prepare(program)
+    return prepared, segments._forward(prepared, rows).tensors
+
+
+@pytest.mark.parametrize("permutation", [True, False])
+def test_segment_stack_folds_permutations_only(permutation):
+    """A shared segment's gate matrices are gathered with the constant gates after each folded
+    in when those are permutations (CX, SWAP, X); other constant gates (H, S) are multiplied."""
+    x, w = ParameterVector("x", 3), ParameterVector("w", 9)
+    qc = QuantumCircuit(3)
+    for i in range(3):
+        qc.ry(x[i], i)
+    for i in range(3):
+        qc.u(w[3 * i], w[3 * i + 1], w[3 * i + 2], i)
+        if permutation:
+            qc.cx(i, (i + 1) % 3)
+            qc.x(i)
+        else:
+            qc.h(i)
+            qc.s((i + 1) % 3)
+    qc.swap(0, 2)
+    qc.rzz(w[0], 0, 1)
+    obs = z_and_x(3)
+    rows = np.random.default_rng(7).uniform(-2, 2, (4, qc.num_parameters))
+    share_weights(qc, rows)
+    prepared, tensors = _segments_equal_blocks(qc, obs, rows)
+    shared = [s for s in tensors.plan.segments if not s.per_row]
+    assert len(shared) == 1
+    assert prepared.memo[("segment-stack", shared[0])][2] is permutation
+
+
+@pytest.mark.parametrize("first", ["ry_gap", "ry_const", "crx"])
+def test_segment_encoding_run_on_zero_state_is_a_product_of_columns(first):
+    """A first run of one-qubit gates on ``|0...0>`` (an angle encoding, qubits without a gate
+    included) is built as a Kronecker product of the gates' first columns; a run with a
+    two-qubit gate is applied gate by gate. Both equal the block path."""
+    x, w = ParameterVector("x", 3), ParameterVector("w", 6)
+    qc = QuantumCircuit(4)
+    if first == "crx":
+        qc.crx(x[0], 0, 2)
+    else:
+        qc.ry(x[0], 1)
+        if first == "ry_const":
+            qc.h(0)
+            qc.ry(x[2], 0)
+    qc.rx(x[1], 3)
+    qc.cx(1, 2)
+    qc.u(w[0], w[1], w[2], 2)
+    qc.cx(2, 3)
+    qc.u(w[3], w[4], w[5], 1)
+    qc.ry(x[0] + x[1], 2)
+    obs = z_and_x(4)
+    rows = np.random.default_rng(8).uniform(-2, 2, (5, qc.num_parameters))
+    share_weights(qc, rows)
+    _, tensors = _segments_equal_blocks(qc, obs, rows)
+    first_data = tensors.data[0]
+    assert tensors.plan.segments[0].per_row
+    assert (first_data.before[0] is None) is (first != "crx")
+
+
+def test_index_by_identity_runs_match_the_general_path():
+    """Long lists (EstimatorQNN's tiled requests) are indexed by runs of the same object; the
+    result equals the per-item path's, runs or not."""
+    from qhqcnn.engine import batching
+
+    objs = [object() for _ in range(5)]
+    rng = np.random.default_rng(3)
+    tiled = [objs[k] for k in (3, 1, 3, 0) for _ in range(300)]
+    scattered = [objs[k] for k in rng.integers(0, 5, 1500)]
+    for items in (tiled, scattered, tiled[:700]):
+        distinct, index = batching.index_by_identity(items)
+        first = {}
+        for i, item in enumerate(items):
+            first.setdefault(id(item), i)
+        order = sorted(first.values())
+        assert [id(d) for d in distinct] == [id(items[k]) for k in order]
+        expected = [order.index(first[id(item)]) for item in items]
+        np.testing.assert_array_equal(index, expected)
+
+
+def test_segment_path_with_weights_first_and_values_skipped():
+    """A shared segment on ``|0...0>`` (weights before the encoding: one real input row for
+    all) and a complex state into the per-row run; gradients without values equal those with."""
+    x, w = ParameterVector("x", 3), ParameterVector("w", 6)
+    qc = QuantumCircuit(3)
+    qc.u(w[0], w[1], w[2], 0)
+    qc.cx(0, 1)
+    qc.ry(w[3], 2)
+    for i in range(3):
+        qc.ry(x[i], i)
+    qc.rzz(w[4], 0, 2)
+    qc.rx(w[5], 1)
+    obs = z_and_x(3)
+    rows = np.random.default_rng(9).uniform(-2, 2, (4, qc.num_parameters))
+    share_weights(qc, rows)
+    _, tensors = _segments_equal_blocks(qc, obs, rows)
+    assert [s.per_row for s in tensors.plan.segments] == [False, True, False]
+    assert tensors.data[0].state_real and not tensors.data[1].after_real[0]
+    program, sums = compile_circuit(qc), [pauli_sum(o) for o in obs]
+    sim = StatevectorSimulator()
+    full = sim.run(program, rows, sums, None, True)
+    bare = sim.run(program, rows, sums, None, True, with_values=False)
+    np.testing.assert_array_equal(full.gradients, bare.gradients)
+
+
+def test_gradient_rows_are_a_list_numpy_reads_without_a_copy():
+    """``FastEstimatorGradient`` returns its rows as a list that ``np.asarray`` turns back into
+    the gradient array (no per-row loop); changing the list drops that array."""
+    from qhqcnn.engine.gradient import GradientRows
+
+    array = np.arange(12.0).reshape(4, 3)
+    rows = GradientRows(array)
+    assert isinstance(rows, list) and len(rows) == 4
+    assert np.asarray(rows) is array and np.array(rows) is not array
+    np.testing.assert_array_equal(np.asarray(rows, dtype=np.float32), array)
+    rows[0] = np.ones(3)
+    np.testing.assert_array_equal(np.asarray(rows)[0], np.ones(3))
+    assert array[0, 0] == 0
+    rows = GradientRows(array)
+    rows.append(np.full(3, 7.0))
+    assert np.asarray(rows).shape == (5, 3)
+    qc, x, w = mixed_layer_circuit(4)
+    inputs = np.random.default_rng(5).uniform(-1, 1, (3, 4))
+    weights = np.random.default_rng(6).uniform(-1, 1, len(w))
+    observables = [SparsePauliOp("ZIII")] * 3 + [SparsePauliOp("IXII")] * 3
+    values = np.tile(_rows_for(qc, inputs, weights), (2, 1))
+    result = FastEstimatorGradient().run([qc] * 6, observables, values).result()
+    assert isinstance(result.gradients, GradientRows)
+    np.testing.assert_array_equal(np.asarray(result.gradients), np.array(list(result.gradients)))
+
+
+def _rows_for(qc, inputs, weights):
+    names = [p.name for p in qc.parameters]
+    rows = np.empty((len(inputs), len(names)))
+    for j, name in enumerate(names):
+        kind, index = name.split("[")
+        index = int(index[:-1])
+        rows[:, j] = inputs[:, index] if kind == "x" else weights[index]
+    return rows
+
+
+def test_observable_blocks_only_accept_tiled_requests():
+    from qhqcnn.engine.gradient import _observable_blocks
+
+    a, b, c = SparsePauliOp("Z"), SparsePauliOp("X"), SparsePauliOp("Y")
+    assert _observable_blocks([a, a, b, b, c, c]) == [a, b, c]
+    assert _observable_blocks([a] * 5) == [a]
+    assert _observable_blocks([a, b, a, b, a, b]) is None  # interleaved
+    assert _observable_blocks([a, a, b, b, a, a]) is None  # a repeated block
+    assert _observable_blocks([a, a, b, b, b, c]) is None
+    assert _observable_blocks([a, b, b]) is None
+    assert _observable_blocks([]) is None

@@ -73,6 +73,20 @@ def index_by_identity(items) -> tuple[list, np.ndarray]:
     if ids.count(ids[0]) == len(ids):
         return [items[0]], np.zeros(len(ids), dtype=np.int64)
     count = len(ids)
+    if count >= 1024:  # long lists repeat each object in runs (EstimatorQNN tiles per observable)
+        array = np.fromiter(ids, dtype=np.uintp, count=count)
+        starts = np.flatnonzero(np.concatenate(([True], array[1:] != array[:-1])))
+        if starts.size * 8 <= count:
+            position: dict[int, int] = {}
+            order = []
+            heads = [ids[k] for k in starts.tolist()]
+            for k, head in zip(starts.tolist(), heads, strict=True):
+                if head not in position:
+                    position[head] = len(order)
+                    order.append(k)
+            runs = np.fromiter(map(position.__getitem__, heads), dtype=np.int64, count=len(heads))
+            index = np.repeat(runs, np.diff(np.append(starts, count)))
+            return [items[k] for k in order], index
     first = dict(zip(reversed(ids), range(count - 1, -1, -1), strict=True))  # id -> first
     order = sorted(first.values())
     position = {ids[k]: j for j, k in enumerate(order)}

@@ -90,11 +90,13 @@ class ExponentialGate(GateModel):
             idx = np.arange(self.dim)
             out[..., idx, idx] = phases
             return out
-        if self._pauli is not None:
+        if self._pauli is not None:  # cos(as) I - i sin(as) P, written entry by entry
             scale, pauli = self._pauli
-            c = np.cos(a * scale)[..., None, None]
-            s = np.sin(a * scale)[..., None, None]
-            return c * np.eye(self.dim) - 1j * s * pauli
+            x = a * scale
+            out = np.multiply.outer(np.sin(x), -1j * pauli)
+            idx = np.arange(self.dim)
+            out[..., idx, idx] += np.cos(x)[..., None]
+            return out
         phases = np.exp(-1j * a[..., None] * self._values)
         return (self._vectors * phases[..., None, :]) @ self._vectors.conj().T
 

@@ -117,13 +117,19 @@ class FastEstimatorGradient(InlineGradient):
     def _circuit_gradients(self, circuit, observables, values, parameters):
         """Gradients and metadata for rows that all use ``circuit``."""
         program = compile_circuit(circuit)
-        distinct_obs, obs_of = index_by_identity(observables)
+        blocks = _observable_blocks(observables)
+        if blocks is not None:
+            distinct_obs, obs_of = blocks, None
+        else:
+            distinct_obs, obs_of = index_by_identity(observables)
         sums = [pauli_sum(obs) for obs in distinct_obs]
         tiled = _tiled_rows(values, obs_of, len(sums))
         if tiled is not None:  # EstimatorQNN: the same rows once per observable, in blocks
             rows, row_of = tiled
             pairs, column = None, obs_of
         else:
+            if obs_of is None:
+                obs_of = np.repeat(np.arange(len(blocks)), len(observables) // len(blocks))
             rows, row_of = unique_rows(values)
             pairs, column = pair_layout(row_of, obs_of, rows.shape[0], len(sums))
 
@@ -138,9 +144,19 @@ class FastEstimatorGradient(InlineGradient):
 
         real_only = self._derivative_type == DerivativeType.REAL
         sweep = self._simulator.run(
-            program, rows, sums, pairs, gradient=True, slot_mask=slot_mask, real_only=real_only
+            program,
+            rows,
+            sums,
+            pairs,
+            gradient=True,
+            slot_mask=slot_mask,
+            real_only=real_only,
+            with_values=False,
         )
-        full = sweep.gradients[row_of, column]  # (G, P)
+        if row_of is None:  # tiled: row k * B + r is row r's gradient of observable k
+            full = sweep.gradients.transpose(1, 0, 2).reshape(-1, sweep.gradients.shape[-1])
+        else:
+            full = sweep.gradients[row_of, column]  # (G, P)
         if self._derivative_type == DerivativeType.IMAG:
             full = full.imag
 
@@ -149,7 +165,7 @@ class FastEstimatorGradient(InlineGradient):
             extra = {"derivative_type": DerivativeType.COMPLEX}
         if len(selections) == 1:  # one metadata dict, shared by all rows
             chosen, cols = selections[0]
-            grads = list(full if cols is None else full[:, cols])
+            grads = GradientRows(full if cols is None else full[:, cols])
             return grads, [{"parameters": chosen, **extra}] * len(grads)
         grads, meta = [], []
         for i, k in enumerate(choice_of.tolist()):
@@ -159,21 +175,93 @@ class FastEstimatorGradient(InlineGradient):
         return grads, meta
 
 
-def _tiled_rows(values: np.ndarray, obs_of: np.ndarray, num_obs: int):
+class GradientRows(list):
+    """The rows of a ``(G, P)`` gradient array as a list (what ``EstimatorGradientResult``
+    holds), which NumPy converts back to that array without a copy: ``EstimatorQNN`` calls
+    ``np.asarray(result.gradients)`` on every backward pass, which for a plain list of ``G``
+    rows is a per-row loop. Any change to the list itself drops the array (the rows are views
+    of it, so changes to their entries are seen by both)."""
+
+    __slots__ = ("_array",)
+
+    def __init__(self, array: np.ndarray) -> None:
+        super().__init__(array)
+        self._array = array
+
+    def __array__(self, dtype=None, copy=None):
+        array = self._array
+        if array is None or len(array) != len(self):
+            array = np.array(list(self))
+        if dtype is not None:
+            array = array.astype(dtype, copy=False)
+        return array.copy() if copy else array
+
+
+def _drops_array(method):
+    def wrapper(self, *args, **kwargs):
+        self._array = None
+        return method(self, *args, **kwargs)
+
+    wrapper.__name__ = method.__name__
+    return wrapper
+
+
+for _name in (
+    "__setitem__",
+    "__delitem__",
+    "__iadd__",
+    "__imul__",
+    "append",
+    "extend",
+    "insert",
+    "pop",
+    "remove",
+    "clear",
+    "sort",
+    "reverse",
+):
+    setattr(GradientRows, _name, _drops_array(getattr(list, _name)))
+del _name
+
+
+def _observable_blocks(observables: Sequence) -> list | None:
+    """The distinct observables when ``observables`` is ``K`` equal-length blocks, block ``k``
+    repeating one object (each block a different one): how ``EstimatorQNN`` tiles its request;
+    else ``None``. Checked by identity with C-level list operations."""
+    count = len(observables)
+    if count == 0 or not isinstance(observables, list):
+        return None
+    ids = list(map(id, observables))
+    block = ids.count(ids[0])
+    if count % block:
+        return None
+    heads = ids[::block]
+    if len(set(heads)) != len(heads):
+        return None
+    for k, head in enumerate(heads):
+        if ids[k * block : (k + 1) * block].count(head) != block:
+            return None
+    return observables[::block]
+
+
+def _tiled_rows(values: np.ndarray, obs_of: np.ndarray | None, num_obs: int):
     """``(rows, row_of)`` when the request is ``K`` blocks of the same ``B`` rows with block ``k``
-    asking for observable ``k`` (how ``EstimatorQNN`` tiles its batch), else ``None``."""
+    asking for observable ``k`` (how ``EstimatorQNN`` tiles its batch), else ``None``
+    (``obs_of`` ``None``: the observables are known to be in such blocks; ``row_of`` is then
+    ``None`` too: row ``k * B + r`` is row ``r``)."""
     count = values.shape[0]
     if num_obs < 1 or count % num_obs:
         return None
     block = count // num_obs
-    if block == 0 or not np.array_equal(obs_of, np.repeat(np.arange(num_obs), block)):
+    if block == 0:
+        return None
+    if obs_of is not None and not np.array_equal(obs_of, np.repeat(np.arange(num_obs), block)):
         return None
     rows = values[:block]
-    if num_obs > 1 and not np.array_equal(
-        values.reshape(num_obs, block, -1), np.broadcast_to(rows, (num_obs,) + rows.shape)
-    ):
+    if num_obs > 1 and not (values.reshape(num_obs, block, -1) == rows).all():
         return None
-    return np.ascontiguousarray(rows, dtype=float), np.tile(np.arange(block), num_obs)
+    rows = np.ascontiguousarray(rows, dtype=float)
+    return rows, None if obs_of is None else np.tile(np.arange(block), num_obs)
 
 
 def _selection(chosen, circuit, names) -> tuple[Sequence[Parameter], np.ndarray | None]:
@@ -233,13 +321,18 @@ def validate_gradient_arguments(circuits, observables, parameter_values, paramet
             )
         group = indices if len(distinct) > 1 else slice(None)
         obs_group = observables if len(distinct) == 1 else [observables[i] for i in group]
-        for obs in dict(zip(map(id, obs_group), obs_group, strict=True)).values():
+        blocks = _observable_blocks(obs_group)
+        if blocks is None:
+            blocks = dict(zip(map(id, obs_group), obs_group, strict=True)).values()
+        for obs in blocks:
             if obs.num_qubits != circuit.num_qubits:
                 raise ValueError(
                     f"The number of qubits of the {first}-th circuit ({circuit.num_qubits}) does "
                     f"not match the number of qubits of an observable ({obs.num_qubits})."
                 )
         param_group = parameters if len(distinct) == 1 else [parameters[i] for i in group]
+        if all(chosen is None for chosen in param_group):  # no selection (by identity)
+            continue
         distinct_params = dict(zip(map(id, param_group), param_group, strict=True)).values()
         if all(chosen is None for chosen in distinct_params):
             continue

@@ -163,10 +163,10 @@ def apply_observables(
     rows, dim = psi.shape
     device, dtype = psi.device, psi.dtype
     if dense:
-        mats = torch.stack([o.tensor("dense", device, dtype) for o in observables])  # (K, D, D)
         if pairs is None:
-            out = psi @ mats.reshape(-1, dim).T
+            out = psi @ _dense_wide(observables, device, dtype)
             return out.view(rows, len(observables), dim)
+        mats = torch.stack([o.tensor("dense", device, dtype) for o in observables])  # (K, D, D)
         zero = torch.zeros((1, dim, dim), dtype=dtype, device=device)
         mats = torch.cat([mats, zero])
         index = torch.as_tensor(np.where(pairs < 0, len(observables), pairs), device=device)
@@ -189,6 +189,20 @@ def apply_observables(
             acc += weight * (states if perm is None else states[:, perm])
         out[row_idx, col_idx] = acc
     return out
+
+
+def _dense_wide(observables: list[PauliSum], device, dtype) -> torch.Tensor:
+    """The dense observables side by side, ``(D, K D)`` with ``[b, (k, a)] = O_k[a, b]``
+    (cached on the first observable, for this list of observables)."""
+    key = ("dense-wide", tuple(map(id, observables)), device, dtype)
+    cache = observables[0]._tensors
+    hit = cache.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[1], observables, strict=True)):
+        return hit[0]
+    mats = torch.stack([o.tensor("dense", device, dtype) for o in observables])  # (K, D, D)
+    wide = mats.reshape(-1, mats.shape[-1]).T.contiguous()
+    cache[key] = (wide, list(observables))
+    return wide
 
 
 def _diagonal_weights(observables: list[PauliSum], device, dtype) -> tuple[torch.Tensor, list]:

@@ -6,14 +6,20 @@ gate sequence into *segments*: maximal runs of gates that are the same on every 
 weights and constant gates) and runs of gates whose angles differ between rows (*per-row*: the
 input encoding).
 
-* A shared segment is one ``2**n x 2**n`` matrix per parameterized gate (the constant gates after
-  it folded in, cached), reduced by a parallel prefix product (``log2 J`` batched products; a
-  plain loop from 5 qubits on, where the scan's extra work outweighs its fewer calls). The state
+* A shared segment is one ``2**n x 2**n`` matrix per parameterized gate (gathered in NumPy
+  from the gates' local matrices; constant gates after it folded in: permutations by permuting
+  the gather, others by a product), reduced by a loop of small NumPy products on the host (at
+  ``2**n <= 32`` cheaper than batched torch products) and moved in one transfer. The state
   after it is one GEMM. Its gradient terms are ``<lambda| E_j^dagger Gen_s E_j |phi>`` for the
   state ``phi`` and co-state ``lambda`` before the segment and ``E_j`` the product before gate
   ``j``: the conjugated generators of all its angles come from a few batched products (for a
   single-qubit gate from the Gram matrix of ``E_j``'s two row blocks, shared by the gate's
-  angles), their images of the states from one GEMM and the terms from one contraction.
+  angles), their images of the states from one real GEMM (half of one for a real ``phi``,
+  e.g. after an RY encoding; realness is known from the gates) and the terms from one batched
+  real product. For :class:`~.torch_layer.ExactTorchLayer` the terms of weight-only gates are
+  summed over the rows (``sum_r |phi_r><lambda_r|``, one GEMM) instead.
+* A first per-row run of one-qubit gates on ``|0...0>`` (an angle encoding) is the Kronecker
+  product of the gates' first columns.
 * A per-row segment is applied gate by gate to the states, each gate as its own small matrix on
   a view of the states (:func:`local_space`: no whole-register matrix per row). It is cut into
   runs; in a *commuting* run (gates on disjoint qubits whose generators commute with the gate:
@@ -34,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .embedding import embedding_indices
 from .layout import ApplySpace, apply_generators_local, apply_local
 from .tensors import PreparedProgram, embed
 
@@ -42,8 +49,6 @@ DEFAULT_SMALL_MAX_QUBITS = 5
 #: Largest size (bytes) of the states kept before the per-row gates of a batch; beyond it the
 #: simulator falls back to the block path.
 PER_ROW_BYTES = 1 << 28
-#: Shared segments are reduced by a parallel prefix product up to this many qubits (a loop above).
-SCAN_MAX_QUBITS = 4
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,6 +85,7 @@ class SharedData:
     total: torch.Tensor
     prefixes: torch.Tensor | None
     generators: tuple[torch.Tensor, ...]
+    state_real: bool = False  # whether the input state is known to be real
 
 
 @dataclass(frozen=True, eq=False)
@@ -93,6 +99,7 @@ class PerRowData:
     before: tuple[torch.Tensor, ...]
     generators: tuple[torch.Tensor, ...]
     after: tuple[torch.Tensor | None, ...]  # the state after each commuting run
+    after_real: tuple[bool, ...] = ()  # per run: whether its state after is known to be real
 
 
 @dataclass(frozen=True, eq=False)
@@ -248,28 +255,43 @@ def _gate_tensors(prepared: PreparedProgram, plan: Plan, angles: np.ndarray):
     """Matrices and generators of every gate. Shared segments: whole-register ``(D, D)``
     matrices, generators ``(A, d, d)`` on their own qubits; per-row segments: in each gate's
     :func:`local_space`, ``(R, m, m)`` and ``(R, A, m, m)`` (constant ones ``(m, m)``,
-    ``(A, m, m)``). One NumPy call and one transfer per group of gates of one model and kind."""
-    n = prepared.program.num_qubits
+    ``(A, m, m)``). One NumPy call and one transfer per group of gates of one model and kind.
+    The shared gates' whole-register matrices are not built here: their local matrices are
+    returned by group (``members -> (G, d, d)`` NumPy) for :func:`_shared_stack`."""
     fixed, constant, spaces, (fixed_local, constant_local) = _constants(prepared)
     matrices: dict[int, torch.Tensor] = {}
     generators: dict[int, torch.Tensor] = {}
+    shared_local: dict[tuple[int, ...], np.ndarray] = {}  # shared groups: (G, d, d) on the host
+    real = set(_real_fixed(prepared))  # ops whose matrices are real on every row (RY, CX, ...)
     for per_row, model, members, slots in plan.groups:
         group_angles = angles[:, slots] if per_row else angles[:1, slots]  # (R', G, A)
-        local = _to_torch(model.matrices(group_angles), prepared)  # (R', G, d, d)
+        host = model.matrices(group_angles)  # (R', G, d, d)
+        if not host.imag.any():
+            real.update(members)
         gens = None
         if members[0] not in constant:
             gens = _to_torch(model.generators(group_angles), prepared)  # (R', G, A, d, d)
-        if per_row:
+        if not per_row:
+            host = host[0]
+        else:
+            local = _to_torch(host, prepared)
             for g, i in enumerate(members):
                 matrices[i] = _place(local[:, g], spaces[i])
                 generators[i] = constant_local[i] if gens is None else _place(gens[:, g], spaces[i])
             continue
-        positions = [prepared.ops[i].qubits for i in members]
-        full = embed(local[0], positions, n)  # (G, D, D)
+        shared_local[members] = host
         for g, i in enumerate(members):  # generators stay on the gate's qubits (A, d, d)
-            matrices[i] = full[g]
             generators[i] = prepared.constant_generators[i] if gens is None else gens[0, g]
-    return matrices, generators, fixed, (fixed_local, spaces)
+    return matrices, generators, fixed, (fixed_local, spaces), shared_local, real
+
+
+def _real_fixed(prepared: PreparedProgram) -> frozenset[int]:
+    """The constant gates with real matrices (cached)."""
+    hit = prepared.memo.get("segment-real-fixed")
+    if hit is None:
+        hit = frozenset(i for i, m in prepared.fixed.items() if not bool(m.imag.any()))
+        prepared.memo["segment-real-fixed"] = hit
+    return hit
 
 
 def _folding(prepared: PreparedProgram, segment: Segment, fixed: dict):
@@ -303,31 +325,132 @@ def _folding(prepared: PreparedProgram, segment: Segment, fixed: dict):
     return hit
 
 
-def prefix_products(stacked: torch.Tensor, scan: bool) -> torch.Tensor:
-    """Inclusive prefix products ``P[l] = M_l ... M_0`` of ``stacked (L, D, D)``."""
-    count = stacked.shape[0]
-    if scan:  # Hillis-Steele: after the step of stride d, P[l] is the product of M_l..M_{l-2d+1}
-        out, stride = stacked, 1
-        while stride < count:
-            out = torch.cat([out[:stride], out[stride:] @ out[:-stride]])
-            stride *= 2
-        return out
-    products = [stacked[0]]
-    for matrix in stacked[1:]:
-        products.append(matrix @ products[-1])
-    return torch.stack(products)
+def _stack_plan(prepared: PreparedProgram, plan: Plan, segment: Segment, trails):
+    """How :func:`_shared_stack` gathers a shared segment's stacked gate matrices (cached):
+    one flat index ``(J, D, D)`` into the concatenated local matrices of the shared groups (a
+    trailing zero for the entries off the gate's block), the groups in that order, and whether
+    the constant gates after each gate (``trails``) are folded in. They are when every trailing
+    product is a permutation matrix (CX, SWAP, X, ...): ``(P M)[a] = M[pi(a)]`` permutes the
+    index's rows, which is exact; otherwise the caller multiplies by ``trails``."""
+    key = ("segment-stack", segment)
+    hit = prepared.memo.get(key)
+    if hit is not None:
+        return hit
+    n = prepared.program.num_qubits
+    ops = prepared.ops
+    where: dict[int, tuple[tuple[int, ...], int]] = {}
+    for per_row, _, members, _ in plan.groups:
+        if not per_row:
+            for g, i in enumerate(members):
+                where[i] = (members, g)
+    groups: list[tuple[int, ...]] = []
+    for p in segment.params:
+        members = where[segment.ops[p]][0]
+        if members not in groups:
+            groups.append(members)
+    offsets, size = {}, 0
+    for members in groups:
+        offsets[members] = size
+        size += len(members) * (1 << len(ops[members[0]].qubits)) ** 2
+    perms = None
+    if trails is not None:
+        host = trails.cpu().numpy()
+        nonzero = host != 0
+        if (nonzero.sum(-1) == 1).all() and (host[nonzero] == 1).all():
+            perms = nonzero.argmax(-1)  # (J, D): row a of P M is row perms[a] of M
+    blocks = []
+    for j, p in enumerate(segment.params):
+        i = segment.ops[p]
+        members, g = where[i]
+        d = 1 << len(ops[i].qubits)
+        flat, mask = embedding_indices(tuple(ops[i].qubits), n)
+        index = np.where(mask, offsets[members] + g * d * d + flat, size)
+        blocks.append(index if perms is None else index[perms[j]])
+    hit = (np.stack(blocks).reshape(-1), tuple(groups), perms is not None or trails is None)
+    prepared.memo[key] = hit
+    return hit
+
+
+def _shared_prefixes(prepared, plan, segment, lead, trails, shared_local) -> torch.Tensor:
+    """A shared segment's products on the host, ``(J + 1, D, D)``: entry ``j`` is the product
+    of everything before its parameterized gate ``j`` (the identity, or the constant gates
+    before the first gate), the last one the whole segment. The gate matrices (each times the
+    constant gates after it) come from one NumPy gather of the local matrices; at ``2**n <= 32``
+    a loop of small NumPy products costs less than batched torch products. One transfer."""
+    index, groups, folded = _stack_plan(prepared, plan, segment, trails)
+    parts = [shared_local[members].reshape(-1) for members in groups]
+    flat = np.concatenate([*parts, np.zeros(1, dtype=parts[0].dtype)])
+    dim = 1 << prepared.program.num_qubits
+    stacked = flat[index].reshape(-1, dim, dim)
+    lead_host, trails_host = _host_folding(prepared, segment, lead, trails)
+    if not folded:
+        stacked = np.matmul(trails_host, stacked)
+    out = np.empty((stacked.shape[0] + 1, dim, dim), dtype=stacked.dtype)
+    out[0] = np.eye(dim) if lead_host is None else lead_host
+    for j, matrix in enumerate(stacked):
+        np.matmul(matrix, out[j], out=out[j + 1])
+    return _to_torch(out, prepared)
+
+
+def _host_folding(prepared: PreparedProgram, segment: Segment, lead, trails):
+    """:func:`_folding`'s products as complex128 NumPy arrays (cached)."""
+    key = ("segment-folding-host", segment)
+    hit = prepared.memo.get(key)
+    if hit is None:
+        hit = tuple(
+            None if item is None else item.cpu().to(torch.complex128).numpy()
+            for item in (lead, trails)
+        )
+        prepared.memo[key] = hit
+    return hit
+
+
+def _product_start(prepared: PreparedProgram, segment: Segment, matrices: dict, rows: int):
+    """The state after a per-row segment's first run when it is the first thing applied to
+    ``|0...0>`` and every gate of the run acts on one qubit (an angle encoding): the Kronecker
+    product of the gates' first columns, ``(R, D)``, in a few broadcast products (``None`` if
+    the run is not of that kind). The run's gates are on distinct qubits."""
+    begin, end, commuting = segment.runs[0]
+    ops = prepared.ops
+    if not commuting or segment.ops[0] != 0:
+        return None
+    columns: dict[int, torch.Tensor] = {}
+    for position in range(begin, end):
+        i = segment.ops[position]
+        if len(ops[i].qubits) != 1:
+            return None
+        columns[ops[i].qubits[0]] = matrices[i][..., :, 0]  # (R, 2) or (2,)
+    n = prepared.program.num_qubits
+    state = None
+    for q in range(n):  # qubit q is bit q: the new factor goes on the left (more significant)
+        column = columns.get(q)
+        if column is None:
+            if state is not None:
+                state = torch.cat([state, torch.zeros_like(state)], dim=-1)
+            continue
+        column = column.reshape(-1, 2)
+        if state is None:
+            state = column
+            if q:  # qubits below q are |0>: amplitude only at index 0 of their block
+                zeros = column.new_zeros((column.shape[0], 2, (1 << q) - 1))
+                state = torch.cat([column[:, :, None], zeros], dim=-1).reshape(-1, 2 << q)
+            continue
+        state = (column[:, :, None] * state[:, None, :]).reshape(-1, 2 * state.shape[-1])
+    return state.expand(rows, 1 << n) if state.shape[0] != rows else state
 
 
 def forward(prepared: PreparedProgram, angles: np.ndarray, varies: np.ndarray):
     """Final states ``(R, D)`` of a batch and the :class:`SegmentTensors` of its sweep."""
     plan = _plan(prepared, varies)
-    matrices, generators, fixed, (fixed_local, spaces) = _gate_tensors(prepared, plan, angles)
+    matrices, generators, fixed, (fixed_local, spaces), shared_local, real_ops = _gate_tensors(
+        prepared, plan, angles
+    )
+    real = True  # whether the state is real so far (known from the gates' matrices)
     n = prepared.program.num_qubits
     rows, dim = angles.shape[0], 1 << n
     state = torch.zeros((1, dim), dtype=prepared.dtype, device=prepared.device)
     state[0, 0] = 1
     data: list[SharedData | PerRowData] = []
-    scan = n <= SCAN_MAX_QUBITS
     for segment in plan.segments:
         if not segment.per_row:
             lead, trails = _folding(prepared, segment, fixed)
@@ -335,26 +458,35 @@ def forward(prepared: PreparedProgram, angles: np.ndarray, varies: np.ndarray):
             if not segment.params:
                 total = lead
             else:
-                stacked = torch.stack([matrices[segment.ops[p]] for p in segment.params])
-                if trails is not None:  # each gate times the constant gates after it
-                    stacked = trails @ stacked
-                if lead is not None:
-                    stacked = torch.cat([lead[None], stacked])
-                products = prefix_products(stacked, scan)
+                products = _shared_prefixes(prepared, plan, segment, lead, trails, shared_local)
                 total = products[-1]
-                if lead is None:  # nothing before the first gate
-                    eye = torch.eye(dim, dtype=prepared.dtype, device=prepared.device)
-                    products = torch.cat([eye[None], products])
-                prefixes = products[: len(segment.params)]  # the product before each gate
+                prefixes = products[:-1]  # the product before each gate
                 gens = tuple(generators[segment.ops[p]] for p in segment.params)
-            data.append(SharedData(state, total, prefixes, gens))
+            data.append(SharedData(state, total, prefixes, gens, real))
             state = state @ total.T
+            real = real and all(i in real_ops for i in segment.ops)
             continue
-        mats, before, gens, after = [], [], [], []
+        mats, before, gens, after, after_real = [], [], [], [], []
         params = set(segment.params)
         ends = {end: commuting for _, end, commuting in segment.runs}
+        skip = 0  # the first run, when it was applied as a Kronecker product of columns
+        if not data:
+            start = _product_start(prepared, segment, {**fixed_local, **matrices}, rows)
+            if start is not None:
+                skip = segment.runs[0][1]
         for position, i in enumerate(segment.ops):
             matrix = matrices.get(i, fixed_local.get(i))
+            if position < skip:  # its terms are taken after the run: no state before a gate
+                if position in params:
+                    before.append(None)
+                    gens.append(generators[i])
+                mats.append(matrix)
+                real = real and i in real_ops
+                if position + 1 == skip:
+                    state = start
+                    after.append(state)
+                    after_real.append(real)
+                continue
             if position in params:
                 before.append(state)
                 gens.append(generators[i])
@@ -362,11 +494,20 @@ def forward(prepared: PreparedProgram, angles: np.ndarray, varies: np.ndarray):
                 state = state.expand(rows, dim)
             state = apply_local(state[:, None], matrix, spaces[i], n)[:, 0]
             mats.append(matrix)
+            real = real and i in real_ops
             if position + 1 in ends:
                 after.append(state if ends[position + 1] else None)
+                after_real.append(real)
         segment_spaces = tuple(spaces[i] for i in segment.ops)
         data.append(
-            PerRowData(segment_spaces, tuple(mats), tuple(before), tuple(gens), tuple(after))
+            PerRowData(
+                segment_spaces,
+                tuple(mats),
+                tuple(before),
+                tuple(gens),
+                tuple(after),
+                tuple(after_real),
+            )
         )
     psi = state.expand(rows, dim)
     return psi, SegmentTensors(plan, tuple(data), angles)
@@ -474,6 +615,44 @@ def _run_generators(prepared: PreparedProgram, segment: Segment, run: int):
     return hit
 
 
+def _run_real_wide(prepared: PreparedProgram, segment: Segment, run: int, real_ket: bool):
+    """:func:`_real_wide` of a commuting run's generators (cached)."""
+    key = ("segment-run-real", segment, run, real_ket)
+    hit = prepared.memo.get(key)
+    if hit is None:
+        wide, slots = _run_generators(prepared, segment, run)
+        dim = wide.shape[0]
+        stacked = wide.reshape(dim, len(slots), dim).permute(1, 2, 0)  # (S, a, b)
+        hit = prepared.memo[key] = _real_wide(stacked, real_ket)
+    return hit
+
+
+def _real_wide(generators: torch.Tensor, real_ket: bool) -> torch.Tensor:
+    """Whole-register ``generators (S, D, D)`` as one real matrix taking a ket's ``[Re, Im]``
+    entries (``(D, ...)``: only its real part, for a real ket) to the ``[Re, Im]`` parts of all
+    its images, columns ordered ``(a, part, s)``: the image GEMM then gives ``(R, 2D, S)``,
+    the layout of the overlap product (contiguous, no transposed operand)."""
+    dim = generators.shape[-1]
+    real = torch.view_as_real(generators.resolve_conj()).permute(2, 1, 3, 0)  # (b, a, part, s)
+    if real_ket:
+        return real.reshape(dim, -1)
+    imag = torch.view_as_real(1j * generators.resolve_conj()).permute(2, 1, 3, 0)  # i Im(ket)
+    return torch.stack([real, imag], dim=1).reshape(2 * dim, -1)
+
+
+def _real_terms(bras: torch.Tensor, ket: torch.Tensor, wide: torch.Tensor, real_ket: bool):
+    """``Re <bras[r, k]| G_s |ket_r>`` ``(R, M, S)`` for ``wide = _real_wide(G, real_ket)``:
+    one real GEMM for the images (half the work of a complex one for a real ket, e.g. after an
+    RY encoding) and one batched real product; ``ket`` may have one row for all."""
+    x = ket.real if real_ket else torch.view_as_real(ket.resolve_conj()).flatten(-2)
+    images = (x @ wide).view(x.shape[0], bras.shape[-1] * 2, -1)  # (R', 2D, S)
+    left = torch.view_as_real(bras.resolve_conj()).flatten(-2)  # (R, M, 2D)
+    if images.shape[0] == 1 and left.shape[0] != 1:
+        rows, width = left.shape[0], left.shape[1]
+        return (left.reshape(rows * width, -1) @ images[0]).view(rows, width, -1)
+    return left @ images
+
+
 def _overlaps(bras: torch.Tensor, images: torch.Tensor, real_only: bool) -> torch.Tensor:
     """``t[r, k, s] = sum_a conj(bras[r, k, a]) images[r, s, a]`` (its real part if asked);
     ``images`` may have one row for all."""
@@ -497,8 +676,31 @@ def gradient_terms(
     """``<bra| Gen_s |ket>`` terms ``(R, M, S_used)`` of rows ``start:stop`` (``bras``: their
     ``(R, M, D)`` co-states after the circuit) and their angle slots, as
     :func:`.sweep.gradient_terms` returns them."""
+    terms, slots, _, _ = gradient_terms_summed(
+        prepared, tensors, bras, needed, start, stop, real_only, frozenset()
+    )
+    return terms, slots
+
+
+def gradient_terms_summed(
+    prepared: PreparedProgram,
+    tensors: SegmentTensors,
+    bras: torch.Tensor,
+    needed: set[int],
+    start: int,
+    stop: int,
+    real_only: bool,
+    summed: frozenset[int],
+):
+    """:func:`gradient_terms`, except that a shared segment whose parameterized ops are all in
+    ``summed`` (gates whose terms are only needed summed over the rows: the weight gradient of
+    :class:`~.torch_layer.ExactTorchLayer`) gives its terms summed over the rows, ``(M, S')``,
+    from ``X_k = sum_r |phi_r><lambda_rk|`` (one GEMM over the rows) contracted with the
+    conjugated generators: no per-row images. Returns ``terms, slots, totals, total_slots``
+    (``totals`` ``None`` when there are none)."""
+    totals, total_slots = [], []
     if not needed:
-        return None, []
+        return None, [], None, []
     earliest = min(needed)
     n = prepared.program.num_qubits
     dim = 1 << n
@@ -512,10 +714,24 @@ def gradient_terms(
             if data.prefixes is not None and any(segment.ops[p] in needed for p in segment.params):
                 conjugated, segment_slots = _conjugated_generators(prepared, segment, data)
                 count = conjugated.shape[0]
-                wide = conjugated.permute(2, 0, 1).reshape(dim, count * dim)
                 phi = _rows(data.state_in, start, stop, 2)
-                images = (phi @ wide).view(phi.shape[0], count, dim)
-                terms.append(_overlaps(lam, images, real_only))
+                if summed and all(segment.ops[p] in summed for p in segment.params):
+                    rows, width = lam.shape[0], lam.shape[1]
+                    if phi.shape[0] != rows:
+                        phi = phi.expand(rows, dim)
+                    # outer[k, a, b] = sum_r conj(lam[r, k, a]) phi[r, b]
+                    outer = lam.conj().permute(1, 2, 0).reshape(width * dim, rows) @ phi
+                    total = outer.view(width, dim * dim) @ conjugated.reshape(count, -1).T
+                    totals.append(total.real if real_only else total)  # (M, S')
+                    total_slots.extend(segment_slots)
+                    continue
+                if real_only:
+                    real_ket = data.state_real
+                    terms.append(_real_terms(lam, phi, _real_wide(conjugated, real_ket), real_ket))
+                else:
+                    wide = conjugated.permute(2, 0, 1).reshape(dim, count * dim)
+                    images = (phi @ wide).view(phi.shape[0], count, dim)
+                    terms.append(_overlaps(lam, images, real_only))
                 slots.extend(segment_slots)
             continue
         params = dict(zip(segment.params, range(len(segment.params)), strict=True))
@@ -527,8 +743,13 @@ def gradient_terms(
                 wide, run_slots = _run_generators(prepared, segment, run)
                 if wide is not None:
                     phi = _rows(data.after[run], start, stop, 2)
-                    images = (phi @ wide).view(phi.shape[0], len(run_slots), dim)
-                    terms.append(_overlaps(lam, images, real_only))
+                    if real_only:
+                        real_ket = data.after_real[run]
+                        real_wide = _run_real_wide(prepared, segment, run, real_ket)
+                        terms.append(_real_terms(lam, phi, real_wide, real_ket))
+                    else:
+                        images = (phi @ wide).view(phi.shape[0], len(run_slots), dim)
+                        terms.append(_overlaps(lam, images, real_only))
                     slots.extend(run_slots)
                 if segment.ops[begin] <= earliest:  # nothing before the run needs a term
                     break
@@ -549,6 +770,9 @@ def gradient_terms(
                 images = apply_generators_local(phi, gens, data.spaces[position], n)
                 terms.append(_overlaps(lam, images, real_only))
                 slots.extend(prepared.ops[i].slots)
+    total = None
+    if totals:
+        total = totals[0] if len(totals) == 1 else torch.cat(totals, dim=-1)
     if not terms:
-        return None, []
-    return torch.cat(terms, dim=-1), slots
+        return None, [], total, total_slots
+    return torch.cat(terms, dim=-1), slots, total, total_slots

@@ -179,11 +179,13 @@ class StatevectorSimulator:
         gradient: bool = False,
         slot_mask: np.ndarray | None = None,
         real_only: bool = True,
+        with_values: bool = True,
     ) -> SweepResult:
         """Values (and parameter gradients) for every row and its observables.
 
         ``pairs`` ``(R, M)`` picks observable indices per row (``-1`` = padding, value 0); ``None``
         means all observables for every row. ``slot_mask`` limits gradients to some angles.
+        ``with_values=False`` (with ``gradient``) skips the values (left uninitialized).
         """
         rows = _as_rows(rows, program)
         prepared = self.prepare(program)
@@ -199,7 +201,8 @@ class StatevectorSimulator:
             psi = trace.psi[start:stop]
             chunk_pairs = None if pairs is None else pairs[start:stop]
             bras = apply_observables(psi, observables, chunk_pairs, prepared.dense)
-            values[start:stop] = inner(bras, psi).real.cpu().numpy()
+            if with_values or not gradient:
+                values[start:stop] = inner(bras, psi).real.cpu().numpy()
             if gradient and needed:
                 terms, slots = self.gradient_terms(
                     prepared, trace, psi, bras, needed, start, stop, real_only

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from qiskit.circuit import Parameter, QuantumCircuit
 
-from . import sweep, torch_gates
+from . import small, sweep, torch_gates
 from .compile import compile_circuit
 from .observables import expectation_values, pauli_sum, weighted_image
 from .small import DEFAULT_SMALL_MAX_QUBITS
@@ -245,6 +245,26 @@ class ExactTorchLayer(torch.nn.Module):
                     True,
                     self._weight_only_ops(trace.tensors.per_row),
                     self._pool,
+                )
+                if totals is not None:
+                    totals = totals[0].to(torch.float64)  # (S',)
+                    summed = summed + 2 * totals @ prepared.linear[total_slots]
+            elif isinstance(trace.tensors, small.SegmentTensors):  # weight gates row-summed
+                per_row = {
+                    segment.ops[p]
+                    for segment in trace.tensors.plan.segments
+                    if segment.per_row
+                    for p in segment.params
+                }
+                terms, slots, totals, total_slots = small.gradient_terms_summed(
+                    prepared,
+                    trace.tensors,
+                    bra,
+                    needed,
+                    0,
+                    count,
+                    True,
+                    self._weight_only_ops(per_row),
                 )
                 if totals is not None:
                     totals = totals[0].to(torch.float64)  # (S',)
