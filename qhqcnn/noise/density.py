@@ -29,7 +29,7 @@ import math
 import threading
 import weakref
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -194,6 +194,11 @@ class NoisyProgram:
 
     program: Program
     steps: tuple[Step, ...]
+    #: ``((name, qubits), error or None)`` for every distinct instruction key looked up in the
+    #: noise model (empty for no or an ideal model): the cache checks them against the model.
+    errors: tuple = ()
+    #: Per-program data of the one-row NumPy path (:func:`_shared_plan`), built on first use.
+    plans: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def num_qubits(self) -> int:
@@ -321,8 +326,11 @@ def build_noisy_program(
         raise BackendError("compiled program and circuit instructions do not align")
     blocks: list[_Block] = []
     noise_ptms: dict[int, np.ndarray] = {}
+    errors: dict[tuple, object] = {}
     for op, key in zip(program.ops, keys, strict=True):
         error = instruction_error(model, *key) if key is not None else None
+        if key is not None:
+            errors.setdefault(key, error)
         if error is not None and id(error) not in noise_ptms:
             noise_ptms[id(error)] = ptm_of_superop(superop(error))
         noise = noise_ptms[id(error)] if error is not None else None
@@ -345,11 +353,23 @@ def build_noisy_program(
         if k not in pauli_tensors:
             pauli_tensors[k] = torch.as_tensor(pauli_matrices(k), dtype=DTYPE)
         steps.append(_parametric_step(block.op, pauli_tensors[k]))
-    return NoisyProgram(program, tuple(steps))
+    return NoisyProgram(program, tuple(steps), tuple(errors.items()))
+
+
+def _same_noise(noisy: NoisyProgram, model: NoiseModel | None) -> bool:
+    """Whether ``model`` still attaches the errors ``noisy`` was built with (the same error
+    objects for every instruction key of the circuit; or still no noise at all): catches
+    errors added to, or replaced in, the model after the program was built."""
+    if not noisy.errors:
+        return model is None or model.is_ideal()
+    return model is not None and all(
+        instruction_error(model, *key) is error for key, error in noisy.errors
+    )
 
 
 class _ProgramCache:
-    """Noisy programs keyed by (circuit, noise model) identity, dropped with the circuit."""
+    """Noisy programs keyed by (circuit, noise model) identity, dropped with the circuit and
+    rebuilt when the circuit (compile fingerprint) or the model's errors for it change."""
 
     def __init__(self) -> None:
         self._entries: dict[tuple[int, int], tuple[weakref.ref, NoisyProgram]] = {}
@@ -360,7 +380,12 @@ class _ProgramCache:
         with self._lock:
             entry = self._entries.get(key)
         program = compile_circuit(circuit)
-        if entry is not None and entry[0]() is circuit and entry[1].program is program:
+        if (
+            entry is not None
+            and entry[0]() is circuit
+            and entry[1].program is program
+            and _same_noise(entry[1], model)
+        ):
             return entry[1]
         noisy = build_noisy_program(circuit, model)
         with self._lock:
@@ -591,6 +616,164 @@ def _adjoint(
     return values, grads
 
 
+# -- one row: NumPy -------------------------------------------------------------------------------
+# With a single parameter row (batch 1, or a batch whose rows are all equal) every vector is small
+# and the torch path is dominated by its per-op dispatch; this path does the same adjoint sweep in
+# NumPy with everything that depends only on the program precomputed once (:func:`_shared_plan`).
+# A vector is an ndarray with one axis of 4 per qubit (plus a trailing observable axis for
+# co-states) in a tracked qubit ``order``: applying a step puts its qubits' axes first (one
+# transpose-copy and one GEMM) and the next step's permutation is known in advance.
+
+
+@dataclass(frozen=True, eq=False)
+class _SharedPlan:
+    forward: tuple[tuple[int, ...], ...]  # per step: permutation of the state's axes before it
+    backward: tuple[tuple[int, ...], ...]  # per step: of the co-state's axes (observables last)
+    final: tuple[int, ...]  # state axes → canonical order after the last step
+    pair_state: dict  # parameterized step → axes of the state before it: (local, rest)
+    pair_costate: dict  # … of the co-state after it: (observables, local, rest)
+    const: tuple  # per step: (PTM, PTMᵀ) as NumPy, or None for parameterized steps
+    groups: tuple  # (model, step indices) of the parameterized steps, by gate model
+    bases: dict  # local qubit count k → (T, Tᴴ): columns of T are the vectorized Paulis
+
+
+def _shared_plan(noisy: NoisyProgram) -> _SharedPlan:
+    plan = noisy.plans.get("shared")
+    if plan is not None:
+        return plan
+    n, steps = noisy.num_qubits, noisy.steps
+    canonical = list(range(n - 1, -1, -1))  # axis j is qubit n − 1 − j (flat index Σ p_q 4^q)
+
+    def perm(order: list[int], lead: list[int], rest: list[int]) -> tuple[int, ...]:
+        return tuple(order.index(q) for q in lead + rest)
+
+    forward, orders_before = [], []
+    order = canonical
+    for step in steps:
+        lead = list(reversed(step.qubits))  # most significant local digit first
+        others = [q for q in order if q not in lead]
+        forward.append(perm(order, lead, others))
+        orders_before.append(order)
+        order = lead + others
+    final = perm(order, canonical, [])
+    backward: list[tuple[int, ...]] = [()] * len(steps)
+    orders_after: list[list[int]] = [[]] * len(steps)
+    order = canonical
+    for i in range(len(steps) - 1, -1, -1):
+        lead = list(reversed(steps[i].qubits))
+        others = [q for q in order if q not in lead]
+        backward[i] = perm(order, lead, others) + (n,)
+        orders_after[i] = order
+        order = lead + others
+    pair_state, pair_costate, groups, bases = {}, {}, {}, {}
+    const = []
+    for i, step in enumerate(steps):
+        if step.ptm is not None:
+            ptm = step.ptm.numpy()
+            const.append((ptm, np.ascontiguousarray(ptm.T)))
+            continue
+        const.append(None)
+        lead = list(reversed(step.qubits))
+        rest = [q for q in canonical if q not in lead]
+        pair_state[i] = perm(orders_before[i], lead, rest)
+        pair_costate[i] = (n,) + perm(orders_after[i], lead, rest)
+        groups.setdefault(id(step.model), (step.model, []))[1].append(i)
+        k = len(step.qubits)
+        if k not in bases:
+            t = pauli_matrices(k).reshape(4**k, 4**k).T.copy()
+            bases[k] = (t, t.conj().T.copy())
+    plan = _SharedPlan(
+        tuple(forward),
+        tuple(backward),
+        final,
+        pair_state,
+        pair_costate,
+        tuple(const),
+        tuple((model, tuple(members)) for model, members in groups.values()),
+        bases,
+    )
+    noisy.plans["shared"] = plan
+    return plan
+
+
+def _shared_ptms(
+    noisy: NoisyProgram, plan: _SharedPlan, angles: np.ndarray, gradient: bool
+) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+    """PTMs ``(m², m²)`` of the parameterized steps for one row of angles ``(S,)`` and, with
+    ``gradient``, their derivatives ``(k, m², m²)``: R = Re(Tᴴ (U ⊗ Ū) T) / m and
+    dR/da_j = 2 Re(Tᴴ (U G_j ⊗ Ū) T) / m, one batch per gate model."""
+    steps = noisy.steps
+    ptms: dict[int, np.ndarray] = {}
+    derivatives: dict[int, np.ndarray] = {}
+    for model, members in plan.groups:
+        a = angles[[list(steps[i].slots) for i in members]]  # (G, k)
+        u = model.matrices(a)  # (G, m, m)
+        g, m = u.shape[0], u.shape[-1]
+        t, th = plan.bases[len(steps[members[0]].qubits)]
+        uc = u.conj()
+        kron = (u[:, :, None, :, None] * uc[:, None, :, None, :]).reshape(g, m * m, m * m)
+        r = (th @ kron @ t).real / m
+        ptms.update(zip(members, r, strict=True))
+        if gradient:
+            du = u[:, None] @ model.generators(a)  # (G, k, m, m)
+            dk = du[:, :, :, None, :, None] * uc[:, None, None, :, None, :]
+            dr = 2 * (th @ dk.reshape(g, -1, m * m, m * m) @ t).real / m
+            derivatives.update(zip(members, dr, strict=True))
+    return ptms, derivatives
+
+
+def _np_apply(x: np.ndarray, ptm: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """``ptm`` on the first local axes of ``x`` after permuting them to ``axes``: the result
+    has the step's qubits first (the layout the plan expects next)."""
+    t = x.transpose(axes)
+    shape = t.shape
+    return (ptm @ t.reshape(ptm.shape[1], -1)).reshape(shape)
+
+
+def _adjoint_shared(
+    noisy: NoisyProgram, angles: np.ndarray, weights: np.ndarray, gradient: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`_adjoint` for ONE row of angles ``(S,)`` in NumPy: values ``(M,)`` and, with
+    ``gradient``, d values / d angles ``(M, S)``. Forward pass keeping the states before the
+    parameterized steps, then one reverse sweep of the co-states of all observables, where
+    dF_m/da_k = Σ_ab dR_k[a, b] C_m[a, b] with C_m = Σ_rest λ_m[a, rest] r[b, rest]."""
+    plan = _shared_plan(noisy)
+    n, steps = noisy.num_qubits, noisy.steps
+    num_obs = weights.shape[0]
+    if num_obs == 0:
+        return np.zeros(0), np.zeros((0, angles.shape[0])) if gradient else None
+    ptms, derivatives = _shared_ptms(noisy, plan, angles, gradient)
+    state = np.zeros((4,) * n)
+    state[(slice(None, None, 3),) * n] = 1.0  # |0…0⟩: r_P = 1 for P ∈ {I, Z}^n
+    kept: dict[int, np.ndarray] = {}
+    for i, c in enumerate(plan.const):
+        if c is None:
+            if gradient:
+                kept[i] = state
+            state = _np_apply(state, ptms[i], plan.forward[i])
+        else:
+            state = _np_apply(state, c[0], plan.forward[i])
+    values = weights @ state.transpose(plan.final).reshape(-1)
+    if not gradient:
+        return values, None
+    grads = np.zeros((num_obs, angles.shape[0]))
+    costate = weights.T.reshape((4,) * n + (num_obs,))
+    for i in range(len(steps) - 1, -1, -1):
+        c = plan.const[i]
+        if c is None:
+            m2 = ptms[i].shape[0]
+            lam = costate.transpose(plan.pair_costate[i]).reshape(num_obs, m2, -1)
+            r = kept.pop(i).transpose(plan.pair_state[i]).reshape(m2, -1)
+            outer = (lam @ r.T).reshape(num_obs, -1)  # C_m, (M, m⁴)
+            d = derivatives[i]
+            grads[:, list(steps[i].slots)] += outer @ d.reshape(d.shape[0], -1).T
+            if i:
+                costate = _np_apply(costate, ptms[i].T, plan.backward[i])
+        elif i:
+            costate = _np_apply(costate, c[1], plan.backward[i])
+    return values, grads
+
+
 def apply_ptm(r: torch.Tensor, ptm: torch.Tensor, qubits: Sequence[int], n: int) -> torch.Tensor:
     """Pauli vectors ``r (R, 4, …, 4)`` (axis 1 + n − 1 − q is qubit q) through a local PTM,
     constant ``(m², m²)`` or per row ``(R, m², m²)``, on ``qubits``."""
@@ -625,6 +808,8 @@ def evolve(noisy: NoisyProgram, angles: torch.Tensor) -> torch.Tensor:
 
 #: Pauli digit (I 0, X 1, Y 2, Z 3) of a ``SparseObservable.BitTerm`` value (X 2, Y 3, Z 1).
 _BIT_TERM_DIGIT = np.array([0, 3, 1, 2])
+#: Pauli digit of a symplectic (x, z) bit pair: I (0, 0), X (1, 0), Y (1, 1), Z (0, 1).
+_XZ_DIGIT = np.array([[0, 3], [1, 2]])
 
 
 def _observable_row(obs, num_qubits: int) -> np.ndarray:
@@ -648,6 +833,12 @@ def _observable_row(obs, num_qubits: int) -> np.ndarray:
             np.add.at(row, index, coeffs.real)
             return row
         obs = SparsePauliOp.from_sparse_observable(obs)
+    paulis, coeffs = obs.paulis, np.asarray(obs.coeffs)
+    if not np.any(paulis.phase) and np.abs(coeffs.imag).max(initial=0.0) <= 1e-12:
+        digits = _XZ_DIGIT[paulis.x.astype(np.int64), paulis.z.astype(np.int64)]  # (T, n)
+        index = (digits << (2 * np.arange(num_qubits, dtype=np.int64))).sum(axis=1)
+        np.add.at(row, index, coeffs.real)
+        return row
     for label, coeff in zip(obs.paulis.to_labels(), obs.coeffs, strict=True):
         if abs(coeff.imag) > 1e-12:
             raise BackendError(f"observable term {label} has a complex coefficient {coeff}")
@@ -685,6 +876,13 @@ def simulate(
     num_obs = weights.shape[0]
     out = np.empty((rows, num_obs))
     grads = np.empty((rows, num_obs, values.shape[1])) if gradient else None
+    if rows == 1:  # one row: the NumPy path (no per-op torch dispatch)
+        angles = angle_map.evaluate(values)
+        f, angle_grads = _adjoint_shared(noisy, angles[0], weights.numpy(), gradient)
+        out[0] = f
+        if gradient:
+            grads[:] = angle_map.pullback(values, angle_grads[None])
+        return out, grads
     chunk = _chunk_rows(noisy, num_obs, gradient)
     with torch.no_grad():
         for start in range(0, rows, chunk):
@@ -753,8 +951,11 @@ class DensityMatrixEstimator(BaseEstimatorV2):
         results: list[PubResult | None] = [None] * len(pubs)
         groups: dict[tuple, list[int]] = {}
         tables = []
+        programs: dict[int, NoisyProgram] = {}  # one cache look-up per distinct circuit
         for i, pub in enumerate(pubs):
-            noisy = self.program(pub.circuit)
+            noisy = programs.get(id(pub.circuit))
+            if noisy is None:
+                noisy = programs[id(pub.circuit)] = self.program(pub.circuit)
             table = parameter_table(pub, noisy.program)
             tables.append((noisy, table))
             groups.setdefault((id(noisy), table.shape, table.tobytes()), []).append(i)
