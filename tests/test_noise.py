@@ -341,8 +341,18 @@ def _mixed_rows(case: str) -> np.ndarray:
 
 @pytest.mark.filterwarnings("ignore:.*overrides previously defined")
 @pytest.mark.parametrize("case", ["all vary", "shared a", "only e varies", "identical", "one row"])
-def test_adjoint_gradients_equal_autograd(case):
+@pytest.mark.parametrize(
+    "tangents, budget",
+    [(None, None), (True, None), (False, None), (True, 1 << 16), (False, 1 << 14)],
+    ids=["auto", "tangents", "reverse", "tangents-chunked", "reverse-rowwise"],
+)
+def test_adjoint_gradients_equal_autograd(case, tangents, budget, monkeypatch):
+    """Before the split: tangents (forward mode) or per-row co-states; in chunks of a few rows
+    or one (``budget``; the shared backward sweep of the first chunk reused by the others)."""
     density = _density()
+    monkeypatch.setattr(density, "TANGENTS", tangents)
+    if budget is not None:
+        monkeypatch.setattr(density, "MEMORY_BUDGET", budget)
     circuit = _mixed_circuit()
     noisy = density.build_noisy_program(circuit, _mixed_noise())
     kinds = {step.kind for step in noisy.steps}
@@ -496,6 +506,8 @@ def test_program_cache_follows_circuit_noise_and_observable_changes():
     circuit.rx(0.7, 1)  # the circuit, in place
     results.append(check())
     observables[0] = SparsePauliOp(["ZZZ", "XIX"], [0.3, 1.1])
+    results.append(check())
+    observables[1].coeffs[0] = 2.5  # an observable edited in place (weights cached by content)
     results.append(check())
     for before, after in zip(results, results[1:], strict=False):
         assert np.abs(before[0] - after[0]).max() > 1e-4  # every change changed the values

@@ -447,12 +447,14 @@ def _apply(x: torch.Tensor, ptm: torch.Tensor, qubits: Sequence[int]) -> torch.T
 
 
 def _parametric_ptms(
-    steps: Sequence[Step], angles: torch.Tensor
+    steps: Sequence[Step], angles: torch.Tensor, varies: np.ndarray | None = None
 ) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
     """Angles ``(1 or R, k)`` and PTMs of every parameterized step, by step index: the PTM is
-    ``(m², m²)`` when all rows share the step's angles, else ``(R, m², m²)``. Shared RZ-like
-    steps are built all at once."""
-    varies = (angles != angles[:1]).any(dim=0).numpy()
+    ``(m², m²)`` when all rows share the step's angles (``varies``: per angle slot, whether the
+    rows differ there; by default from ``angles``), else ``(R, m², m²)``. Shared RZ-like steps
+    are built all at once."""
+    if varies is None:
+        varies = (angles != angles[:1]).any(dim=0).numpy()
     local: dict[int, torch.Tensor] = {}
     ptms: dict[int, torch.Tensor] = {}
     phases: list[int] = []
@@ -548,8 +550,57 @@ def _shared_derivatives(
     ]
 
 
+#: How gradients before ``split`` are computed (:func:`_adjoint`): ``False`` by the reverse sweep
+#: of per-row co-states (M per row through every step before ``split``), ``True`` by tangents
+#: (forward mode: dr/da_k per row from gate k to ``split``, then ⟨λ, dr/da_k⟩ with the shared
+#: co-states λ there), ``None`` whichever moves fewer vectors (:func:`_use_tangents`).
+TANGENTS: bool | None = None
+
+
+def _use_tangents(steps: Sequence[Step], split: int, num_obs: int) -> bool:
+    """Tangents cost Σ_k (split − i_k) vector steps over the angles k (at step i_k) before
+    ``split``, the reverse sweep M · split: with angle-encoded inputs at the start of the
+    circuit (n angles, 2n steps) n² + n against 2nM."""
+    if TANGENTS is not None:
+        return TANGENTS
+    forward = sum(len(steps[i].slots) * (split - i) for i in range(split) if steps[i].ptm is None)
+    return forward < num_obs * split
+
+
+def _step_tangents(
+    step: Step, angles: torch.Tensor, before: torch.Tensor, after: torch.Tensor
+) -> list[torch.Tensor]:
+    """(dT/da_k) r for each angle of a parameterized step: ``before``/``after`` are the states
+    around it; each ``(B, 4, …, 4)``."""
+    if step.generator is not None:  # exp(−iaH) gates: dT/da = L · T
+        return [_apply_const(after, step.generator, step.qubits)]
+    derivatives = _ptm_derivatives(step, angles)  # (B, k, m², m²)
+    return [
+        _apply_const(before, d[0], step.qubits)
+        if d.shape[0] == 1
+        else _apply_rows(before, d, step.qubits)
+        for d in derivatives.unbind(1)
+    ]
+
+
+def _pair_tangents(
+    grads: torch.Tensor, costate: torch.Tensor, tangents: list[tuple[int, torch.Tensor]] | None
+) -> None:
+    """grads[:, :, slot] += ⟨λ_m, t⟩ for the tangents ``(slot, t)`` at the shared co-states λ."""
+    if not tangents:
+        return
+    lam = costate.reshape(1, costate.shape[1], -1)
+    for slot, t in tangents:
+        grads[:, :, slot] += _pair(lam, t.reshape(t.shape[0], -1))
+
+
 def _adjoint(
-    noisy: NoisyProgram, angles: torch.Tensor, weights: torch.Tensor, gradient: bool
+    noisy: NoisyProgram,
+    angles: torch.Tensor,
+    weights: torch.Tensor,
+    gradient: bool,
+    varies: np.ndarray | None = None,
+    tail: dict | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Values ``(R, M)`` and, with ``gradient``, d values / d angles ``(R, M, S)``.
 
@@ -565,45 +616,69 @@ def _adjoint(
        co-states through the states kept there.
 
     Values alone with at least as many observables as rows go forwards to the end instead.
+
+    Chunks of one batch pass the batch's ``varies`` (:func:`_parametric_ptms`) and one ``tail``
+    dict: step 1 depends only on the shared angles and the observables, so the first chunk
+    leaves its result there and the others reuse it.
     """
     n, rows, num_obs = noisy.num_qubits, angles.shape[0], weights.shape[0]
     grads = torch.zeros((rows, num_obs, angles.shape[1]), dtype=torch.float64)
     if num_obs == 0:
         return torch.zeros((rows, 0), dtype=torch.float64), grads if gradient else None
     steps = noisy.steps
-    local, ptms = _parametric_ptms(steps, angles)
+    local, ptms = _parametric_ptms(steps, angles, varies)
     matrices = [step.ptm if step.ptm is not None else ptms[i] for i, step in enumerate(steps)]
-    last = max((i for i, a in local.items() if a.shape[0] > 1), default=-1)
-    split = last + 1 if gradient or num_obs < rows else len(steps)
-    costate = weights.reshape((1, num_obs) + (4,) * n)
-    pending: dict[int, list[tuple[torch.Tensor, slice, bool]]] = {}
-    for i in range(len(steps) - 1, split - 1, -1):
-        step = steps[i]
-        if gradient and step.ptm is None:
-            pending[i] = _shared_derivatives(step, local[i], costate, n)
-        costate = _apply_const(costate, matrices[i].mT, step.qubits)
+    if varies is None:
+        last = max((i for i, a in local.items() if a.shape[0] > 1), default=-1)
+    else:  # the batch's split, also in a chunk of one row
+        last = max((i for i in local if varies[list(steps[i].slots)].any()), default=-1)
+    total = rows if tail is None else tail.setdefault("rows", rows)
+    split = last + 1 if gradient or num_obs < total else len(steps)
+    if tail is not None and "costate" in tail:
+        costate, pending = tail["costate"], tail["pending"]
+    else:
+        costate = weights.reshape((1, num_obs) + (4,) * n)
+        pending: dict[int, list[tuple[torch.Tensor, slice, bool]]] = {}
+        for i in range(len(steps) - 1, split - 1, -1):
+            step = steps[i]
+            if gradient and step.ptm is None:
+                pending[i] = _shared_derivatives(step, local[i], costate, n)
+            costate = _apply_const(costate, matrices[i].mT, step.qubits)
+        if tail is not None:
+            tail.update(costate=costate, pending=pending)
     state = initial_state(1, n)
     saved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    tangents: list[tuple[int, torch.Tensor]] | None = None
+    if gradient and _use_tangents(steps, split, num_obs):
+        tangents = []
     values = None
     for i, step in enumerate(steps):
         if i == split:
             values = _pair(costate.reshape(1, num_obs, -1), state.reshape(state.shape[0], -1))
+            _pair_tangents(grads, costate, tangents)
             if not gradient:
                 break
+        if tangents and i < split:
+            tangents = [(slot, _apply(t, matrices[i], step.qubits)) for slot, t in tangents]
         before, state = state, _apply(state, matrices[i], step.qubits)
         if not gradient or step.ptm is not None:
             continue
         if i < split:
-            saved[i] = (before, state)
+            if tangents is None:
+                saved[i] = (before, state)
+            else:
+                derivatives = _step_tangents(step, local[i], before, state)
+                tangents.extend(zip(step.slots, derivatives, strict=True))
             continue
-        for slot, (mu, digits, with_after) in zip(step.slots, pending.pop(i), strict=True):
+        for slot, (mu, digits, with_after) in zip(step.slots, pending[i], strict=True):
             r = _to_local(state if with_after else before, step.qubits, n)[digits]
             grads[:, :, slot] += torch.bmm(r, mu.mT).sum(0)  # Σ over the local digits
     if values is None:  # split == len(steps)
         values = _pair(costate.reshape(1, num_obs, -1), state.reshape(state.shape[0], -1))
+        _pair_tangents(grads, costate, tangents)
     values = values.expand(rows, num_obs)
-    if not gradient:
-        return values, None
+    if not gradient or tangents is not None:
+        return values, grads if gradient else None
     for i in range(split - 1, -1, -1):  # per-row co-states through the kept states
         step = steps[i]
         if step.ptm is None:
@@ -847,19 +922,61 @@ def _observable_row(obs, num_qubits: int) -> np.ndarray:
     return row
 
 
+def _observable_key(obs) -> tuple | None:
+    """The content of a ``SparseObservable`` or ``SparsePauliOp`` as a hashable key (None for
+    anything else): equal keys mean equal observables, so the rows cached under them stay right
+    when an observable object is edited in place or a new one is made."""
+    if isinstance(obs, SparseObservable):
+        parts = (obs.coeffs, obs.bit_terms, obs.indices, obs.boundaries)
+        return ("sparse", obs.num_qubits) + tuple(np.asarray(p).tobytes() for p in parts)
+    if isinstance(obs, SparsePauliOp):
+        paulis = obs.paulis
+        parts = (obs.coeffs, paulis.x, paulis.z, paulis.phase)
+        return ("pauli", obs.num_qubits) + tuple(np.asarray(p).tobytes() for p in parts)
+    return None
+
+
+#: Pauli weights of recent observables by content (:func:`_observable_key`); cleared when full.
+_ROWS: dict[tuple, np.ndarray] = {}
+_ROWS_LIMIT = 4096
+
+
+def _cached_row(obs, num_qubits: int) -> np.ndarray:
+    key = _observable_key(obs)
+    if key is None:
+        return _observable_row(obs, num_qubits)
+    row = _ROWS.get(key)
+    if row is None:
+        row = _observable_row(obs, num_qubits)
+        row.setflags(write=False)
+        if len(_ROWS) >= _ROWS_LIMIT:
+            _ROWS.clear()
+        _ROWS[key] = row
+    return row
+
+
 def pauli_weights(observables: Iterable, num_qubits: int) -> torch.Tensor:
     """``(M, 4ⁿ)`` real weights w with ⟨O_m⟩ = Σ_P w[m, P] r_P (Hermitian observables only)."""
-    rows = [_observable_row(obs, num_qubits) for obs in observables]
+    rows = [_cached_row(obs, num_qubits) for obs in observables]
     weights = np.stack(rows) if rows else np.zeros((0, 4**num_qubits))
     return torch.as_tensor(weights, dtype=torch.float64)
 
 
-def _chunk_rows(noisy: NoisyProgram, num_obs: int, gradient: bool) -> int:
-    """Rows per chunk so that the kept states (two per parameterized gate) and the per-row
-    co-states of a chunk stay within :data:`MEMORY_BUDGET`."""
+def _chunk_rows(
+    noisy: NoisyProgram, num_obs: int, gradient: bool, varies: np.ndarray | None = None
+) -> int:
+    """Rows per chunk so that the kept states (two per parameterized gate up to the last one
+    whose angles differ between rows, ``varies`` per angle slot; all of them if not given) and
+    the per-row co-states of a chunk stay within :data:`MEMORY_BUDGET`."""
     vectors = 4
     if gradient:
-        vectors += 2 * sum(step.ptm is None for step in noisy.steps) + 3 * num_obs
+        parametric = [i for i, step in enumerate(noisy.steps) if step.ptm is None]
+        if varies is not None:
+            last = max(
+                (i for i in parametric if varies[list(noisy.steps[i].slots)].any()), default=-1
+            )
+            parametric = [i for i in parametric if i <= last]
+        vectors += 2 * len(parametric) + 3 * num_obs
     return max(1, MEMORY_BUDGET // (vectors * 8 << (2 * noisy.num_qubits)))
 
 
@@ -883,12 +1000,15 @@ def simulate(
         if gradient:
             grads[:] = angle_map.pullback(values, angle_grads[None])
         return out, grads
-    chunk = _chunk_rows(noisy, num_obs, gradient)
+    all_angles = angle_map.evaluate(values)
+    varies = (all_angles != all_angles[:1]).any(axis=0)
+    chunk = _chunk_rows(noisy, num_obs, gradient, varies)
+    tail: dict = {}  # the shared backward sweep, computed by the first chunk
     with torch.no_grad():
         for start in range(0, rows, chunk):
             part = values[start : start + chunk]
-            angles = torch.as_tensor(angle_map.evaluate(part), dtype=torch.float64)
-            f, angle_grads = _adjoint(noisy, angles, weights, gradient)
+            angles = torch.as_tensor(all_angles[start : start + chunk], dtype=torch.float64)
+            f, angle_grads = _adjoint(noisy, angles, weights, gradient, varies, tail)
             out[start : start + chunk] = f.numpy()
             if gradient:
                 grads[start : start + chunk] = angle_map.pullback(part, angle_grads.numpy())
