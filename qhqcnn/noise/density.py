@@ -708,7 +708,7 @@ class _SharedPlan:
     pair_state: dict  # parameterized step → axes of the state before it: (local, rest)
     pair_costate: dict  # … of the co-state after it: (observables, local, rest)
     const: tuple  # per step: (PTM, PTMᵀ) as NumPy, or None for parameterized steps
-    groups: tuple  # (model, step indices) of the parameterized steps, by gate model
+    groups: tuple  # (model, step indices, their angle slots) of the parameterized steps
     bases: dict  # local qubit count k → (T, Tᴴ): columns of T are the vectorized Paulis
 
 
@@ -764,7 +764,10 @@ def _shared_plan(noisy: NoisyProgram) -> _SharedPlan:
         pair_state,
         pair_costate,
         tuple(const),
-        tuple((model, tuple(members)) for model, members in groups.values()),
+        tuple(
+            (model, tuple(members), np.array([steps[i].slots for i in members], dtype=np.intp))
+            for model, members in groups.values()
+        ),
         bases,
     )
     noisy.plans["shared"] = plan
@@ -773,15 +776,16 @@ def _shared_plan(noisy: NoisyProgram) -> _SharedPlan:
 
 def _shared_ptms(
     noisy: NoisyProgram, plan: _SharedPlan, angles: np.ndarray, gradient: bool
-) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+) -> tuple[dict[int, np.ndarray], dict[int, tuple[np.ndarray, np.ndarray]]]:
     """PTMs ``(m², m²)`` of the parameterized steps for one row of angles ``(S,)`` and, with
-    ``gradient``, their derivatives ``(k, m², m²)``: R = Re(Tᴴ (U ⊗ Ū) T) / m and
-    dR/da_j = 2 Re(Tᴴ (U G_j ⊗ Ū) T) / m, one batch per gate model."""
+    ``gradient``, their derivatives, flattened ``(m⁴, k)``, with the step's angle slots:
+    R = Re(Tᴴ (U ⊗ Ū) T) / m and dR/da_j = 2 Re(Tᴴ (U G_j ⊗ Ū) T) / m, one batch per gate
+    model."""
     steps = noisy.steps
     ptms: dict[int, np.ndarray] = {}
-    derivatives: dict[int, np.ndarray] = {}
-    for model, members in plan.groups:
-        a = angles[[list(steps[i].slots) for i in members]]  # (G, k)
+    derivatives: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for model, members, slots in plan.groups:
+        a = angles[slots]  # (G, k)
         u = model.matrices(a)  # (G, m, m)
         g, m = u.shape[0], u.shape[-1]
         t, th = plan.bases[len(steps[members[0]].qubits)]
@@ -793,7 +797,8 @@ def _shared_ptms(
             du = u[:, None] @ model.generators(a)  # (G, k, m, m)
             dk = du[:, :, :, None, :, None] * uc[:, None, None, :, None, :]
             dr = 2 * (th @ dk.reshape(g, -1, m * m, m * m) @ t).real / m
-            derivatives.update(zip(members, dr, strict=True))
+            flat = dr.reshape(g, dr.shape[1], -1).transpose(0, 2, 1)  # (G, m⁴, k)
+            derivatives.update(zip(members, zip(flat, slots, strict=True), strict=True))
     return ptms, derivatives
 
 
@@ -840,8 +845,8 @@ def _adjoint_shared(
             lam = costate.transpose(plan.pair_costate[i]).reshape(num_obs, m2, -1)
             r = kept.pop(i).transpose(plan.pair_state[i]).reshape(m2, -1)
             outer = (lam @ r.T).reshape(num_obs, -1)  # C_m, (M, m⁴)
-            d = derivatives[i]
-            grads[:, list(steps[i].slots)] += outer @ d.reshape(d.shape[0], -1).T
+            d, slots = derivatives[i]
+            grads[:, slots] += outer @ d
             if i:
                 costate = _np_apply(costate, ptms[i].T, plan.backward[i])
         elif i:
