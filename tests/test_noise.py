@@ -421,6 +421,10 @@ def test_pauli_weights_read_sparse_observables_directly():
     assert direct[0, 1 + 64] == 0.75 and direct[1, 170] == -1.5
     with pytest.raises(BackendError, match="complex"):
         density.pauli_weights([SparseObservable.from_sparse_pauli_op(SparsePauliOp("Z", 1j))], 1)
+    for _ in range(2):  # the second time from the cache of rows: same result, same error
+        np.testing.assert_array_equal(density.pauli_weights(ops, 4).numpy(), direct)
+        with pytest.raises(BackendError, match="observable on 4 qubits"):
+            density.pauli_weights(ops, 5)
 
 
 @pytest.mark.filterwarnings("ignore:.*overrides previously defined")

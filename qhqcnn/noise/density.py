@@ -932,13 +932,16 @@ def _observable_key(obs) -> tuple | None:
     anything else): equal keys mean equal observables, so the rows cached under them stay right
     when an observable object is edited in place or a new one is made."""
     if isinstance(obs, SparseObservable):
-        parts = (obs.coeffs, obs.bit_terms, obs.indices, obs.boundaries)
-        return ("sparse", obs.num_qubits) + tuple(np.asarray(p).tobytes() for p in parts)
-    if isinstance(obs, SparsePauliOp):
+        kind, parts = "sparse", (obs.coeffs, obs.bit_terms, obs.indices, obs.boundaries)
+    elif isinstance(obs, SparsePauliOp):
         paulis = obs.paulis
-        parts = (obs.coeffs, paulis.x, paulis.z, paulis.phase)
-        return ("pauli", obs.num_qubits) + tuple(np.asarray(p).tobytes() for p in parts)
-    return None
+        kind, parts = "pauli", (obs.coeffs, paulis.x, paulis.z, paulis.phase)
+    else:
+        return None
+    arrays = [np.asarray(p) for p in parts]
+    if any(a.dtype == object for a in arrays):  # e.g. parameterized coefficients
+        return None
+    return (kind, obs.num_qubits) + tuple(a.tobytes() for a in arrays)
 
 
 #: Pauli weights of recent observables by content (:func:`_observable_key`); cleared when full.
@@ -948,7 +951,7 @@ _ROWS_LIMIT = 4096
 
 def _cached_row(obs, num_qubits: int) -> np.ndarray:
     key = _observable_key(obs)
-    if key is None:
+    if key is None or key[1] != num_qubits:  # not cacheable, or the width error to raise
         return _observable_row(obs, num_qubits)
     row = _ROWS.get(key)
     if row is None:
