@@ -19,8 +19,11 @@ Gradients: the adjoint method (:func:`_adjoint`), one forward pass of the states
 sweep of the co-states of all observables at once, with dT/da of every parameterized gate exact
 (a constant generator for ``exp(−iaH)`` gates, the gate model's generators otherwise); vectors
 stay shared (batch 1) where all rows agree, so with angle-encoded inputs at the start of the
-circuit only the state carries the batch. Pulled back to the circuit parameters by the program's
-angle map. :func:`_simulate_autograd` (torch autograd through :func:`evolve`) is the reference.
+circuit only the state carries the batch; the gradients of those per-row gates come from tangents
+(forward mode) or a per-row co-state sweep, whichever moves fewer vectors. One parameter row runs
+the same sweep in NumPy (:func:`_adjoint_shared`: at these sizes torch's per-op dispatch was most
+of the time). Pulled back to the circuit parameters by the program's angle map.
+:func:`_simulate_autograd` (torch autograd through :func:`evolve`) is the reference.
 """
 
 from __future__ import annotations
