@@ -342,15 +342,25 @@ def _mixed_rows(case: str) -> np.ndarray:
 @pytest.mark.filterwarnings("ignore:.*overrides previously defined")
 @pytest.mark.parametrize("case", ["all vary", "shared a", "only e varies", "identical", "one row"])
 @pytest.mark.parametrize(
-    "tangents, budget",
-    [(None, None), (True, None), (False, None), (True, 1 << 16), (False, 1 << 14)],
-    ids=["auto", "tangents", "reverse", "tangents-chunked", "reverse-rowwise"],
+    "tangents, budget, fuse",
+    [
+        (None, None, True),
+        (True, None, True),
+        (False, None, True),
+        (True, 1 << 16, True),
+        (False, 1 << 14, True),
+        (True, None, False),
+        (False, 1 << 16, False),
+    ],
+    ids=["auto", "tangents", "reverse", "tangents-chunked", "rowwise", "unfused", "unfused-rows"],
 )
-def test_adjoint_gradients_equal_autograd(case, tangents, budget, monkeypatch):
-    """Before the split: tangents (forward mode) or per-row co-states; in chunks of a few rows
-    or one (``budget``; the shared backward sweep of the first chunk reused by the others)."""
+def test_adjoint_gradients_equal_autograd(case, tangents, budget, fuse, monkeypatch):
+    """Before the split: tangents (forward mode) or per-row co-states; after it: steps fused
+    into blocks or one by one; in chunks of a few rows or one (``budget``; the shared backward
+    sweep of the first chunk reused by the others)."""
     density = _density()
     monkeypatch.setattr(density, "TANGENTS", tangents)
+    monkeypatch.setattr(density, "FUSE_AFTER_SPLIT", fuse)
     if budget is not None:
         monkeypatch.setattr(density, "MEMORY_BUDGET", budget)
     circuit = _mixed_circuit()

@@ -597,6 +597,78 @@ def _pair_tangents(
         grads[:, :, slot] += _pair(lam, t.reshape(t.shape[0], -1))
 
 
+#: After the split every step is shared by the rows: with gradients, the per-row forward pass
+#: there runs consecutive steps fused into blocks of at most two qubits, each parameterized gate's
+#: μ_k pulled back to the start of its block (:func:`_fused_tail`); False: step by step.
+FUSE_AFTER_SPLIT = True
+
+
+def _fused_tail(
+    steps: Sequence[Step],
+    split: int,
+    matrices: list[torch.Tensor],
+    local: dict[int, torch.Tensor],
+    weights: torch.Tensor,
+    n: int,
+) -> list[tuple[tuple[int, ...], torch.Tensor, list[tuple[int, torch.Tensor]]]]:
+    """The steps from ``split`` on (all shared) as blocks ``(qubits, PTM, [(slot, μ)])``:
+    consecutive steps while their qubits fit in two; μ = (dT_k/da · P)ᵀ λ in the block's local
+    frame ``(m², M, K)``, where λ are the observables' co-states after gate k and P the block's
+    steps before it (and gate k itself for ``exp(−iaH)`` gates, dT/da = L · T), so that
+    dF/da_k = ⟨μ, r⟩ with r the state at the start of the block."""
+    groups: list[tuple[tuple[int, ...], list[int]]] = []
+    for i in range(split, len(steps)):
+        if groups and len(set(groups[-1][0]) | set(steps[i].qubits)) <= MAX_FUSED_QUBITS:
+            groups[-1] = (tuple(sorted(set(groups[-1][0]) | set(steps[i].qubits))), groups[-1][1])
+            groups[-1][1].append(i)
+        else:
+            groups.append((tuple(sorted(steps[i].qubits)), [i]))
+    block_of = {i: g for g, (_, members) in enumerate(groups) for i in members}
+    mus: list[list[tuple[int, torch.Tensor]]] = [[] for _ in groups]
+    costate = weights.reshape((1, weights.shape[0]) + (4,) * n)
+    for i in range(len(steps) - 1, split - 1, -1):
+        step = steps[i]
+        if step.ptm is None:
+            qubits, members = groups[block_of[i]]
+            if step.generator is not None:
+                moved = [(_apply_const(costate, step.generator.mT, step.qubits), True)]
+            else:
+                derivatives = _ptm_derivatives(step, local[i])[0]  # (k, m², m²)
+                moved = [(_apply_const(costate, d.mT, step.qubits), False) for d in derivatives]
+            for slot, (mu, with_after) in zip(step.slots, moved, strict=True):
+                for j in reversed(members[: members.index(i) + int(with_after)]):
+                    mu = _apply_const(mu, matrices[j].mT, steps[j].qubits)
+                mus[block_of[i]].append((slot, _to_local(mu, qubits, n)))
+        costate = _apply_const(costate, matrices[i].mT, step.qubits)
+    blocks = []
+    for g, (qubits, members) in enumerate(groups):
+        ptm = np.eye(4 ** len(qubits))
+        for j in members:
+            ptm = embed_ptm(matrices[j].numpy(), steps[j].qubits, qubits) @ ptm
+        blocks.append((qubits, torch.as_tensor(ptm), mus[g]))
+    return blocks
+
+
+def _pair_and_apply(
+    x: torch.Tensor,
+    ptm: torch.Tensor,
+    qubits: tuple[int, ...],
+    mus: list[tuple[int, torch.Tensor]],
+    grads: torch.Tensor,
+) -> torch.Tensor:
+    """grads[:, :, slot] += ⟨μ, x⟩ for the block's ``mus``, then ``x`` through the block's
+    PTM: one local copy of ``x`` for both."""
+    axes, front = _local_axes(qubits), list(range(len(qubits)))
+    t = x.movedim(axes, front)
+    shape = t.shape
+    flat = t.reshape(ptm.shape[1], -1)
+    if mus:
+        r = flat.reshape(ptm.shape[1], shape[len(qubits)], -1)  # (m², B, K)
+        for slot, mu in mus:
+            grads[:, :, slot] += torch.bmm(r, mu.mT).sum(0)  # Σ over the local digits
+    return (ptm @ flat).reshape(shape).movedim(front, axes)
+
+
 def _adjoint(
     noisy: NoisyProgram,
     angles: torch.Tensor,
@@ -649,6 +721,13 @@ def _adjoint(
             costate = _apply_const(costate, matrices[i].mT, step.qubits)
         if tail is not None:
             tail.update(costate=costate, pending=pending)
+    blocks = None
+    if gradient and FUSE_AFTER_SPLIT and split < len(steps):
+        blocks = tail.get("blocks") if tail is not None else None
+        if blocks is None:
+            blocks = _fused_tail(steps, split, matrices, local, weights, n)
+            if tail is not None:
+                tail["blocks"] = blocks
     state = initial_state(1, n)
     saved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     tangents: list[tuple[int, torch.Tensor]] | None = None
@@ -659,7 +738,7 @@ def _adjoint(
         if i == split:
             values = _pair(costate.reshape(1, num_obs, -1), state.reshape(state.shape[0], -1))
             _pair_tangents(grads, costate, tangents)
-            if not gradient:
+            if not gradient or blocks is not None:
                 break
         if tangents and i < split:
             tangents = [(slot, _apply(t, matrices[i], step.qubits)) for slot, t in tangents]
@@ -680,6 +759,8 @@ def _adjoint(
         values = _pair(costate.reshape(1, num_obs, -1), state.reshape(state.shape[0], -1))
         _pair_tangents(grads, costate, tangents)
     values = values.expand(rows, num_obs)
+    for qubits, ptm, mus in blocks or ():  # after the split, fused (:func:`_fused_tail`)
+        state = _pair_and_apply(state, ptm, qubits, mus, grads)
     if not gradient or tangents is not None:
         return values, grads if gradient else None
     for i in range(split - 1, -1, -1):  # per-row co-states through the kept states
