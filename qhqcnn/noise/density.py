@@ -601,6 +601,9 @@ def _pair_tangents(
 #: there runs consecutive steps fused into blocks of at most two qubits, each parameterized gate's
 #: μ_k pulled back to the start of its block (:func:`_fused_tail`); False: step by step.
 FUSE_AFTER_SPLIT = True
+#: … if the full-size μ vectors of the blocks (one per angle and observable) fit in this many
+#: bytes (unfused, only the local Pauli digits a gate touches are kept).
+FUSED_BUDGET = 1 << 30
 
 
 def _fused_tail(
@@ -722,7 +725,9 @@ def _adjoint(
         if tail is not None:
             tail.update(costate=costate, pending=pending)
     blocks = None
-    if gradient and FUSE_AFTER_SPLIT and split < len(steps):
+    after = sum(len(steps[i].slots) for i in range(split, len(steps)) if steps[i].ptm is None)
+    fused_bytes = after * num_obs * 8 << (2 * n)  # the μ vectors that the blocks keep
+    if gradient and FUSE_AFTER_SPLIT and split < len(steps) and fused_bytes <= FUSED_BUDGET:
         blocks = tail.get("blocks") if tail is not None else None
         if blocks is None:
             blocks = _fused_tail(steps, split, matrices, local, weights, n)
