@@ -341,8 +341,28 @@ def _mixed_rows(case: str) -> np.ndarray:
 
 @pytest.mark.filterwarnings("ignore:.*overrides previously defined")
 @pytest.mark.parametrize("case", ["all vary", "shared a", "only e varies", "identical", "one row"])
-def test_adjoint_gradients_equal_autograd(case):
+@pytest.mark.parametrize(
+    "tangents, budget, fuse",
+    [
+        (None, None, True),
+        (True, None, True),
+        (False, None, True),
+        (True, 1 << 16, True),
+        (False, 1 << 14, True),
+        (True, None, False),
+        (False, 1 << 16, False),
+    ],
+    ids=["auto", "tangents", "reverse", "tangents-chunked", "rowwise", "unfused", "unfused-rows"],
+)
+def test_adjoint_gradients_equal_autograd(case, tangents, budget, fuse, monkeypatch):
+    """Before the split: tangents (forward mode) or per-row co-states; after it: steps fused
+    into blocks or one by one; in chunks of a few rows or one (``budget``; the shared backward
+    sweep of the first chunk reused by the others)."""
     density = _density()
+    monkeypatch.setattr(density, "TANGENTS", tangents)
+    monkeypatch.setattr(density, "FUSE_AFTER_SPLIT", fuse)
+    if budget is not None:
+        monkeypatch.setattr(density, "MEMORY_BUDGET", budget)
     circuit = _mixed_circuit()
     noisy = density.build_noisy_program(circuit, _mixed_noise())
     kinds = {step.kind for step in noisy.steps}
@@ -411,6 +431,10 @@ def test_pauli_weights_read_sparse_observables_directly():
     assert direct[0, 1 + 64] == 0.75 and direct[1, 170] == -1.5
     with pytest.raises(BackendError, match="complex"):
         density.pauli_weights([SparseObservable.from_sparse_pauli_op(SparsePauliOp("Z", 1j))], 1)
+    for _ in range(2):  # the second time from the cache of rows: same result, same error
+        np.testing.assert_array_equal(density.pauli_weights(ops, 4).numpy(), direct)
+        with pytest.raises(BackendError, match="observable on 4 qubits"):
+            density.pauli_weights(ops, 5)
 
 
 @pytest.mark.filterwarnings("ignore:.*overrides previously defined")
@@ -437,6 +461,70 @@ def test_density_gradient_selects_parameters_and_validates():
         gradient.run([circuit] * 2, [observable], rows)
     with pytest.raises(ValueError, match="not present"):
         gradient.run([circuit], [observable], rows[:1], [[Parameter("z")]])
+
+
+@pytest.mark.filterwarnings("ignore:.*overrides previously defined")
+def test_one_row_numpy_path_equals_torch_path():
+    """One parameter row runs the NumPy sweep (``_adjoint_shared``); the same row twice the
+    torch adjoint: equal to rounding, values alone and with gradients."""
+    density = _density()
+    noisy = density.build_noisy_program(_mixed_circuit(), _mixed_noise())
+    weights = density.pauli_weights(MIXED_OBSERVABLES, 3)
+    for row in _mixed_rows("all vary")[:3]:
+        one, one_grads = density.simulate(noisy, row[None], weights, gradient=True)
+        plain, none = density.simulate(noisy, row[None], weights)
+        two, two_grads = density.simulate(noisy, np.stack([row, row]), weights, gradient=True)
+        assert none is None and "shared" in noisy.plans and np.abs(two_grads).max() > 0.1
+        np.testing.assert_allclose(one, two[:1], atol=1e-13, rtol=0)
+        np.testing.assert_allclose(plain, two[:1], atol=1e-13, rtol=0)
+        np.testing.assert_allclose(one_grads, two_grads[:1], atol=1e-12, rtol=0)
+    empty = density.simulate(noisy, row[None], weights[:0], gradient=True)
+    assert empty[0].shape == (1, 0) and empty[1].shape == (1, 0, 5)
+
+
+def _one_row_results(estimator, gradient, circuit, observables, row):
+    values = [estimator.run([(circuit, o, row)]).result()[0].data.evs for o in observables]
+    grads = gradient.run([circuit] * len(observables), observables, [row] * len(observables))
+    return np.array(values), np.array(grads.result().gradients)
+
+
+@pytest.mark.filterwarnings("ignore:.*overrides previously defined")
+def test_program_cache_follows_circuit_noise_and_observable_changes():
+    """The cached noisy program (and its one-row plan) is rebuilt when the noise model's errors
+    for the circuit change in place, or the circuit does; observables are read on every call.
+    Each case compares with a fresh estimator on copies."""
+    density = _density()
+    circuit, model = _mixed_circuit(), NoiseModel()  # starts ideal
+    observables = [SparsePauliOp(op) for op in MIXED_OBSERVABLES]
+    row = _mixed_rows("one row")[0]
+    estimator = density.DensityMatrixEstimator(model)
+    gradient = density.DensityMatrixGradient(estimator)
+
+    def check():
+        fresh = density.DensityMatrixEstimator(copy.deepcopy(model))
+        expected = _one_row_results(
+            fresh, density.DensityMatrixGradient(fresh), circuit.copy(), observables, row
+        )
+        got = _one_row_results(estimator, gradient, circuit, observables, row)
+        for a, b in zip(got, expected, strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-13, rtol=0)
+        return got
+
+    results = [check()]
+    model.add_all_qubit_quantum_error(depolarizing_error(0.05, 2), ["cx", "cz"])  # ideal → noisy
+    results.append(check())
+    model.add_quantum_error(amplitude_damping_error(0.2), ["rx"], [0])  # a new local error
+    results.append(check())
+    model.add_all_qubit_quantum_error(depolarizing_error(0.1, 2), ["cx"])  # composed in place
+    results.append(check())
+    circuit.rx(0.7, 1)  # the circuit, in place
+    results.append(check())
+    observables[0] = SparsePauliOp(["ZZZ", "XIX"], [0.3, 1.1])
+    results.append(check())
+    observables[1].coeffs[0] = 2.5  # an observable edited in place (weights cached by content)
+    results.append(check())
+    for before, after in zip(results, results[1:], strict=False):
+        assert np.abs(before[0] - after[0]).max() > 1e-4  # every change changed the values
 
 
 # -- command line ---------------------------------------------------------------------------------
@@ -478,9 +566,10 @@ def test_train_one_epoch_on_fake_torino_noise(tmp_path, breast_dir, capsys, chec
     assert "aer" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("num_rows", [1, 2])  # 1: the one-row NumPy path
 @pytest.mark.parametrize("num_qubits", [4, 5])
 def test_density_engine_matches_aer_density_matrix_values_and_gradients(
-    num_qubits, issue_layer
+    num_qubits, num_rows, issue_layer
 ):
     """The noisy table of bench_peers.py: values and the full Jacobian against Aer's
     density-matrix method with the same depolarizing model (Aer gradients by the shift rule on
@@ -495,7 +584,8 @@ def test_density_engine_matches_aer_density_matrix_values_and_gradients(
     qc, _, _ = issue_layer(num_qubits, layers=2)
     obs = [SparsePauliOp.from_sparse_list([("Z", [i], 1.0)], num_qubits) for i in (0, 2)]
     obs.append(SparsePauliOp.from_sparse_list([("XY", [1, 3], 0.5)], num_qubits))
-    rows = np.random.default_rng(num_qubits).uniform(-np.pi, np.pi, (2, qc.num_parameters))
+    rng = np.random.default_rng(num_qubits)
+    rows = rng.uniform(-np.pi, np.pi, (2, qc.num_parameters))[:num_rows]
     count = qc.num_parameters
     shifts = np.concatenate([np.zeros((1, count)), np.eye(count), -np.eye(count)]) * np.pi / 2
     table = (rows[:, None, :] + shifts[None]).reshape(-1, count)

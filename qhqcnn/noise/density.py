@@ -19,8 +19,11 @@ Gradients: the adjoint method (:func:`_adjoint`), one forward pass of the states
 sweep of the co-states of all observables at once, with dT/da of every parameterized gate exact
 (a constant generator for ``exp(−iaH)`` gates, the gate model's generators otherwise); vectors
 stay shared (batch 1) where all rows agree, so with angle-encoded inputs at the start of the
-circuit only the state carries the batch. Pulled back to the circuit parameters by the program's
-angle map. :func:`_simulate_autograd` (torch autograd through :func:`evolve`) is the reference.
+circuit only the state carries the batch; the gradients of those per-row gates come from tangents
+(forward mode) or a per-row co-state sweep, whichever moves fewer vectors. One parameter row runs
+the same sweep in NumPy (:func:`_adjoint_shared`: at these sizes torch's per-op dispatch was most
+of the time). Pulled back to the circuit parameters by the program's angle map.
+:func:`_simulate_autograd` (torch autograd through :func:`evolve`) is the reference.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import math
 import threading
 import weakref
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -194,6 +197,11 @@ class NoisyProgram:
 
     program: Program
     steps: tuple[Step, ...]
+    #: ``((name, qubits), error or None)`` for every distinct instruction key looked up in the
+    #: noise model (empty for no or an ideal model): the cache checks them against the model.
+    errors: tuple = ()
+    #: Per-program data of the one-row NumPy path (:func:`_shared_plan`), built on first use.
+    plans: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def num_qubits(self) -> int:
@@ -321,8 +329,11 @@ def build_noisy_program(
         raise BackendError("compiled program and circuit instructions do not align")
     blocks: list[_Block] = []
     noise_ptms: dict[int, np.ndarray] = {}
+    errors: dict[tuple, object] = {}
     for op, key in zip(program.ops, keys, strict=True):
         error = instruction_error(model, *key) if key is not None else None
+        if key is not None:
+            errors.setdefault(key, error)
         if error is not None and id(error) not in noise_ptms:
             noise_ptms[id(error)] = ptm_of_superop(superop(error))
         noise = noise_ptms[id(error)] if error is not None else None
@@ -345,11 +356,23 @@ def build_noisy_program(
         if k not in pauli_tensors:
             pauli_tensors[k] = torch.as_tensor(pauli_matrices(k), dtype=DTYPE)
         steps.append(_parametric_step(block.op, pauli_tensors[k]))
-    return NoisyProgram(program, tuple(steps))
+    return NoisyProgram(program, tuple(steps), tuple(errors.items()))
+
+
+def _same_noise(noisy: NoisyProgram, model: NoiseModel | None) -> bool:
+    """Whether ``model`` still attaches the errors ``noisy`` was built with (the same error
+    objects for every instruction key of the circuit; or still no noise at all): catches
+    errors added to, or replaced in, the model after the program was built."""
+    if not noisy.errors:
+        return model is None or model.is_ideal()
+    return model is not None and all(
+        instruction_error(model, *key) is error for key, error in noisy.errors
+    )
 
 
 class _ProgramCache:
-    """Noisy programs keyed by (circuit, noise model) identity, dropped with the circuit."""
+    """Noisy programs keyed by (circuit, noise model) identity, dropped with the circuit and
+    rebuilt when the circuit (compile fingerprint) or the model's errors for it change."""
 
     def __init__(self) -> None:
         self._entries: dict[tuple[int, int], tuple[weakref.ref, NoisyProgram]] = {}
@@ -360,7 +383,12 @@ class _ProgramCache:
         with self._lock:
             entry = self._entries.get(key)
         program = compile_circuit(circuit)
-        if entry is not None and entry[0]() is circuit and entry[1].program is program:
+        if (
+            entry is not None
+            and entry[0]() is circuit
+            and entry[1].program is program
+            and _same_noise(entry[1], model)
+        ):
             return entry[1]
         noisy = build_noisy_program(circuit, model)
         with self._lock:
@@ -422,12 +450,14 @@ def _apply(x: torch.Tensor, ptm: torch.Tensor, qubits: Sequence[int]) -> torch.T
 
 
 def _parametric_ptms(
-    steps: Sequence[Step], angles: torch.Tensor
+    steps: Sequence[Step], angles: torch.Tensor, varies: np.ndarray | None = None
 ) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
     """Angles ``(1 or R, k)`` and PTMs of every parameterized step, by step index: the PTM is
-    ``(m², m²)`` when all rows share the step's angles, else ``(R, m², m²)``. Shared RZ-like
-    steps are built all at once."""
-    varies = (angles != angles[:1]).any(dim=0).numpy()
+    ``(m², m²)`` when all rows share the step's angles (``varies``: per angle slot, whether the
+    rows differ there; by default from ``angles``), else ``(R, m², m²)``. Shared RZ-like steps
+    are built all at once."""
+    if varies is None:
+        varies = (angles != angles[:1]).any(dim=0).numpy()
     local: dict[int, torch.Tensor] = {}
     ptms: dict[int, torch.Tensor] = {}
     phases: list[int] = []
@@ -523,8 +553,132 @@ def _shared_derivatives(
     ]
 
 
+#: How gradients before ``split`` are computed (:func:`_adjoint`): ``False`` by the reverse sweep
+#: of per-row co-states (M per row through every step before ``split``), ``True`` by tangents
+#: (forward mode: dr/da_k per row from gate k to ``split``, then ⟨λ, dr/da_k⟩ with the shared
+#: co-states λ there), ``None`` whichever moves fewer vectors (:func:`_use_tangents`).
+TANGENTS: bool | None = None
+
+
+def _use_tangents(steps: Sequence[Step], split: int, num_obs: int) -> bool:
+    """Tangents cost Σ_k (split − i_k) vector steps over the angles k (at step i_k) before
+    ``split``, the reverse sweep M · split: with angle-encoded inputs at the start of the
+    circuit (n angles, 2n steps) n² + n against 2nM."""
+    if TANGENTS is not None:
+        return TANGENTS
+    forward = sum(len(steps[i].slots) * (split - i) for i in range(split) if steps[i].ptm is None)
+    return forward < num_obs * split
+
+
+def _step_tangents(
+    step: Step, angles: torch.Tensor, before: torch.Tensor, after: torch.Tensor
+) -> list[torch.Tensor]:
+    """(dT/da_k) r for each angle of a parameterized step: ``before``/``after`` are the states
+    around it; each ``(B, 4, …, 4)``."""
+    if step.generator is not None:  # exp(−iaH) gates: dT/da = L · T
+        return [_apply_const(after, step.generator, step.qubits)]
+    derivatives = _ptm_derivatives(step, angles)  # (B, k, m², m²)
+    return [
+        _apply_const(before, d[0], step.qubits)
+        if d.shape[0] == 1
+        else _apply_rows(before, d, step.qubits)
+        for d in derivatives.unbind(1)
+    ]
+
+
+def _pair_tangents(
+    grads: torch.Tensor, costate: torch.Tensor, tangents: list[tuple[int, torch.Tensor]] | None
+) -> None:
+    """grads[:, :, slot] += ⟨λ_m, t⟩ for the tangents ``(slot, t)`` at the shared co-states λ."""
+    if not tangents:
+        return
+    lam = costate.reshape(1, costate.shape[1], -1)
+    for slot, t in tangents:
+        grads[:, :, slot] += _pair(lam, t.reshape(t.shape[0], -1))
+
+
+#: After the split every step is shared by the rows: with gradients, the per-row forward pass
+#: there runs consecutive steps fused into blocks of at most two qubits, each parameterized gate's
+#: μ_k pulled back to the start of its block (:func:`_fused_tail`); False: step by step.
+FUSE_AFTER_SPLIT = True
+#: … if the full-size μ vectors of the blocks (one per angle and observable) fit in this many
+#: bytes (unfused, only the local Pauli digits a gate touches are kept).
+FUSED_BUDGET = 1 << 30
+
+
+def _fused_tail(
+    steps: Sequence[Step],
+    split: int,
+    matrices: list[torch.Tensor],
+    local: dict[int, torch.Tensor],
+    weights: torch.Tensor,
+    n: int,
+) -> list[tuple[tuple[int, ...], torch.Tensor, list[tuple[int, torch.Tensor]]]]:
+    """The steps from ``split`` on (all shared) as blocks ``(qubits, PTM, [(slot, μ)])``:
+    consecutive steps while their qubits fit in two; μ = (dT_k/da · P)ᵀ λ in the block's local
+    frame ``(m², M, K)``, where λ are the observables' co-states after gate k and P the block's
+    steps before it (and gate k itself for ``exp(−iaH)`` gates, dT/da = L · T), so that
+    dF/da_k = ⟨μ, r⟩ with r the state at the start of the block."""
+    groups: list[tuple[tuple[int, ...], list[int]]] = []
+    for i in range(split, len(steps)):
+        if groups and len(set(groups[-1][0]) | set(steps[i].qubits)) <= MAX_FUSED_QUBITS:
+            groups[-1] = (tuple(sorted(set(groups[-1][0]) | set(steps[i].qubits))), groups[-1][1])
+            groups[-1][1].append(i)
+        else:
+            groups.append((tuple(sorted(steps[i].qubits)), [i]))
+    block_of = {i: g for g, (_, members) in enumerate(groups) for i in members}
+    mus: list[list[tuple[int, torch.Tensor]]] = [[] for _ in groups]
+    costate = weights.reshape((1, weights.shape[0]) + (4,) * n)
+    for i in range(len(steps) - 1, split - 1, -1):
+        step = steps[i]
+        if step.ptm is None:
+            qubits, members = groups[block_of[i]]
+            if step.generator is not None:
+                moved = [(_apply_const(costate, step.generator.mT, step.qubits), True)]
+            else:
+                derivatives = _ptm_derivatives(step, local[i])[0]  # (k, m², m²)
+                moved = [(_apply_const(costate, d.mT, step.qubits), False) for d in derivatives]
+            for slot, (mu, with_after) in zip(step.slots, moved, strict=True):
+                for j in reversed(members[: members.index(i) + int(with_after)]):
+                    mu = _apply_const(mu, matrices[j].mT, steps[j].qubits)
+                mus[block_of[i]].append((slot, _to_local(mu, qubits, n)))
+        costate = _apply_const(costate, matrices[i].mT, step.qubits)
+    blocks = []
+    for g, (qubits, members) in enumerate(groups):
+        ptm = np.eye(4 ** len(qubits))
+        for j in members:
+            ptm = embed_ptm(matrices[j].numpy(), steps[j].qubits, qubits) @ ptm
+        blocks.append((qubits, torch.as_tensor(ptm), mus[g]))
+    return blocks
+
+
+def _pair_and_apply(
+    x: torch.Tensor,
+    ptm: torch.Tensor,
+    qubits: tuple[int, ...],
+    mus: list[tuple[int, torch.Tensor]],
+    grads: torch.Tensor,
+) -> torch.Tensor:
+    """grads[:, :, slot] += ⟨μ, x⟩ for the block's ``mus``, then ``x`` through the block's
+    PTM: one local copy of ``x`` for both."""
+    axes, front = _local_axes(qubits), list(range(len(qubits)))
+    t = x.movedim(axes, front)
+    shape = t.shape
+    flat = t.reshape(ptm.shape[1], -1)
+    if mus:
+        r = flat.reshape(ptm.shape[1], shape[len(qubits)], -1)  # (m², B, K)
+        for slot, mu in mus:
+            grads[:, :, slot] += torch.bmm(r, mu.mT).sum(0)  # Σ over the local digits
+    return (ptm @ flat).reshape(shape).movedim(front, axes)
+
+
 def _adjoint(
-    noisy: NoisyProgram, angles: torch.Tensor, weights: torch.Tensor, gradient: bool
+    noisy: NoisyProgram,
+    angles: torch.Tensor,
+    weights: torch.Tensor,
+    gradient: bool,
+    varies: np.ndarray | None = None,
+    tail: dict | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Values ``(R, M)`` and, with ``gradient``, d values / d angles ``(R, M, S)``.
 
@@ -540,45 +694,80 @@ def _adjoint(
        co-states through the states kept there.
 
     Values alone with at least as many observables as rows go forwards to the end instead.
+
+    Chunks of one batch pass the batch's ``varies`` (:func:`_parametric_ptms`) and one ``tail``
+    dict: step 1 depends only on the shared angles and the observables, so the first chunk
+    leaves its result there and the others reuse it.
     """
     n, rows, num_obs = noisy.num_qubits, angles.shape[0], weights.shape[0]
     grads = torch.zeros((rows, num_obs, angles.shape[1]), dtype=torch.float64)
     if num_obs == 0:
         return torch.zeros((rows, 0), dtype=torch.float64), grads if gradient else None
     steps = noisy.steps
-    local, ptms = _parametric_ptms(steps, angles)
+    local, ptms = _parametric_ptms(steps, angles, varies)
     matrices = [step.ptm if step.ptm is not None else ptms[i] for i, step in enumerate(steps)]
-    last = max((i for i, a in local.items() if a.shape[0] > 1), default=-1)
-    split = last + 1 if gradient or num_obs < rows else len(steps)
-    costate = weights.reshape((1, num_obs) + (4,) * n)
-    pending: dict[int, list[tuple[torch.Tensor, slice, bool]]] = {}
-    for i in range(len(steps) - 1, split - 1, -1):
-        step = steps[i]
-        if gradient and step.ptm is None:
-            pending[i] = _shared_derivatives(step, local[i], costate, n)
-        costate = _apply_const(costate, matrices[i].mT, step.qubits)
+    if varies is None:
+        last = max((i for i, a in local.items() if a.shape[0] > 1), default=-1)
+    else:  # the batch's split, also in a chunk of one row
+        last = max((i for i in local if varies[list(steps[i].slots)].any()), default=-1)
+    total = rows if tail is None else tail.setdefault("rows", rows)
+    split = last + 1 if gradient or num_obs < total else len(steps)
+    if tail is not None and "costate" in tail:
+        costate, pending = tail["costate"], tail["pending"]
+    else:
+        costate = weights.reshape((1, num_obs) + (4,) * n)
+        pending: dict[int, list[tuple[torch.Tensor, slice, bool]]] = {}
+        for i in range(len(steps) - 1, split - 1, -1):
+            step = steps[i]
+            if gradient and step.ptm is None:
+                pending[i] = _shared_derivatives(step, local[i], costate, n)
+            costate = _apply_const(costate, matrices[i].mT, step.qubits)
+        if tail is not None:
+            tail.update(costate=costate, pending=pending)
+    blocks = None
+    after = sum(len(steps[i].slots) for i in range(split, len(steps)) if steps[i].ptm is None)
+    fused_bytes = after * num_obs * 8 << (2 * n)  # the μ vectors that the blocks keep
+    if gradient and FUSE_AFTER_SPLIT and split < len(steps) and fused_bytes <= FUSED_BUDGET:
+        blocks = tail.get("blocks") if tail is not None else None
+        if blocks is None:
+            blocks = _fused_tail(steps, split, matrices, local, weights, n)
+            if tail is not None:
+                tail["blocks"] = blocks
     state = initial_state(1, n)
     saved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    tangents: list[tuple[int, torch.Tensor]] | None = None
+    if gradient and _use_tangents(steps, split, num_obs):
+        tangents = []
     values = None
     for i, step in enumerate(steps):
         if i == split:
             values = _pair(costate.reshape(1, num_obs, -1), state.reshape(state.shape[0], -1))
-            if not gradient:
+            _pair_tangents(grads, costate, tangents)
+            if not gradient or blocks is not None:
                 break
+        if tangents and i < split:
+            tangents = [(slot, _apply(t, matrices[i], step.qubits)) for slot, t in tangents]
         before, state = state, _apply(state, matrices[i], step.qubits)
         if not gradient or step.ptm is not None:
             continue
         if i < split:
-            saved[i] = (before, state)
+            if tangents is None:
+                saved[i] = (before, state)
+            else:
+                derivatives = _step_tangents(step, local[i], before, state)
+                tangents.extend(zip(step.slots, derivatives, strict=True))
             continue
-        for slot, (mu, digits, with_after) in zip(step.slots, pending.pop(i), strict=True):
+        for slot, (mu, digits, with_after) in zip(step.slots, pending[i], strict=True):
             r = _to_local(state if with_after else before, step.qubits, n)[digits]
             grads[:, :, slot] += torch.bmm(r, mu.mT).sum(0)  # Σ over the local digits
     if values is None:  # split == len(steps)
         values = _pair(costate.reshape(1, num_obs, -1), state.reshape(state.shape[0], -1))
+        _pair_tangents(grads, costate, tangents)
     values = values.expand(rows, num_obs)
-    if not gradient:
-        return values, None
+    for qubits, ptm, mus in blocks or ():  # after the split, fused (:func:`_fused_tail`)
+        state = _pair_and_apply(state, ptm, qubits, mus, grads)
+    if not gradient or tangents is not None:
+        return values, grads if gradient else None
     for i in range(split - 1, -1, -1):  # per-row co-states through the kept states
         step = steps[i]
         if step.ptm is None:
@@ -588,6 +777,169 @@ def _adjoint(
                 grads[:, :, slot] += grad
         if i:
             costate = _apply(costate, matrices[i].mT, step.qubits)
+    return values, grads
+
+
+# -- one row: NumPy -------------------------------------------------------------------------------
+# With a single parameter row (batch 1, or a batch whose rows are all equal) every vector is small
+# and the torch path is dominated by its per-op dispatch; this path does the same adjoint sweep in
+# NumPy with everything that depends only on the program precomputed once (:func:`_shared_plan`).
+# A vector is an ndarray with one axis of 4 per qubit (plus a trailing observable axis for
+# co-states) in a tracked qubit ``order``: applying a step puts its qubits' axes first (one
+# transpose-copy and one GEMM) and the next step's permutation is known in advance.
+
+
+@dataclass(frozen=True, eq=False)
+class _SharedPlan:
+    forward: tuple[tuple[int, ...], ...]  # per step: permutation of the state's axes before it
+    backward: tuple[tuple[int, ...], ...]  # per step: of the co-state's axes (observables last)
+    final: tuple[int, ...]  # state axes → canonical order after the last step
+    pair_state: dict  # parameterized step → axes of the state before it: (local, rest)
+    pair_costate: dict  # … of the co-state after it: (observables, local, rest)
+    const: tuple  # per step: (PTM, PTMᵀ) as NumPy, or None for parameterized steps
+    groups: tuple  # (model, step indices, their angle slots) of the parameterized steps
+    bases: dict  # local qubit count k → (T, Tᴴ): columns of T are the vectorized Paulis
+
+
+def _shared_plan(noisy: NoisyProgram) -> _SharedPlan:
+    plan = noisy.plans.get("shared")
+    if plan is not None:
+        return plan
+    n, steps = noisy.num_qubits, noisy.steps
+    canonical = list(range(n - 1, -1, -1))  # axis j is qubit n − 1 − j (flat index Σ p_q 4^q)
+
+    def perm(order: list[int], lead: list[int], rest: list[int]) -> tuple[int, ...]:
+        return tuple(order.index(q) for q in lead + rest)
+
+    forward, orders_before = [], []
+    order = canonical
+    for step in steps:
+        lead = list(reversed(step.qubits))  # most significant local digit first
+        others = [q for q in order if q not in lead]
+        forward.append(perm(order, lead, others))
+        orders_before.append(order)
+        order = lead + others
+    final = perm(order, canonical, [])
+    backward: list[tuple[int, ...]] = [()] * len(steps)
+    orders_after: list[list[int]] = [[]] * len(steps)
+    order = canonical
+    for i in range(len(steps) - 1, -1, -1):
+        lead = list(reversed(steps[i].qubits))
+        others = [q for q in order if q not in lead]
+        backward[i] = perm(order, lead, others) + (n,)
+        orders_after[i] = order
+        order = lead + others
+    pair_state, pair_costate, groups, bases = {}, {}, {}, {}
+    const = []
+    for i, step in enumerate(steps):
+        if step.ptm is not None:
+            ptm = step.ptm.numpy()
+            const.append((ptm, np.ascontiguousarray(ptm.T)))
+            continue
+        const.append(None)
+        lead = list(reversed(step.qubits))
+        rest = [q for q in canonical if q not in lead]
+        pair_state[i] = perm(orders_before[i], lead, rest)
+        pair_costate[i] = (n,) + perm(orders_after[i], lead, rest)
+        groups.setdefault(id(step.model), (step.model, []))[1].append(i)
+        k = len(step.qubits)
+        if k not in bases:
+            t = pauli_matrices(k).reshape(4**k, 4**k).T.copy()
+            bases[k] = (t, t.conj().T.copy())
+    plan = _SharedPlan(
+        tuple(forward),
+        tuple(backward),
+        final,
+        pair_state,
+        pair_costate,
+        tuple(const),
+        tuple(
+            (model, tuple(members), np.array([steps[i].slots for i in members], dtype=np.intp))
+            for model, members in groups.values()
+        ),
+        bases,
+    )
+    noisy.plans["shared"] = plan
+    return plan
+
+
+def _shared_ptms(
+    noisy: NoisyProgram, plan: _SharedPlan, angles: np.ndarray, gradient: bool
+) -> tuple[dict[int, np.ndarray], dict[int, tuple[np.ndarray, np.ndarray]]]:
+    """PTMs ``(m², m²)`` of the parameterized steps for one row of angles ``(S,)`` and, with
+    ``gradient``, their derivatives, flattened ``(m⁴, k)``, with the step's angle slots:
+    R = Re(Tᴴ (U ⊗ Ū) T) / m and dR/da_j = 2 Re(Tᴴ (U G_j ⊗ Ū) T) / m, one batch per gate
+    model."""
+    steps = noisy.steps
+    ptms: dict[int, np.ndarray] = {}
+    derivatives: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for model, members, slots in plan.groups:
+        a = angles[slots]  # (G, k)
+        u = model.matrices(a)  # (G, m, m)
+        g, m = u.shape[0], u.shape[-1]
+        t, th = plan.bases[len(steps[members[0]].qubits)]
+        uc = u.conj()
+        kron = (u[:, :, None, :, None] * uc[:, None, :, None, :]).reshape(g, m * m, m * m)
+        r = (th @ kron @ t).real / m
+        ptms.update(zip(members, r, strict=True))
+        if gradient:
+            du = u[:, None] @ model.generators(a)  # (G, k, m, m)
+            dk = du[:, :, :, None, :, None] * uc[:, None, None, :, None, :]
+            dr = 2 * (th @ dk.reshape(g, -1, m * m, m * m) @ t).real / m
+            flat = dr.reshape(g, dr.shape[1], -1).transpose(0, 2, 1)  # (G, m⁴, k)
+            derivatives.update(zip(members, zip(flat, slots, strict=True), strict=True))
+    return ptms, derivatives
+
+
+def _np_apply(x: np.ndarray, ptm: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """``ptm`` on the first local axes of ``x`` after permuting them to ``axes``: the result
+    has the step's qubits first (the layout the plan expects next)."""
+    t = x.transpose(axes)
+    shape = t.shape
+    return (ptm @ t.reshape(ptm.shape[1], -1)).reshape(shape)
+
+
+def _adjoint_shared(
+    noisy: NoisyProgram, angles: np.ndarray, weights: np.ndarray, gradient: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`_adjoint` for ONE row of angles ``(S,)`` in NumPy: values ``(M,)`` and, with
+    ``gradient``, d values / d angles ``(M, S)``. Forward pass keeping the states before the
+    parameterized steps, then one reverse sweep of the co-states of all observables, where
+    dF_m/da_k = Σ_ab dR_k[a, b] C_m[a, b] with C_m = Σ_rest λ_m[a, rest] r[b, rest]."""
+    plan = _shared_plan(noisy)
+    n, steps = noisy.num_qubits, noisy.steps
+    num_obs = weights.shape[0]
+    if num_obs == 0:
+        return np.zeros(0), np.zeros((0, angles.shape[0])) if gradient else None
+    ptms, derivatives = _shared_ptms(noisy, plan, angles, gradient)
+    state = np.zeros((4,) * n)
+    state[(slice(None, None, 3),) * n] = 1.0  # |0…0⟩: r_P = 1 for P ∈ {I, Z}^n
+    kept: dict[int, np.ndarray] = {}
+    for i, c in enumerate(plan.const):
+        if c is None:
+            if gradient:
+                kept[i] = state
+            state = _np_apply(state, ptms[i], plan.forward[i])
+        else:
+            state = _np_apply(state, c[0], plan.forward[i])
+    values = weights @ state.transpose(plan.final).reshape(-1)
+    if not gradient:
+        return values, None
+    grads = np.zeros((num_obs, angles.shape[0]))
+    costate = weights.T.reshape((4,) * n + (num_obs,))
+    for i in range(len(steps) - 1, -1, -1):
+        c = plan.const[i]
+        if c is None:
+            m2 = ptms[i].shape[0]
+            lam = costate.transpose(plan.pair_costate[i]).reshape(num_obs, m2, -1)
+            r = kept.pop(i).transpose(plan.pair_state[i]).reshape(m2, -1)
+            outer = (lam @ r.T).reshape(num_obs, -1)  # C_m, (M, m⁴)
+            d, slots = derivatives[i]
+            grads[:, slots] += outer @ d
+            if i:
+                costate = _np_apply(costate, ptms[i].T, plan.backward[i])
+        elif i:
+            costate = _np_apply(costate, c[1], plan.backward[i])
     return values, grads
 
 
@@ -625,6 +977,8 @@ def evolve(noisy: NoisyProgram, angles: torch.Tensor) -> torch.Tensor:
 
 #: Pauli digit (I 0, X 1, Y 2, Z 3) of a ``SparseObservable.BitTerm`` value (X 2, Y 3, Z 1).
 _BIT_TERM_DIGIT = np.array([0, 3, 1, 2])
+#: Pauli digit of a symplectic (x, z) bit pair: I (0, 0), X (1, 0), Y (1, 1), Z (0, 1).
+_XZ_DIGIT = np.array([[0, 3], [1, 2]])
 
 
 def _observable_row(obs, num_qubits: int) -> np.ndarray:
@@ -648,6 +1002,12 @@ def _observable_row(obs, num_qubits: int) -> np.ndarray:
             np.add.at(row, index, coeffs.real)
             return row
         obs = SparsePauliOp.from_sparse_observable(obs)
+    paulis, coeffs = obs.paulis, np.asarray(obs.coeffs)
+    if not np.any(paulis.phase) and np.abs(coeffs.imag).max(initial=0.0) <= 1e-12:
+        digits = _XZ_DIGIT[paulis.x.astype(np.int64), paulis.z.astype(np.int64)]  # (T, n)
+        index = (digits << (2 * np.arange(num_qubits, dtype=np.int64))).sum(axis=1)
+        np.add.at(row, index, coeffs.real)
+        return row
     for label, coeff in zip(obs.paulis.to_labels(), obs.coeffs, strict=True):
         if abs(coeff.imag) > 1e-12:
             raise BackendError(f"observable term {label} has a complex coefficient {coeff}")
@@ -656,19 +1016,64 @@ def _observable_row(obs, num_qubits: int) -> np.ndarray:
     return row
 
 
+def _observable_key(obs) -> tuple | None:
+    """The content of a ``SparseObservable`` or ``SparsePauliOp`` as a hashable key (None for
+    anything else): equal keys mean equal observables, so the rows cached under them stay right
+    when an observable object is edited in place or a new one is made."""
+    if isinstance(obs, SparseObservable):
+        kind, parts = "sparse", (obs.coeffs, obs.bit_terms, obs.indices, obs.boundaries)
+    elif isinstance(obs, SparsePauliOp):
+        paulis = obs.paulis
+        kind, parts = "pauli", (obs.coeffs, paulis.x, paulis.z, paulis.phase)
+    else:
+        return None
+    arrays = [np.asarray(p) for p in parts]
+    if any(a.dtype == object for a in arrays):  # e.g. parameterized coefficients
+        return None
+    return (kind, obs.num_qubits) + tuple(a.tobytes() for a in arrays)
+
+
+#: Pauli weights of recent observables by content (:func:`_observable_key`); cleared when full.
+_ROWS: dict[tuple, np.ndarray] = {}
+_ROWS_LIMIT = 4096
+
+
+def _cached_row(obs, num_qubits: int) -> np.ndarray:
+    key = _observable_key(obs)
+    if key is None or key[1] != num_qubits:  # not cacheable, or the width error to raise
+        return _observable_row(obs, num_qubits)
+    row = _ROWS.get(key)
+    if row is None:
+        row = _observable_row(obs, num_qubits)
+        row.setflags(write=False)
+        if len(_ROWS) >= _ROWS_LIMIT:
+            _ROWS.clear()
+        _ROWS[key] = row
+    return row
+
+
 def pauli_weights(observables: Iterable, num_qubits: int) -> torch.Tensor:
     """``(M, 4ⁿ)`` real weights w with ⟨O_m⟩ = Σ_P w[m, P] r_P (Hermitian observables only)."""
-    rows = [_observable_row(obs, num_qubits) for obs in observables]
+    rows = [_cached_row(obs, num_qubits) for obs in observables]
     weights = np.stack(rows) if rows else np.zeros((0, 4**num_qubits))
     return torch.as_tensor(weights, dtype=torch.float64)
 
 
-def _chunk_rows(noisy: NoisyProgram, num_obs: int, gradient: bool) -> int:
-    """Rows per chunk so that the kept states (two per parameterized gate) and the per-row
-    co-states of a chunk stay within :data:`MEMORY_BUDGET`."""
+def _chunk_rows(
+    noisy: NoisyProgram, num_obs: int, gradient: bool, varies: np.ndarray | None = None
+) -> int:
+    """Rows per chunk so that the kept states (two per parameterized gate up to the last one
+    whose angles differ between rows, ``varies`` per angle slot; all of them if not given) and
+    the per-row co-states of a chunk stay within :data:`MEMORY_BUDGET`."""
     vectors = 4
     if gradient:
-        vectors += 2 * sum(step.ptm is None for step in noisy.steps) + 3 * num_obs
+        parametric = [i for i, step in enumerate(noisy.steps) if step.ptm is None]
+        if varies is not None:
+            last = max(
+                (i for i in parametric if varies[list(noisy.steps[i].slots)].any()), default=-1
+            )
+            parametric = [i for i in parametric if i <= last]
+        vectors += 2 * len(parametric) + 3 * num_obs
     return max(1, MEMORY_BUDGET // (vectors * 8 << (2 * noisy.num_qubits)))
 
 
@@ -685,12 +1090,22 @@ def simulate(
     num_obs = weights.shape[0]
     out = np.empty((rows, num_obs))
     grads = np.empty((rows, num_obs, values.shape[1])) if gradient else None
-    chunk = _chunk_rows(noisy, num_obs, gradient)
+    if rows == 1:  # one row: the NumPy path (no per-op torch dispatch)
+        angles = angle_map.evaluate(values)
+        f, angle_grads = _adjoint_shared(noisy, angles[0], weights.numpy(), gradient)
+        out[0] = f
+        if gradient:
+            grads[:] = angle_map.pullback(values, angle_grads[None])
+        return out, grads
+    all_angles = angle_map.evaluate(values)
+    varies = (all_angles != all_angles[:1]).any(axis=0)
+    chunk = _chunk_rows(noisy, num_obs, gradient, varies)
+    tail: dict = {}  # the shared backward sweep, computed by the first chunk
     with torch.no_grad():
         for start in range(0, rows, chunk):
             part = values[start : start + chunk]
-            angles = torch.as_tensor(angle_map.evaluate(part), dtype=torch.float64)
-            f, angle_grads = _adjoint(noisy, angles, weights, gradient)
+            angles = torch.as_tensor(all_angles[start : start + chunk], dtype=torch.float64)
+            f, angle_grads = _adjoint(noisy, angles, weights, gradient, varies, tail)
             out[start : start + chunk] = f.numpy()
             if gradient:
                 grads[start : start + chunk] = angle_map.pullback(part, angle_grads.numpy())
@@ -753,8 +1168,11 @@ class DensityMatrixEstimator(BaseEstimatorV2):
         results: list[PubResult | None] = [None] * len(pubs)
         groups: dict[tuple, list[int]] = {}
         tables = []
+        programs: dict[int, NoisyProgram] = {}  # one cache look-up per distinct circuit
         for i, pub in enumerate(pubs):
-            noisy = self.program(pub.circuit)
+            noisy = programs.get(id(pub.circuit))
+            if noisy is None:
+                noisy = programs[id(pub.circuit)] = self.program(pub.circuit)
             table = parameter_table(pub, noisy.program)
             tables.append((noisy, table))
             groups.setdefault((id(noisy), table.shape, table.tobytes()), []).append(i)
