@@ -272,6 +272,34 @@ def test_layer_pool_reuses_states_without_changing_results():
         np.testing.assert_allclose(layer.weight.grad.numpy(), fresh.weight.grad.numpy(), atol=TOL)
 
 
+def test_layer_pool_stays_bounded_and_serves_every_state(monkeypatch):
+    """After the first step, every state-sized tensor the forward pass and the sweep take (kept
+    states, the product state, the relayouts' scratch, co-states) comes from the pool, and the
+    pool holds the same buffers step after step (it does not grow by a product state per step)."""
+    qc, x, w, obs = ring_layer(7)
+    rng = np.random.default_rng(9)
+    layer = ExactTorchLayer(qc, obs, x, w, initial_weights=rng.uniform(-2, 2, len(w)))
+    inputs = torch.as_tensor(rng.uniform(-2, 2, (6, len(x))))
+    misses = []
+    take = sweep.StatePool.take
+
+    def counting_take(pool, shape):
+        misses.append(not pool._free.get(tuple(shape)))
+        return take(pool, shape)
+
+    monkeypatch.setattr(sweep.StatePool, "take", counting_take)
+    monkeypatch.setattr(sweep.StatePool, "__call__", counting_take)
+    held = []
+    for _ in range(4):
+        misses.clear()
+        tensor = inputs.clone().requires_grad_(True)
+        layer.zero_grad()
+        layer(tensor).sum().backward()
+        held.append(layer._pool._held)
+    assert misses and not any(misses)  # the last step took everything from the pool
+    assert held[1] == held[2] == held[3] > 0
+
+
 def test_layer_pool_across_row_chunks(monkeypatch):
     """Row chunks (``CHUNK_BYTES`` small) each take and return their own buffers."""
     from qhqcnn.engine import torch_layer

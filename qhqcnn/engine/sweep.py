@@ -152,6 +152,8 @@ class StatePool:
             return tensor
         return torch.empty(tuple(shape), dtype=self.dtype, device=self.device)
 
+    __call__ = take  # a pool is an ``allocate`` for :func:`forward` (which also gives back)
+
     def give(self, *tensors: torch.Tensor) -> None:
         """Hand tensors back (the caller no longer reads them)."""
         for tensor in tensors:
@@ -409,9 +411,17 @@ def _block_plan(prepared: PreparedProgram, tensors: GateTensors):
     return plan
 
 
-def _positions(prepared: PreparedProgram, ops, space: ApplySpace) -> list[tuple[int, ...]]:
-    where = dict(zip(space.qubits, space.positions, strict=True))
-    return [tuple(where[q] for q in prepared.ops[i].qubits) for i in ops]
+def _positions(prepared: PreparedProgram, ops, space: ApplySpace) -> tuple[tuple[int, ...], ...]:
+    """Where each gate's qubits sit in ``space`` (cached per program)."""
+    cache = prepared.memo.get("positions")
+    if cache is None:
+        cache = prepared.memo["positions"] = {}  # one memo entry (the memo is size-bounded)
+    key = (tuple(ops), space)
+    hit = cache.get(key)
+    if hit is None:
+        where = dict(zip(space.qubits, space.positions, strict=True))
+        hit = cache[key] = tuple(tuple(where[q] for q in prepared.ops[i].qubits) for i in ops)
+    return hit
 
 
 def _embed_stack(prepared, tensors_by_op: dict, ops, space: ApplySpace, angle_axis: bool):
@@ -492,13 +502,25 @@ def _prefix_layout(blocks: tuple[Block, ...], count: int, n: int) -> tuple[int, 
     return used + tuple(q for q in range(n) if q not in used)
 
 
-def _product_state(blocks: tuple[Block, ...], count: int, num_rows: int, dim: int):
-    """``(R, 1, D)``: the product state after the first ``count`` blocks, in their layout."""
-    vec = _kron([block.matrix[..., 0] for block in blocks[:count]])  # (R, m_0 m_1 ...)
-    if vec.shape[-1] == dim:
-        return vec[:, None, :]
-    state = vec.new_zeros((vec.shape[0], 1, dim))
-    state[:, 0, : vec.shape[-1]] = vec
+def _product_state(blocks: tuple[Block, ...], count: int, num_rows: int, dim: int, allocate=None):
+    """``(R, 1, D)``: the product state after the first ``count`` blocks, in their layout
+    (written into ``allocate((R, 1, D))`` when given)."""
+    factors = [block.matrix[..., 0] for block in blocks[:count]]
+    if allocate is None or len(factors) < 2:
+        vec = _kron(factors)  # (R, m_0 m_1 ...)
+        if vec.shape[-1] == dim:
+            return vec[:, None, :]
+        state = vec.new_zeros((vec.shape[0], 1, dim))
+        state[:, 0, : vec.shape[-1]] = vec
+        return state
+    low = _kron(factors[:-1])
+    rows, top = low.shape[0], factors[-1].shape[-1]
+    span = low.shape[-1] * top
+    state = allocate((rows, 1, dim))
+    if span < dim:
+        state[:, 0, span:].zero_()
+    target = state[:, 0, :span].unflatten(-1, (top, low.shape[-1]))
+    torch.mul(factors[-1][:, :, None], low[:, None, :], out=target)  # the last kron step
     return state
 
 
@@ -519,8 +541,19 @@ def forward(
     states = []
     natural = tuple(range(n))
     prefix = _product_prefix(blocks)
+    # a pool (``allocate.give``): the relayouts write into scratch tensors taken from it
+    release = getattr(allocate, "give", None) if keep else None
+    scratch: dict[tuple[int, ...], torch.Tensor] = {}
+
+    def spare(shape: tuple[int, ...]):
+        if release is None:
+            return None
+        if shape not in scratch:
+            scratch[shape] = allocate(shape)
+        return scratch[shape]
+
     if prefix:
-        state = _product_state(blocks, prefix, num_rows, dim)
+        state = _product_state(blocks, prefix, num_rows, dim, allocate if keep else None)
         layout = _prefix_layout(blocks, prefix, n)
         if keep:
             states.extend([None] * (prefix - 1) + [state[:, 0]])
@@ -532,7 +565,7 @@ def forward(
         if block.per_row and state.shape[0] != num_rows:
             state = state.expand(num_rows, 1, dim)
         if block.layout is not None:
-            state = relayout(state, layout, block.layout)
+            state = relayout(state, layout, block.layout, spare(tuple(state.shape)))
             layout = block.layout
         out = None
         if keep and allocate is not None and block.space.kind == "low":
@@ -542,6 +575,8 @@ def forward(
         if keep:
             states.append(state[:, 0])
     state = relayout(state, layout, natural)
+    if release is not None:
+        release(*scratch.values())
     psi = state[:, 0].expand(num_rows, dim)
     return (psi, tuple(states)) if keep else psi
 
