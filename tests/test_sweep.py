@@ -289,15 +289,18 @@ def test_layer_pool_stays_bounded_and_serves_every_state(monkeypatch):
 
     monkeypatch.setattr(sweep.StatePool, "take", counting_take)
     monkeypatch.setattr(sweep.StatePool, "__call__", counting_take)
-    held = []
+    held, workspaces = [], []
     for _ in range(4):
         misses.clear()
         tensor = inputs.clone().requires_grad_(True)
         layer.zero_grad()
         layer(tensor).sum().backward()
         held.append(layer._pool._held)
+        workspace = layer.prepared.memo["workspace"]  # the row-summed terms' scratch
+        workspaces.append({key: t.data_ptr() for key, t in workspace.items()})
     assert misses and not any(misses)  # the last step took everything from the pool
     assert held[1] == held[2] == held[3] > 0
+    assert workspaces[0] and workspaces[0] == workspaces[3]  # reused, not reallocated
 
 
 def test_layer_pool_across_row_chunks(monkeypatch):

@@ -882,6 +882,19 @@ def _column_order(position_lists: tuple[tuple[int, ...], ...], width: int, devic
     return torch.as_tensor(np.stack(out), device=device)
 
 
+def _workspace(prepared: PreparedProgram, name: str, shape: tuple[int, ...], dtype) -> torch.Tensor:
+    """A scratch tensor kept in the program's memo (contents undefined; one per name and
+    shape, so only for results that are consumed before the next call)."""
+    cache = prepared.memo.get("workspace")
+    if cache is None:
+        cache = prepared.memo["workspace"] = {}
+    key = (name, tuple(shape), dtype)
+    tensor = cache.get(key)
+    if tensor is None:
+        tensor = cache[key] = torch.empty(key[1], dtype=dtype, device=prepared.device)
+    return tensor
+
+
 def _batched_summed_terms(prepared, tensors: GateTensors, pending):
     """:func:`_summed_terms` of every block at once, ``pending`` ``[(block, chosen, T (M, m, m))]``:
     gates grouped by block width and generator shape; per group ``W = T Q`` (one batched
@@ -900,10 +913,22 @@ def _batched_summed_terms(prepared, tensors: GateTensors, pending):
     for (width, shape), members in groups.items():
         m, d = 1 << width, shape[-1]
         order = _column_order(tuple(member[3] for member in members), width, prepared.device)
-        lefts = torch.stack([member[0] for member in members])  # (G, m, m)
-        trans = torch.stack([member[1] for member in members])  # (G, M, m, m)
-        lefts = lefts.gather(2, order)  # (G, m, m): columns (o, x)
-        images = (trans @ lefts[:, None]).reshape(len(members), -1, m * m // d, d)
+        count, cols = len(members), members[0][1].shape[0]
+        dtype = members[0][0].dtype
+        # workspaces kept across steps: fresh ones of this size cost page faults every step
+        stacked = torch.stack(
+            [member[0] for member in members], out=_workspace(prepared, "q", (count, m, m), dtype)
+        )
+        lefts = torch.gather(
+            stacked, 2, order, out=_workspace(prepared, "qo", stacked.shape, dtype)
+        )
+        trans = torch.stack(
+            [member[1] for member in members],
+            out=_workspace(prepared, "t", (count, cols, m, m), dtype),
+        )
+        images = torch.matmul(
+            trans, lefts[:, None], out=_workspace(prepared, "w", trans.shape, dtype)
+        ).view(count, -1, m * m // d, d)
         reduced = lefts.reshape(len(members), 1, m * m // d, d).mH @ images  # (G, M, d, d)
         gens = torch.stack([member[2] for member in members])  # (G, A, d, d)
         part = reduced.flatten(-2) @ gens.conj().flatten(-2).mT  # (G, M, A)
