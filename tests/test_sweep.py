@@ -23,6 +23,9 @@ NEW = {
     "ROTATE": True,
     "FUSED_MIN_QUBITS": 4,
     "PREFIX_FACTOR_QUBITS": 2,
+    "BATCHED_PREFIX_TERMS": True,
+    "BATCHED_SUMMED_TERMS": True,
+    "BATCHED_BUILD": True,
 }
 REFERENCE = {
     "PRODUCT_PREFIX": False,
@@ -30,7 +33,14 @@ REFERENCE = {
     "ROTATE": False,
     "FUSED_MIN_QUBITS": 1,
     "PREFIX_FACTOR_QUBITS": 0,
+    "BATCHED_PREFIX_TERMS": False,
+    "BATCHED_SUMMED_TERMS": False,
+    "BATCHED_BUILD": False,
 }
+#: The batched forms of the fused sweep's small products (prefix terms, row-summed terms, block
+#: building) and their block-by-block reference.
+BATCHED = {"BATCHED_PREFIX_TERMS": True, "BATCHED_SUMMED_TERMS": True, "BATCHED_BUILD": True}
+BY_BLOCK = dict.fromkeys(BATCHED, False)
 
 
 def ring_layer(n: int, layers: int = 3, variant: str = "ry"):
@@ -120,6 +130,42 @@ def test_layer_matches_the_reference_plan_and_statevector(monkeypatch, n, varian
             state = Statevector(bound)
             expected = [state.expectation_value(o).real for o in obs]
             np.testing.assert_allclose(values, expected, atol=TOL)
+
+
+@pytest.mark.parametrize(
+    ("n", "variant"), [(8, "ry"), (9, "u"), (7, "crx"), (7, "rzz"), (7, "ryrz")]
+)
+def test_batched_small_products_match_block_by_block(monkeypatch, n, variant):
+    """The batched prefix terms, row-summed terms and block building equal the block-by-block
+    forms (same plan otherwise) at 1e-12, and are the paths taken."""
+    qc, x, w, obs = ring_layer(n, variant=variant)
+    rng = np.random.default_rng(n + 1)
+    inputs = rng.uniform(-np.pi, np.pi, (5, len(x)))
+    weights = rng.uniform(-np.pi, np.pi, len(w))
+    upstream = rng.normal(size=(5, len(obs)))
+    args = (qc, x, w, obs, inputs, weights, upstream, torch.complex128)
+    calls = {"batched": 0, "by_block": 0}
+
+    def spy(name, kind):
+        original = getattr(sweep, name)
+
+        def wrapped(*a, **k):
+            calls[kind] += 1
+            return original(*a, **k)
+
+        monkeypatch.setattr(sweep, name, wrapped)
+
+    spy("_batched_summed_terms", "batched")
+    spy("_fused_build_structure", "batched")
+    for name in ("_summed_terms", "_prefix_terms_by_block", "_build_fused_by_block"):
+        spy(name, "by_block")
+    *ref, _, _ = _layer_step(monkeypatch, {**NEW, **BY_BLOCK}, *args)
+    assert calls["by_block"] > 0 and calls["batched"] == 0
+    calls.update(batched=0, by_block=0)
+    *new, _, prefix = _layer_step(monkeypatch, NEW, *args)
+    assert calls["batched"] > 0 and calls["by_block"] == 0 and prefix > 0
+    for got, want in zip(new, ref, strict=True):
+        np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
 
 
 def test_layer_gradients_match_finite_differences(monkeypatch):
@@ -224,6 +270,37 @@ def test_layer_pool_reuses_states_without_changing_results():
         fresh(fresh_input).sum().backward()
         np.testing.assert_allclose(tensor.grad.numpy(), fresh_input.grad.numpy(), atol=TOL)
         np.testing.assert_allclose(layer.weight.grad.numpy(), fresh.weight.grad.numpy(), atol=TOL)
+
+
+def test_layer_pool_stays_bounded_and_serves_every_state(monkeypatch):
+    """After the first step, every state-sized tensor the forward pass and the sweep take (kept
+    states, the product state, the relayouts' scratch, co-states) comes from the pool, and the
+    pool holds the same buffers step after step (it does not grow by a product state per step)."""
+    qc, x, w, obs = ring_layer(7)
+    rng = np.random.default_rng(9)
+    layer = ExactTorchLayer(qc, obs, x, w, initial_weights=rng.uniform(-2, 2, len(w)))
+    inputs = torch.as_tensor(rng.uniform(-2, 2, (6, len(x))))
+    misses = []
+    take = sweep.StatePool.take
+
+    def counting_take(pool, shape):
+        misses.append(not pool._free.get(tuple(shape)))
+        return take(pool, shape)
+
+    monkeypatch.setattr(sweep.StatePool, "take", counting_take)
+    monkeypatch.setattr(sweep.StatePool, "__call__", counting_take)
+    held, workspaces = [], []
+    for _ in range(4):
+        misses.clear()
+        tensor = inputs.clone().requires_grad_(True)
+        layer.zero_grad()
+        layer(tensor).sum().backward()
+        held.append(layer._pool._held)
+        workspace = layer.prepared.memo["workspace"]  # the row-summed terms' scratch
+        workspaces.append({key: t.data_ptr() for key, t in workspace.items()})
+    assert misses and not any(misses)  # the last step took everything from the pool
+    assert held[1] == held[2] == held[3] > 0
+    assert workspaces[0] and workspaces[0] == workspaces[3]  # reused, not reallocated
 
 
 def test_layer_pool_across_row_chunks(monkeypatch):

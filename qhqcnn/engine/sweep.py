@@ -61,6 +61,12 @@ ROTATE = True
 #: Widest block of the leading single-qubit per-row gates (see :func:`_split_leading`; ``0``:
 #: leave them as planned).
 PREFIX_FACTOR_QUBITS = 2
+#: Whether the row-summed terms of all blocks are formed together after the sweep
+#: (:func:`_batched_summed_terms`); ``False``: block by block (:func:`_summed_terms`).
+BATCHED_SUMMED_TERMS = True
+#: Whether the fused blocks are built with one embedding per gate kind and the products of
+#: runs of fixed gates cached (:func:`_build_fused`); ``False``: block by block.
+BATCHED_BUILD = True
 #: How many of the latest blocks a gate may join.
 FUSION_LOOKBACK = 12
 
@@ -145,6 +151,8 @@ class StatePool:
             self._held -= tensor.numel() * tensor.element_size()
             return tensor
         return torch.empty(tuple(shape), dtype=self.dtype, device=self.device)
+
+    __call__ = take  # a pool is an ``allocate`` for :func:`forward` (which also gives back)
 
     def give(self, *tensors: torch.Tensor) -> None:
         """Hand tensors back (the caller no longer reads them)."""
@@ -288,7 +296,72 @@ def _embed_per_row(local: torch.Tensor, positions: tuple[int, ...], width: int) 
     return embed(local.unsqueeze(-3), [positions], width).squeeze(-3)
 
 
+def _fused_build_structure(prepared: PreparedProgram, tensors: GateTensors, plan):
+    """Per plan (cached): the gates of every block grouped by (per-row, block width, gate
+    width) for one embedding per group and step, and each block's items in circuit order:
+    ``(k, group, index)`` for a parameterized gate, ``(k, None, product)`` for a run of fixed
+    gates (their product, embedded once)."""
+    key = ("fused-build", tuple(sorted(tensors.per_row)))
+    hit = prepared.memo.get(key)
+    if hit is not None:
+        return hit
+    groups: dict = {}
+    items = []
+    for ops, per_row, space, _ in plan:
+        positions = _positions(prepared, ops, space)
+        block_items: list = []
+        run: list[int] = []
+
+        def close(run=run, block_items=block_items, ops=ops, space=space) -> None:
+            if run:
+                fixed = _embed_stack(prepared, prepared.fixed, [ops[k] for k in run], space, False)
+                product = fixed[-1]
+                for matrix in reversed(fixed[:-1]):
+                    product = product @ matrix
+                block_items.append((run[0], None, product))
+                run.clear()
+
+        for k, i in enumerate(ops):
+            if i in prepared.fixed:
+                run.append(k)
+                continue
+            close()
+            width = len(prepared.ops[i].qubits)
+            members = groups.setdefault((per_row, space.width, width), [])
+            block_items.append((k, (per_row, space.width, width), len(members)))
+            members.append((i, positions[k]))
+        close()
+        items.append(block_items)
+    hit = prepared.memo[key] = (groups, items)
+    return hit
+
+
 def _build_fused(prepared: PreparedProgram, tensors: GateTensors) -> tuple[Block, ...]:
+    if not BATCHED_BUILD:
+        return _build_fused_by_block(prepared, tensors)
+    plan = _fused_plan(prepared, tensors)
+    groups, items = _fused_build_structure(prepared, tensors, plan)
+    embedded = {}
+    for (per_row, width, _), members in groups.items():
+        if per_row:  # (R, G, d, d) -> (R, G, m, m)
+            local = torch.stack([tensors.per_row[i].matrix for i, _ in members], dim=1)
+            embedded[per_row, width, _] = embed(local, [p for _, p in members], width).unbind(1)
+        else:
+            local = torch.stack([tensors.shared[i] for i, _ in members])
+            embedded[per_row, width, _] = embed(local, [p for _, p in members], width).unbind(0)
+    blocks = []
+    for (ops, per_row, space, layout), block_items in zip(plan, items, strict=True):
+        suffixes: list = [None] * len(ops)
+        product = None
+        for k, group, where in reversed(block_items):
+            matrix = where if group is None else embedded[group][where]
+            product = matrix if product is None else product @ matrix
+            suffixes[k] = product
+        blocks.append(Block(ops, space, per_row, product, tuple(suffixes), layout))
+    return tuple(blocks)
+
+
+def _build_fused_by_block(prepared: PreparedProgram, tensors: GateTensors) -> tuple[Block, ...]:
     blocks = []
     for ops, per_row, space, layout in _fused_plan(prepared, tensors):
         if per_row:
@@ -338,9 +411,17 @@ def _block_plan(prepared: PreparedProgram, tensors: GateTensors):
     return plan
 
 
-def _positions(prepared: PreparedProgram, ops, space: ApplySpace) -> list[tuple[int, ...]]:
-    where = dict(zip(space.qubits, space.positions, strict=True))
-    return [tuple(where[q] for q in prepared.ops[i].qubits) for i in ops]
+def _positions(prepared: PreparedProgram, ops, space: ApplySpace) -> tuple[tuple[int, ...], ...]:
+    """Where each gate's qubits sit in ``space`` (cached per program)."""
+    cache = prepared.memo.get("positions")
+    if cache is None:
+        cache = prepared.memo["positions"] = {}  # one memo entry (the memo is size-bounded)
+    key = (tuple(ops), space)
+    hit = cache.get(key)
+    if hit is None:
+        where = dict(zip(space.qubits, space.positions, strict=True))
+        hit = cache[key] = tuple(tuple(where[q] for q in prepared.ops[i].qubits) for i in ops)
+    return hit
 
 
 def _embed_stack(prepared, tensors_by_op: dict, ops, space: ApplySpace, angle_axis: bool):
@@ -421,13 +502,25 @@ def _prefix_layout(blocks: tuple[Block, ...], count: int, n: int) -> tuple[int, 
     return used + tuple(q for q in range(n) if q not in used)
 
 
-def _product_state(blocks: tuple[Block, ...], count: int, num_rows: int, dim: int):
-    """``(R, 1, D)``: the product state after the first ``count`` blocks, in their layout."""
-    vec = _kron([block.matrix[..., 0] for block in blocks[:count]])  # (R, m_0 m_1 ...)
-    if vec.shape[-1] == dim:
-        return vec[:, None, :]
-    state = vec.new_zeros((vec.shape[0], 1, dim))
-    state[:, 0, : vec.shape[-1]] = vec
+def _product_state(blocks: tuple[Block, ...], count: int, num_rows: int, dim: int, allocate=None):
+    """``(R, 1, D)``: the product state after the first ``count`` blocks, in their layout
+    (written into ``allocate((R, 1, D))`` when given)."""
+    factors = [block.matrix[..., 0] for block in blocks[:count]]
+    if allocate is None or len(factors) < 2:
+        vec = _kron(factors)  # (R, m_0 m_1 ...)
+        if vec.shape[-1] == dim:
+            return vec[:, None, :]
+        state = vec.new_zeros((vec.shape[0], 1, dim))
+        state[:, 0, : vec.shape[-1]] = vec
+        return state
+    low = _kron(factors[:-1])
+    rows, top = low.shape[0], factors[-1].shape[-1]
+    span = low.shape[-1] * top
+    state = allocate((rows, 1, dim))
+    if span < dim:
+        state[:, 0, span:].zero_()
+    target = state[:, 0, :span].unflatten(-1, (top, low.shape[-1]))
+    torch.mul(factors[-1][:, :, None], low[:, None, :], out=target)  # the last kron step
     return state
 
 
@@ -448,8 +541,19 @@ def forward(
     states = []
     natural = tuple(range(n))
     prefix = _product_prefix(blocks)
+    # a pool (``allocate.give``): the relayouts write into scratch tensors taken from it
+    release = getattr(allocate, "give", None) if keep else None
+    scratch: dict[tuple[int, ...], torch.Tensor] = {}
+
+    def spare(shape: tuple[int, ...]):
+        if release is None:
+            return None
+        if shape not in scratch:
+            scratch[shape] = allocate(shape)
+        return scratch[shape]
+
     if prefix:
-        state = _product_state(blocks, prefix, num_rows, dim)
+        state = _product_state(blocks, prefix, num_rows, dim, allocate if keep else None)
         layout = _prefix_layout(blocks, prefix, n)
         if keep:
             states.extend([None] * (prefix - 1) + [state[:, 0]])
@@ -461,7 +565,7 @@ def forward(
         if block.per_row and state.shape[0] != num_rows:
             state = state.expand(num_rows, 1, dim)
         if block.layout is not None:
-            state = relayout(state, layout, block.layout)
+            state = relayout(state, layout, block.layout, spare(tuple(state.shape)))
             layout = block.layout
         out = None
         if keep and allocate is not None and block.space.kind == "low":
@@ -471,6 +575,8 @@ def forward(
         if keep:
             states.append(state[:, 0])
     state = relayout(state, layout, natural)
+    if release is not None:
+        release(*scratch.values())
     psi = state[:, 0].expand(num_rows, dim)
     return (psi, tuple(states)) if keep else psi
 
@@ -537,7 +643,7 @@ def _fused_gradient_terms(
     prefix = _product_prefix(blocks)
     layout = tuple(range(n))
     ket = psi[:, None, :]
-    terms, slots, sums, sum_slots = [], [], [], []
+    terms, slots, sums, sum_slots, pending = [], [], [], [], []
     scratch = [pool.take(bras.shape), pool.take(bras.shape)] if pool is not None else None
 
     def spare(current: torch.Tensor):  # the scratch tensor that does not hold ``current``
@@ -559,9 +665,12 @@ def _fused_gradient_terms(
             rest = [k for k, flag in zip(chosen, in_sum, strict=True) if not flag]
             if summed_ks:
                 trans = _summed_transitions(bras, after, block.space)  # (M, m, m)
-                term = _summed_terms(prepared, tensors, block, summed_ks, trans)
-                sums.append(term.real if real else term)
-                sum_slots.extend(s for k in summed_ks for s in prepared.ops[block.ops[k]].slots)
+                if BATCHED_SUMMED_TERMS:
+                    pending.append((block, summed_ks, trans))
+                else:
+                    term = _summed_terms(prepared, tensors, block, summed_ks, trans)
+                    sums.append(term.real if real else term)
+                    sum_slots.extend(s for k in summed_ks for s in prepared.ops[block.ops[k]].slots)
             if rest:
                 gens = _fused_generators(prepared, tensors, block, rest, start, stop)
                 trans = _transitions(bras, after, block.space)  # (R, M, m, m)
@@ -588,6 +697,10 @@ def _fused_gradient_terms(
         )
         terms.append(term.real if real else term)
         slots.extend(term_slots)
+    if pending:
+        term, term_slots = _batched_summed_terms(prepared, tensors, pending)
+        sums.append(term.real if real else term)
+        sum_slots.extend(term_slots)
     if scratch is not None:
         pool.give(*scratch)
     per_row = torch.cat(terms, dim=-1) if terms else None
@@ -603,7 +716,9 @@ def _kron(factors: list[torch.Tensor]) -> torch.Tensor:
     return vec
 
 
-def _prefix_terms(prepared, tensors, blocks, prefix: int, bras, needed, start: int, stop: int):
+def _prefix_terms_by_block(
+    prepared, tensors, blocks, prefix: int, bras, needed, start: int, stop: int
+):
     """Terms ``<lambda| Q_j Gen_s Q_j^dagger |psi>`` ``(R, M, S)`` of the product prefix's gates,
     ``bras (R, M, D)`` the co-states after the prefix in its layout. With
     ``|psi> = v_0 (x) ... (x) v_{P-1} (x) |0...0>`` and ``u_j`` the co-state contracted with the
@@ -661,6 +776,165 @@ def _prefix_terms(prepared, tensors, blocks, prefix: int, bras, needed, start: i
                 terms.append(red @ gens.flatten(-2).T)
             slots.extend(prepared.ops[i].slots)
     return torch.cat(terms, dim=-1), slots
+
+
+#: Whether the product prefix's gradient terms are formed for all its gates in a few batched
+#: products (:func:`_prefix_terms`); ``False``: block by block with partial traces (the
+#: reference, :func:`_prefix_terms_by_block`).
+BATCHED_PREFIX_TERMS = True
+
+
+def _prefix_terms(prepared, tensors, blocks, prefix: int, bras, needed, start: int, stop: int):
+    """Terms ``<lambda| Q_j Gen_s Q_j^dagger |psi>`` ``(R, M, S)`` of the product prefix's gates,
+    ``bras (R, M, D)`` the co-states after the prefix in its layout. With
+    ``|psi> = v_0 (x) ... (x) v_{P-1} (x) |0...0>`` and ``u_j`` the co-state contracted with the
+    conjugates of every factor but ``v_j``, a term is ``(Q^dagger u_j)^dagger Gen (Q^dagger v_j)``:
+    no per-row ``m x m`` transition matrices and no adjoint passes through the prefix. All gates
+    of a factor width and generator shape are handled together: one product ``Q^dagger [u; v]``,
+    one with the (embedded) generators, one contraction."""
+    if not BATCHED_PREFIX_TERMS:
+        return _prefix_terms_by_block(prepared, tensors, blocks, prefix, bras, needed, start, stop)
+    rows, width = bras.shape[0], bras.shape[1]
+    factors = [row_slice(block.matrix, start, stop)[..., 0] for block in blocks[:prefix]]
+    sizes = [f.shape[-1] for f in factors]
+    span = 1
+    for size in sizes:
+        span *= size
+    lam = bras[..., :span].reshape(rows, width, span)  # the other qubits are in |0>
+    conj = [f.conj() for f in factors]
+    chosen_by_block = [[k for k, i in enumerate(b.ops) if i in needed] for b in blocks[:prefix]]
+    # kron of the conjugated factors below / above each block
+    lows: list = [None] * prefix
+    for j in range(1, prefix):
+        below = lows[j - 1]
+        lows[j] = conj[0] if below is None else _kron([below, conj[j - 1]])
+    highs: list = [None] * prefix
+    for j in range(prefix - 2, -1, -1):
+        above = highs[j + 1]
+        highs[j] = conj[j + 1] if above is None else _kron([conj[j + 1], above])
+    groups: dict = {}  # (m, gens shape) -> [(Q, uv index, gens, positions, width, slots)]
+    uvs = []
+    low = 1
+    for j, block in enumerate(blocks[:prefix]):
+        size = sizes[j]
+        chosen = chosen_by_block[j]
+        if not chosen:
+            low *= size
+            continue
+        # u_j[r, k, a] = sum_{h, l} lam[r, k, h, a, l] conj(v_high[r, h]) conj(v_low[r, l])
+        u = lam.reshape(rows, -1, low)
+        if low > 1:
+            u = (u @ lows[j][:, :, None])[..., 0]
+        high = span // (low * size)
+        u = u.reshape(rows, width, high, size)
+        u = (highs[j][:, None, None, :] @ u)[:, :, 0] if high > 1 else u[:, :, 0]
+        low *= size
+        uvs.append(torch.cat([u, factors[j][:, None, :]], dim=1))  # (R, M + 1, m)
+        positions = _positions(prepared, block.ops, block.space)
+        for k in chosen:
+            i = block.ops[k]
+            gens = row_slice(tensors.per_row[i].generators, start, stop, batched_dims=4)
+            key = (size, gens.dim(), tuple(gens.shape[-3:]))
+            groups.setdefault(key, []).append(
+                (row_slice(block.suffixes[k], start, stop), len(uvs) - 1, gens, positions[k], i)
+            )
+    terms, slots = [], []
+    for (size, gdim, _), members in groups.items():
+        q = torch.stack([member[0] for member in members])  # (K, R, m, m)
+        uv = torch.stack([uvs[member[1]] for member in members])  # (K, R, M + 1, m)
+        z = uv @ q.conj()  # (Q^dagger [u; v])^T
+        lists = [member[3] for member in members]
+        block_width = size.bit_length() - 1
+        if gdim == 4:  # per-row generators (R, A, d, d) -> (R, A, K, m, m) -> (K, R, A, m, m)
+            local = torch.stack([member[2] for member in members], dim=2)
+            gens = embed(local, lists, block_width).permute(2, 0, 1, 3, 4)
+        else:  # (A, d, d) -> (K, 1, A, m, m)
+            local = torch.stack([member[2] for member in members], dim=1)
+            gens = embed(local, lists, block_width).transpose(0, 1)[:, None]
+        image = (gens @ z[:, :, None, width:].mT)[..., 0]  # (K, R, A, m): Gen Q^dagger v
+        term = z[:, :, :width].conj() @ image.mT  # (K, R, M, A)
+        terms.append(term.permute(1, 2, 0, 3).flatten(2))  # (R, M, K*A)
+        slots.extend(s for member in members for s in prepared.ops[member[4]].slots)
+    return torch.cat(terms, dim=-1), slots
+
+
+@lru_cache(maxsize=1024)
+def _column_order(position_lists: tuple[tuple[int, ...], ...], width: int, device) -> torch.Tensor:
+    """``(G, m, m)`` gather indices: column ``o * d + x`` of gate ``g``'s row is the block index
+    whose bits at ``position_lists[g]`` are ``x`` (bit ``i`` of ``x`` at position ``i`` of the
+    list) and whose other bits, ascending, are ``o``: an ``m x m`` matrix gathered with it is
+    ``(m, m / d, d)``, the gate's qubits last."""
+    m = 1 << width
+    out = []
+    for positions in position_lists:
+        others = [p for p in range(width) if p not in positions]
+        d = 1 << len(positions)
+        order = np.zeros(m, dtype=np.int64)
+        for o in range(m // d):
+            for x in range(d):
+                c = 0
+                for i, p in enumerate(positions):
+                    c |= ((x >> i) & 1) << p
+                for i, p in enumerate(others):
+                    c |= ((o >> i) & 1) << p
+                order[o * d + x] = c
+        out.append(np.broadcast_to(order, (m, m)))
+    return torch.as_tensor(np.stack(out), device=device)
+
+
+def _workspace(prepared: PreparedProgram, name: str, shape: tuple[int, ...], dtype) -> torch.Tensor:
+    """A scratch tensor kept in the program's memo (contents undefined; one per name and
+    shape, so only for results that are consumed before the next call)."""
+    cache = prepared.memo.get("workspace")
+    if cache is None:
+        cache = prepared.memo["workspace"] = {}
+    key = (name, tuple(shape), dtype)
+    tensor = cache.get(key)
+    if tensor is None:
+        tensor = cache[key] = torch.empty(key[1], dtype=dtype, device=prepared.device)
+    return tensor
+
+
+def _batched_summed_terms(prepared, tensors: GateTensors, pending):
+    """:func:`_summed_terms` of every block at once, ``pending`` ``[(block, chosen, T (M, m, m))]``:
+    gates grouped by block width and generator shape; per group ``W = T Q`` (one batched
+    product), ``tr_others(Q^dagger W)`` as one product of ``Q`` and ``W`` with their columns
+    gathered so that the gate's qubits come last (no full ``Q^dagger T Q``, no trace matrices),
+    one product with the generators. Returns the terms ``(M, S)`` and their slots."""
+    groups: dict = {}
+    for block, chosen, trans in pending:
+        positions = _positions(prepared, block.ops, block.space)
+        for k in chosen:
+            i = block.ops[k]
+            gen = tensors.shared_generators[i]
+            key = (block.space.width, tuple(gen.shape))
+            groups.setdefault(key, []).append((block.suffixes[k], trans, gen, positions[k], i))
+    parts, slots = [], []
+    for (width, shape), members in groups.items():
+        m, d = 1 << width, shape[-1]
+        order = _column_order(tuple(member[3] for member in members), width, prepared.device)
+        count, cols = len(members), members[0][1].shape[0]
+        dtype = members[0][0].dtype
+        # workspaces kept across steps: fresh ones of this size cost page faults every step
+        stacked = torch.stack(
+            [member[0] for member in members], out=_workspace(prepared, "q", (count, m, m), dtype)
+        )
+        lefts = torch.gather(
+            stacked, 2, order, out=_workspace(prepared, "qo", stacked.shape, dtype)
+        )
+        trans = torch.stack(
+            [member[1] for member in members],
+            out=_workspace(prepared, "t", (count, cols, m, m), dtype),
+        )
+        images = torch.matmul(
+            trans, lefts[:, None], out=_workspace(prepared, "w", trans.shape, dtype)
+        ).view(count, -1, m * m // d, d)
+        reduced = lefts.reshape(len(members), 1, m * m // d, d).mH @ images  # (G, M, d, d)
+        gens = torch.stack([member[2] for member in members])  # (G, A, d, d)
+        part = reduced.flatten(-2) @ gens.conj().flatten(-2).mT  # (G, M, A)
+        parts.append(part.movedim(0, 1).flatten(1).conj())
+        slots.extend(s for member in members for s in prepared.ops[member[4]].slots)
+    return torch.cat(parts, dim=-1), slots
 
 
 def _summed_terms(prepared, tensors: GateTensors, block: Block, chosen, trans: torch.Tensor):

@@ -192,7 +192,7 @@ class ExactTorchLayer(torch.nn.Module):
         rows = self._rows(inputs, weights)
         values, traces = [], []
         for start, stop in self._chunks(rows.shape[0]):
-            trace = self.simulator._forward(self.prepared, rows[start:stop], self._allocate)
+            trace = self.simulator._forward(self.prepared, rows[start:stop], self._pool)
             values.append(expectation_values(trace.psi, self.observables))
             traces.append(trace)
         return torch.cat(values).to(torch.float64), traces
