@@ -840,7 +840,6 @@ def test_segment_path_is_taken_and_matches_the_block_path():
     qc = segment_circuit()
     program = compile_circuit(qc)
     obs = [SparsePauliOp("ZIIX"), SparsePauliOp(["YZII", "IIXZ"], [0.5, -1.0])]
-    sums = [pauli_sum(o) for o in obs]
     rows = np.random.default_rng(41).uniform(-2, 2, (5, qc.num_parameters))
     share_weights(qc, rows)
     segments, blocks = StatevectorSimulator(), StatevectorSimulator(small_max_qubits=0)
@@ -852,12 +851,7 @@ def test_segment_path_is_taken_and_matches_the_block_path():
     assert not isinstance(
         blocks._forward(blocks.prepare(program), rows).tensors, engine_small.SegmentTensors
     )
-    for real_only in (True, False):
-        ours = segments.run(program, rows, sums, None, True, real_only=real_only)
-        theirs = blocks.run(program, rows, sums, None, True, real_only=real_only)
-        np.testing.assert_allclose(ours.values, theirs.values, atol=1e-12)
-        np.testing.assert_allclose(ours.gradients, theirs.gradients, atol=1e-12)
-    np.testing.assert_allclose(ours.values, statevector_values(qc, obs, rows), atol=TOL)
+    _segments_equal_blocks(qc, obs, rows)
     states = segments.states(program, rows)
     for row, state in zip(rows, states, strict=True):
         np.testing.assert_allclose(

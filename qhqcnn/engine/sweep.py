@@ -716,6 +716,21 @@ def _kron(factors: list[torch.Tensor]) -> torch.Tensor:
     return vec
 
 
+def _prefix_factors(blocks, prefix: int, bras, start: int, stop: int):
+    """The product prefix's factors ``v_j`` of rows ``start:stop`` (their sizes, the span of
+    their qubits, the conjugates) and the co-states ``bras (R, M, D)`` restricted to that span
+    (the other qubits are in ``|0>``): ``rows, width, factors, sizes, span, lam, conj``."""
+    rows, width = bras.shape[0], bras.shape[1]
+    factors = [row_slice(block.matrix, start, stop)[..., 0] for block in blocks[:prefix]]
+    sizes = [f.shape[-1] for f in factors]
+    span = 1
+    for size in sizes:
+        span *= size
+    lam = bras[..., :span].reshape(rows, width, span)
+    conj = [f.conj() for f in factors]
+    return rows, width, factors, sizes, span, lam, conj
+
+
 def _prefix_terms_by_block(
     prepared, tensors, blocks, prefix: int, bras, needed, start: int, stop: int
 ):
@@ -724,14 +739,8 @@ def _prefix_terms_by_block(
     ``|psi> = v_0 (x) ... (x) v_{P-1} (x) |0...0>`` and ``u_j`` the co-state contracted with the
     conjugates of every factor but ``v_j``, a term is ``(Q^dagger u_j)^dagger Gen (Q^dagger v_j)``:
     no per-row ``m x m`` transition matrices and no adjoint passes through the prefix."""
-    rows, width = bras.shape[0], bras.shape[1]
-    factors = [row_slice(block.matrix, start, stop)[..., 0] for block in blocks[:prefix]]
-    sizes = [f.shape[-1] for f in factors]
-    span = 1
-    for size in sizes:
-        span *= size
-    lam = bras[..., :span].reshape(rows, width, span)  # the other qubits are in |0>
-    conj = [f.conj() for f in factors]
+    prefix_parts = _prefix_factors(blocks, prefix, bras, start, stop)
+    rows, width, factors, sizes, span, lam, conj = prefix_parts
     terms, slots = [], []
     low = 1
     for j, block in enumerate(blocks[:prefix]):
@@ -794,14 +803,8 @@ def _prefix_terms(prepared, tensors, blocks, prefix: int, bras, needed, start: i
     one with the (embedded) generators, one contraction."""
     if not BATCHED_PREFIX_TERMS:
         return _prefix_terms_by_block(prepared, tensors, blocks, prefix, bras, needed, start, stop)
-    rows, width = bras.shape[0], bras.shape[1]
-    factors = [row_slice(block.matrix, start, stop)[..., 0] for block in blocks[:prefix]]
-    sizes = [f.shape[-1] for f in factors]
-    span = 1
-    for size in sizes:
-        span *= size
-    lam = bras[..., :span].reshape(rows, width, span)  # the other qubits are in |0>
-    conj = [f.conj() for f in factors]
+    prefix_parts = _prefix_factors(blocks, prefix, bras, start, stop)
+    rows, width, factors, sizes, span, lam, conj = prefix_parts
     chosen_by_block = [[k for k, i in enumerate(b.ops) if i in needed] for b in blocks[:prefix]]
     # kron of the conjugated factors below / above each block
     lows: list = [None] * prefix
