@@ -330,3 +330,38 @@ def test_layer_pool_across_row_chunks(monkeypatch):
         np.testing.assert_allclose(got[0], out.detach().numpy(), atol=TOL)
         np.testing.assert_allclose(got[1], tensor.grad.numpy(), atol=TOL)
         np.testing.assert_allclose(got[2], plain.weight.grad.numpy(), atol=TOL)
+
+
+def test_layer_pool_with_two_graphs_alive_equals_fresh_layers():
+    """Two forward passes before either backward (gradient accumulation, two losses), the
+    backward passes in reverse order, then a third step: the pool never hands out a state
+    that a pending backward pass still needs, and the first outputs are not overwritten."""
+    qc, x, w, obs = ring_layer(7)
+    rng = np.random.default_rng(11)
+    weights = rng.uniform(-2, 2, len(w))
+    layer = ExactTorchLayer(qc, obs, x, w, initial_weights=weights)
+    batches = [torch.as_tensor(rng.uniform(-2, 2, (6, len(x)))) for _ in range(3)]
+    expected = []
+    for batch in batches:
+        fresh = ExactTorchLayer(qc.copy(), obs, x, w, initial_weights=weights)
+        tensor = batch.clone().requires_grad_(True)
+        out = fresh(tensor)
+        (out * torch.arange(1, out.shape[1] + 1)).sum().backward()
+        expected.append((out.detach().clone(), tensor.grad.clone(), fresh.weight.grad.clone()))
+    for _ in range(2):  # the second round runs on a warm pool
+        tensors = [batch.clone().requires_grad_(True) for batch in batches]
+        outs = [layer(tensors[0]), layer(tensors[1])]
+        grads = []
+        for k in (1, 0):
+            layer.zero_grad()
+            (outs[k] * torch.arange(1, outs[k].shape[1] + 1)).sum().backward()
+            grads.append((k, layer.weight.grad.clone()))
+        layer.zero_grad()
+        outs.append(layer(tensors[2]))
+        (outs[2] * torch.arange(1, outs[2].shape[1] + 1)).sum().backward()
+        grads.append((2, layer.weight.grad.clone()))
+        for k, weight_grad in grads:
+            out, input_grad, fresh_weight_grad = expected[k]
+            np.testing.assert_allclose(outs[k].detach().numpy(), out.numpy(), atol=TOL)
+            np.testing.assert_allclose(tensors[k].grad.numpy(), input_grad.numpy(), atol=TOL)
+            np.testing.assert_allclose(weight_grad.numpy(), fresh_weight_grad.numpy(), atol=TOL)
