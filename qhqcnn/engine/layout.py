@@ -80,18 +80,14 @@ def apply_local(
     batch, cols, dim = state.shape
     per_row = matrix.dim() == 3
     m = 1 << space.width
-    if space.kind == "low" and out is not None:
-        flat = state.reshape(batch, -1, m)
-        target = out.view(batch, -1, m)
-        if per_row:
-            torch.bmm(flat, matrix.transpose(1, 2), out=target)
-        else:
-            torch.matmul(flat, matrix.T, out=target)
-        return out
     if space.kind == "low":
         flat = state.reshape(batch, -1, m)
-        out = torch.bmm(flat, matrix.transpose(1, 2)) if per_row else flat @ matrix.T
-        return out.view(batch, cols, dim)
+        target = None if out is None else out.view(batch, -1, m)
+        if per_row:
+            result = torch.bmm(flat, matrix.transpose(1, 2), out=target)
+        else:
+            result = torch.matmul(flat, matrix.T, out=target)
+        return result.view(batch, cols, dim)
     if space.kind == "span":
         view = state.reshape(batch, -1, m, 1 << space.low)
         if per_row:

@@ -126,10 +126,6 @@ class ExactTorchLayer(torch.nn.Module):
         self.weight = torch.nn.Parameter(weight.clone().to(self.simulator.device))
         self._pool = sweep.StatePool(self.simulator.dtype, self.simulator.device, POOL_BYTES)
 
-    def _allocate(self, shape: tuple[int, ...]) -> torch.Tensor:
-        """A state tensor from the pool (or a new one): its contents are overwritten."""
-        return self._pool.take(shape)
-
     def _release(self, traces) -> None:
         """Return the kept states of finished traces to the pool."""
         for trace in traces:
@@ -246,9 +242,6 @@ class ExactTorchLayer(torch.nn.Module):
                     self._weight_only_ops(trace.tensors.per_row),
                     self._pool,
                 )
-                if totals is not None:
-                    totals = totals[0].to(torch.float64)  # (S',)
-                    summed = summed + 2 * totals @ prepared.linear[total_slots]
             elif isinstance(trace.tensors, small.SegmentTensors):  # weight gates row-summed
                 per_row = {
                     segment.ops[p]
@@ -266,13 +259,14 @@ class ExactTorchLayer(torch.nn.Module):
                     True,
                     self._weight_only_ops(per_row),
                 )
-                if totals is not None:
-                    totals = totals[0].to(torch.float64)  # (S',)
-                    summed = summed + 2 * totals @ prepared.linear[total_slots]
             else:
                 terms, slots = self.simulator.gradient_terms(
                     prepared, trace, psi, bra, needed, 0, count, True
                 )
+                totals = None
+            if totals is not None:  # row-summed weight terms
+                totals = totals[0].to(torch.float64)  # (S',)
+                summed = summed + 2 * totals @ prepared.linear[total_slots]
             grads = torch.zeros((count, num_parameters), dtype=torch.float64, device=psi.device)
             if terms is not None:
                 terms = terms[:, 0].to(torch.float64)  # (R, S_used)
