@@ -239,6 +239,7 @@ def test_baselines_comparisons_and_nothing_written_outside_out(tmp_path, breast_
     for c in comps:  # 2 seeds: tested, but the floor (0.5) says it could never reject
         assert c["n_pairs"] == 2 and c["p_floor"] >= 0.5
         assert "no detectable difference at this n" in c["reading"] or "not tested" in c["reading"]
+        assert c["family_size"] == 8 and c["holm_floor"] == 1.0  # 8 × 0.5, capped at 1
     params = {c["model"]: c["parameters"]["total"] for c in study["cells"]}
     assert params["resnet18"] > 11_000_000 and params["backbone-head"] > 900_000
     assert all(c["test_bootstrap"]["auc_ci95"] is not None for c in study["cells"])
@@ -246,6 +247,9 @@ def test_baselines_comparisons_and_nothing_written_outside_out(tmp_path, breast_
     markdown = (out / "results.md").read_text()
     assert "| resnet18 | 2 |" in markdown and "| backbone-head | 2 |" in markdown
     assert "| hqcnn − backbone-head | AUC | 2 |" in markdown
+    assert ("Holm floor of this table: 8 tested comparisons × the smallest p floor = 1 (> 0.05: "
+            "no comparison of this table can be declared different after the correction at this "
+            "n, whatever the models do; 9 non-zero pairs per comparison are needed).") in markdown
     assert "*HQCNN paper, arXiv 2509.14277 (claim, not reproduced, not a target)" in markdown
     assert "*0.8718*" in markdown and "ResNet-18 (28) (published)" in markdown
     assert "Target for resnet18 (mean of 2 seed(s))" in markdown

@@ -29,6 +29,38 @@ def test_holm_on_a_known_vector():
     assert stats.holm([]) == []
 
 
+def test_holm_floor_says_how_many_pairs_a_table_needs():
+    # one test: 6 pairs; a table of 6 comparisons: 6 · 2/2**n ≤ 0.05 first at n = 8; of 8: n = 9
+    assert stats.min_pairs_to_reject(0.05, family_size=1) == 6
+    assert stats.min_pairs_to_reject(0.05, family_size=6) == 8
+    assert stats.min_pairs_to_reject(0.05, family_size=8) == 9
+    floors = [stats.wilcoxon_p_floor(6)] * 6
+    assert stats.holm_p_floor(floors) == pytest.approx(0.1875)
+    assert stats.holm_p_floor([]) == 1.0 and stats.holm_p_floor([0.5] * 4) == 1.0
+    # the floor is attained: six comparisons with every pair of one sign
+    p_values = [stats.wilcoxon_signed_rank(np.arange(1, 7) * 0.01)["p_value"]] * 6
+    assert min(stats.holm(p_values)) == pytest.approx(stats.holm_p_floor(floors))
+    # and is a true lower bound on random families
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        tests = [stats.wilcoxon_signed_rank(rng.normal(0.01, 0.02, size=int(n)))
+                 for n in rng.integers(3, 11, size=5)]
+        adjusted = stats.holm([t["p_value"] for t in tests])
+        assert min(adjusted) >= stats.holm_p_floor([t["p_floor"] for t in tests]) - 1e-12
+
+
+def test_reading_names_the_holm_floor_when_the_correction_cannot_reject():
+    first = {s: 0.80 + 0.001 * s for s in range(6)}
+    comp = stats.paired_comparison(first, {s: 0.70 for s in range(6)})
+    assert comp["p_value"] == pytest.approx(0.03125)
+    comp.update(p_holm=0.1875, holm_floor=0.1875)
+    text = stats.reading(comp)
+    assert text.startswith("uncorrected p ≤ 0.05") and "0.1875" in text
+    assert text.endswith("no detectable difference at this n after correction")
+    comp.update(p_value=0.2, p_holm=0.9)  # not even uncorrected: the plain reading
+    assert stats.reading(comp) == "no detectable difference at this n"
+
+
 def test_effect_sizes():
     diff = [1.0, 2.0, 3.0, -0.5]
     d = np.array(diff)

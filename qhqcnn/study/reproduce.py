@@ -36,6 +36,7 @@ from qhqcnn.study.stats import (
     ALPHA,
     TEST_BOOTSTRAPS,
     holm,
+    holm_p_floor,
     min_pairs_to_reject,
     paired_comparison,
     reading,
@@ -423,9 +424,12 @@ def compare_all(
         for a, b in comparisons
         for metric in ("test_auc", "test_acc")
     ]
+    tested = [r for r in results if r["p_value"] is not None]
+    floor = holm_p_floor([r["p_floor"] for r in tested])
     for result, adjusted in zip(results, holm([r["p_value"] for r in results]), strict=True):
         result["p_holm"] = adjusted
-        result["family_size"] = sum(r["p_value"] is not None for r in results)
+        result["family_size"] = len(tested)
+        result["holm_floor"] = floor
         result["reading"] = reading(result)
     return results
 
@@ -481,6 +485,26 @@ def _comparison_row(c: dict[str, Any]) -> str:
     )
 
 
+def _holm_floor_line(comparisons: list[dict[str, Any]]) -> str:
+    """What Holm's correction over this table's comparisons can detect at this n."""
+    m = comparisons[0].get("family_size", 0)
+    floor = comparisons[0].get("holm_floor")
+    if not m or floor is None:
+        return "Holm floor: no comparison of this table was tested."
+    n_needed = min_pairs_to_reject(ALPHA, family_size=m)
+    verdict = (
+        f"≤ {ALPHA}: the table can reject"
+        if floor <= ALPHA
+        else f"> {ALPHA}: no comparison of this table can be declared different after the "
+        f"correction at this n, whatever the models do; {n_needed} non-zero pairs per "
+        "comparison are needed"
+    )
+    return (
+        f"Holm floor of this table: {m} tested comparisons × the smallest p floor = "
+        f"{floor:.4g} ({verdict})."
+    )
+
+
 def render_markdown(study: dict[str, Any]) -> str:
     """``results.md``: per-dataset tables with baselines, claims, and the paired comparisons."""
     finished_only = study.get("finished_only", False)
@@ -515,7 +539,9 @@ def render_markdown(study: dict[str, Any]) -> str:
         "matched-pairs rank-biserial r. p is the exact two-sided Wilcoxon signed-rank p; its",
         "floor is the smallest p attainable with that many non-zero pairs (2/2^n: at least",
         f"{n_min} pairs are needed to reach p ≤ {ALPHA}). Holm p is adjusted over every",
-        'comparison of the table (both metrics). A non-rejection reads "no detectable',
+        "comparison of the table (both metrics); with m comparisons no adjusted p can fall",
+        "below m × the smallest floor (the table's Holm floor, under each table), so a table",
+        'needs more seeds than one test to reject. A non-rejection reads "no detectable',
         'difference at this n", never',
         '"no difference". The per-run interval is each run\'s own test-set bootstrap 95 % interval',
         f"of AUC ({TEST_BOOTSTRAPS} resamples of the test images), median over seeds.",
@@ -596,6 +622,8 @@ def render_markdown(study: dict[str, Any]) -> str:
                 "| Wilcoxon p | p floor at n | Holm p | reading |",
                 "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
                 *(_comparison_row(c) for c in comparisons),
+                "",
+                _holm_floor_line(comparisons),
                 "",
             ]
         for test in study["paired_tests"].get(dataset, {}).values():

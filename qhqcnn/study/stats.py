@@ -10,7 +10,11 @@ A comparison of two models on one dataset pairs their test metric by seed and re
   or zeros) together with its **p floor**: with n non-zero pairs the smallest two-sided p the
   exact test can ever return is ``2 / 2**n`` (0.0625 for n = 5, 0.03125 for n = 6), so below
   n = 6 it cannot reject at α = 0.05 whatever the models do;
-* the **Holm**-adjusted p over every comparison of one table (family-wise error α).
+* the **Holm**-adjusted p over every comparison of one table (family-wise error α), and that
+  family's **Holm floor**: Holm multiplies the smallest p by the number m of comparisons, so no
+  adjusted p of the table can fall below ``m · 2 / 2**n`` (n: the most non-zero pairs of any of
+  its comparisons). With m = 6 and n = 6 that is 0.1875: six seeds can reject one test, not a
+  table of six (:func:`min_pairs_to_reject` with ``family_size``).
 
 The wording follows from these: a non-rejection is "no detectable difference at this n", never
 "no difference". :func:`test_set_bootstrap` gives one run's own uncertainty from its test images
@@ -40,12 +44,23 @@ def wilcoxon_p_floor(n: int) -> float:
     return min(1.0, 2.0 / 2**n)
 
 
-def min_pairs_to_reject(alpha: float = ALPHA) -> int:
-    """The smallest n whose exact two-sided Wilcoxon test can reach p ≤ ``alpha`` (6 at 0.05)."""
+def min_pairs_to_reject(alpha: float = ALPHA, family_size: int = 1) -> int:
+    """The smallest n whose exact two-sided Wilcoxon test can reach p ≤ ``alpha`` (6 at 0.05),
+    or, with ``family_size`` m, a Holm-adjusted p ≤ ``alpha`` in a family of m tests
+    (``m · 2 / 2**n ≤ alpha``: 8 for m = 6, 9 for m = 8)."""
     n = 1
-    while wilcoxon_p_floor(n) > alpha:
+    while max(1, family_size) * wilcoxon_p_floor(n) > alpha:
         n += 1
     return n
+
+
+def holm_p_floor(p_floors: Sequence[float]) -> float:
+    """The smallest Holm-adjusted p any test of a family can reach, from each test's own p floor:
+    Holm's first step multiplies the family's smallest p by its size m, and every adjusted p is
+    at least that (``m · min(floors)``, at most 1)."""
+    if not p_floors:
+        return 1.0
+    return min(1.0, len(p_floors) * min(p_floors))
 
 
 #: Up to this many non-zero pairs the p-value is exact: every one of the 2**n sign patterns of
@@ -173,7 +188,8 @@ def paired_comparison(
 
 
 def reading(comparison: dict[str, Any], alpha: float = ALPHA) -> str:
-    """What a comparison lets one say, in words (uses ``p_holm`` when present)."""
+    """What a comparison lets one say, in words (uses ``p_holm`` when present, and the family's
+    ``holm_floor`` to say when the correction, not the data, is what cannot reject)."""
     n = comparison["n_pairs"]
     if comparison.get("p_value") is None:
         return f"not tested ({n} common seed(s); at least 2 needed)"
@@ -186,6 +202,12 @@ def reading(comparison: dict[str, Any], alpha: float = ALPHA) -> str:
         )
     if p <= alpha:
         return "difference detected (Holm-adjusted p ≤ 0.05)"
+    floor = comparison.get("holm_floor")
+    if comparison["p_value"] <= alpha and floor is not None and floor > alpha:
+        return (
+            f"uncorrected p ≤ {alpha}, but no Holm-adjusted p of this table can fall below "
+            f"{floor:.4g} at this n; no detectable difference at this n after correction"
+        )
     return "no detectable difference at this n"
 
 
