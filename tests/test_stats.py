@@ -94,6 +94,7 @@ def test_paired_comparison_and_its_reading():
     first10 = {s: 0.80 + 0.001 * s for s in range(10)}
     second10 = {s: 0.70 for s in range(10)}
     comp = stats.paired_comparison(first10, second10)
+    assert stats.reading(comp).endswith("(p ≤ 0.05, one test, not corrected for others)")
     comp["p_holm"] = min(1.0, 3 * comp["p_value"])
     assert comp["p_value"] == pytest.approx(2 / 1024)
     assert stats.reading(comp).startswith("difference detected")

@@ -629,11 +629,22 @@ def render_markdown(study: dict[str, Any]) -> str:
         for test in study["paired_tests"].get(dataset, {}).values():
             pair = f"{test['quantum']} vs {test['classical']}"
             if test["p_value"] is not None:
+                in_table = next(
+                    (
+                        c
+                        for c in comparisons
+                        if (c["quantum"], c["classical"], c["metric"])
+                        == (test["quantum"], test["classical"], "test_auc")
+                    ),
+                    None,
+                )
+                corrected = f", Holm p = {in_table['p_holm']:.4f}" if in_table else ""
+                verdict = in_table["reading"] if in_table else reading(test)
                 lines.append(
                     f"Wilcoxon signed-rank, {pair}, test AUC paired by seed: "
                     f"mean difference {test['mean_difference']:+.4f}, p = {test['p_value']:.4f} "
                     f"({test['n_pairs']} pairs; smallest attainable p at this n: "
-                    f"{test['p_floor']:.4g}): {reading(test)}."
+                    f"{test['p_floor']:.4g}){corrected}: {verdict}."
                 )
             else:
                 lines.append(

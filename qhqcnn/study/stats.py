@@ -201,6 +201,8 @@ def reading(comparison: dict[str, Any], alpha: float = ALPHA) -> str:
             "no detectable difference at this n"
         )
     if p <= alpha:
+        if "p_holm" not in comparison:
+            return f"difference detected (p ≤ {alpha}, one test, not corrected for others)"
         return "difference detected (Holm-adjusted p ≤ 0.05)"
     floor = comparison.get("holm_floor")
     if comparison["p_value"] <= alpha and floor is not None and floor > alpha:
