@@ -250,6 +250,8 @@ def test_baselines_comparisons_and_nothing_written_outside_out(tmp_path, breast_
     assert ("Holm floor of this table: 8 tested comparisons × the smallest p floor = 1 (> 0.05: "
             "no comparison of this table can be declared different after the correction at this "
             "n, whatever the models do; 9 non-zero pairs per comparison are needed).") in markdown
+    # the twin line reads the table's Holm-corrected verdict, never an uncorrected "Holm" claim
+    assert "(2 pairs; smallest attainable p at this n: 0.5), Holm p = " in markdown
     assert "*HQCNN paper, arXiv 2509.14277 (claim, not reproduced, not a target)" in markdown
     assert "*0.8718*" in markdown and "ResNet-18 (28) (published)" in markdown
     assert "Target for resnet18 (mean of 2 seed(s))" in markdown
