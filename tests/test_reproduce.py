@@ -197,7 +197,7 @@ def test_cells_in_worker_processes_equal_the_serial_study(tmp_path, breast_dir, 
 
 
 def test_markdown_reports_targets_met_or_missed_and_the_paper_note():
-    from qhqcnn.study.reproduce import PAPER_CLAIMS_NOTE, _target_lines
+    from qhqcnn.study.reproduce import PAPER_CLAIMS_NOTE, _target_lines, paper_claims_note
 
     study = {"summary": [{"dataset": "breastmnist", "model": "hqcnn", "n_seeds": 3,
                           "acc_mean": 0.9, "auc_mean": 0.9},
@@ -210,6 +210,12 @@ def test_markdown_reports_targets_met_or_missed_and_the_paper_note():
     assert _target_lines(study, "dermamnist") == []
     assert "claim" in PAPER_CLAIMS_NOTE and "neither reproduced nor used as targets" in (
         PAPER_CLAIMS_NOTE
+    )
+    assert paper_claims_note(["bloodmnist", "breastmnist"]) == PAPER_CLAIMS_NOTE
+    # no claim row in the table: the note must not describe rows that are not there
+    assert paper_claims_note(["bloodmnist", "retinamnist"]) == (
+        "The HQCNN paper (arXiv 2509.14277 v1) states no number that can be cited for "
+        "bloodmnist, retinamnist (../shared/notes/hqcnn-paper.md), so this study has no claim row."
     )
 
 

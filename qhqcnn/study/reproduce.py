@@ -642,8 +642,18 @@ def render_markdown(study: dict[str, Any]) -> str:
                 )
             lines.append("")
         lines += _target_lines(study, dataset)
-    lines += [PAPER_CLAIMS_NOTE, ""]
+    lines += [paper_claims_note(study["datasets"]), ""]
     return "\n".join(lines)
+
+
+def paper_claims_note(datasets: list[str]) -> str:
+    """What the claim rows are, or, when no dataset of the study has one, that there is none."""
+    if any(d in PAPER_CLAIMS for d in datasets):
+        return PAPER_CLAIMS_NOTE
+    return (
+        f"The HQCNN paper (arXiv 2509.14277 v1) states no number that can be cited for "
+        f"{', '.join(datasets)} (../shared/notes/hqcnn-paper.md), so this study has no claim row."
+    )
 
 
 def _target_lines(study: dict[str, Any], dataset: str) -> list[str]:
