@@ -63,6 +63,9 @@ MEDICAL_VARIANTS = {
         ("zz", {}, {"observables": "zx+zz"}),
         ("q6", {}, {"num_qubits": 6}),
         ("q6-zz", {}, {"num_qubits": 6, "observables": "zx+zz"}),
+        # the conventions on top of the multi-class read-out (BloodMNIST's choice)
+        ("zz-anatomy", {"augment": "anatomy"}, {"observables": "zx+zz"}),
+        ("zz-weights", {"class_balance": "weights"}, {"observables": "zx+zz"}),
     )
 }
 ALL_VARIANTS = {**VARIANTS, **QCNN_LR_VARIANTS, **MEDICAL_VARIANTS}
