@@ -184,3 +184,57 @@ def test_report_of_a_real_tiny_run(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert f"| {metrics['acc']:.4f} | {metrics['auc']:.4f} |" in report
     classical = json.loads((out / "config.json").read_text())["parameters"]["classical"]
     assert "breastmnist" in report and f"| {classical:,} |" in report
+
+
+def _synthetic_study() -> dict:
+    """Three models × 8 seeds with known values; comparisons from the study's own code."""
+    from qhqcnn.study.reproduce import compare_all
+
+    rng = np.random.default_rng(0)
+    shift = {"hqcnn": -0.05, "classical": 0.0, "backbone-head": 0.0}
+    cells = [
+        {"dataset": "bloodmnist", "model": m, "seed": s,
+         "test_acc": 0.9 + shift[m] + 0.01 * rng.standard_normal(),
+         "test_auc": 0.95 + 0.01 * rng.standard_normal()}
+        for m in shift for s in range(8)
+    ]  # fmt: skip
+    comparisons = compare_all(cells, "bloodmnist", [("hqcnn", "classical"),
+                                                   ("classical", "backbone-head")])  # fmt: skip
+    return {"cells": cells, "models": ["hqcnn", "classical", "backbone-head", "resnet18"],
+            "comparisons": {"bloodmnist": comparisons}}  # fmt: skip
+
+
+def test_study_figure_draws_the_runs_and_the_table_comparisons() -> None:
+    from matplotlib.collections import LineCollection
+
+    from qhqcnn.reporting.study_figure import plot_study
+
+    study = _synthetic_study()
+    fig = plot_study(study, "bloodmnist", target=(0.966, 0.998))
+    (acc_runs, auc_runs), (acc_diff, auc_diff) = np.array(fig.axes).reshape(2, 2)
+    # one dot per run, and resnet18 (no finished run) is left out of the axis
+    assert [t.get_text() for t in acc_runs.get_xticklabels()] == [
+        "hqcnn (n=8)", "classical (n=8)", "backbone-head (n=8)"]  # fmt: skip
+    assert sum(len(c.get_offsets()) for c in acc_runs.collections
+               if not isinstance(c, LineCollection)) == 24  # fmt: skip
+    bars = [c for c in acc_runs.collections if isinstance(c, LineCollection)]
+    means = [seg[0][1] for c in bars for seg in c.get_segments()]
+    expected = [np.mean([c["test_acc"] for c in study["cells"] if c["model"] == m])
+                for m in ("hqcnn", "classical", "backbone-head")]  # fmt: skip
+    np.testing.assert_allclose(means, expected)
+    assert 0.966 in [line.get_ydata()[0] for line in acc_runs.get_lines()]  # the target
+    assert 8 == sum(1 for line in acc_runs.get_lines() if len(line.get_xdata()) == 3)  # seeds
+    # the forest plot: each comparison's mean difference, red exactly where Holm rejects
+    comps = [c for c in study["comparisons"]["bloodmnist"] if c["metric"] == "test_acc"]
+    centers = [line.get_xdata()[0] for line in acc_diff.get_lines() if line.get_marker() == "o"]
+    np.testing.assert_allclose(centers, [c["mean_difference"] for c in comps])
+    colors = [line.get_color() for line in acc_diff.get_lines() if line.get_marker() == "o"]
+    assert comps[0]["p_holm"] <= 0.05 < comps[1]["p_holm"]  # hqcnn is 0.05 below, by design
+    assert colors == ["C3", "0.3"]
+    labels = [t.get_text() for t in acc_diff.texts]
+    assert labels == [f"Holm p {c['p_holm']:.3g}" for c in comps]
+    assert [t.get_text() for t in acc_diff.get_yticklabels()] == [
+        "hqcnn − classical (n=8)", "classical − backbone-head (n=8)"]  # fmt: skip
+    assert all(t.get_text() == "" for t in auc_diff.get_yticklabels())  # one set of names
+    with pytest.raises(ValueError, match="no finished run of pathmnist"):
+        plot_study(study, "pathmnist")

@@ -36,6 +36,9 @@ def test_reproduce_writes_tables_and_reuses_finished_cells(tmp_path, breast_dir,
     assert "Wilcoxon signed-rank, hqcnn vs classical, test AUC paired by seed" in markdown
     assert "dermamnist" in markdown  # listed as not run
     assert json.loads(docs.with_suffix(".json").read_text())["seeds"] == [0, 1]
+    # --docs gets its own copy of the figure, where the docs page's link points
+    assert (docs.parent / "figures" / "study_breastmnist.png").exists()
+    assert not (docs.parent / "figures" / "study_dermamnist.png").exists()  # no run, no figure
 
     # a second invocation reuses every finished cell: no training happens
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("best.pt")}
@@ -135,7 +138,7 @@ def test_reproduce_quanv_family_uses_the_cache_and_finished_only(tmp_path, breas
     assert main([*base, "--seeds", "3", "--finished-only"]) == 0
     assert "7 finished cells tabulated; not run: 5" in capsys.readouterr().out
     changed = {p for p, t in stamps.items() if p.stat().st_mtime_ns != t}
-    assert {p.name for p in changed} <= {"results.json", "results.md"}
+    assert {p.name for p in changed} <= {"results.json", "results.md", "study_breastmnist.png"}
     assert not (out / "breastmnist" / "quanv-classical" / "seed2").exists()
     study = json.loads((out / "results.json").read_text())
     assert study["finished_only"] and study["seeds"] == [0, 1, 2]
@@ -261,4 +264,9 @@ def test_baselines_comparisons_and_nothing_written_outside_out(tmp_path, breast_
     assert "*HQCNN paper, arXiv 2509.14277 (claim, not reproduced, not a target)" in markdown
     assert "*0.8718*" in markdown and "ResNet-18 (28) (published)" in markdown
     assert "Target for resnet18 (mean of 2 seed(s))" in markdown
+    # the figure lies beside results.md, where its link points
+    assert "differences with their 95 % intervals and Holm p](figures/study_breastmnist.png)" in (
+        markdown
+    )
+    assert (out / "figures" / "study_breastmnist.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "smallest attainable p at this n:" in markdown and "cannot reject at this n" in markdown

@@ -330,8 +330,8 @@ def _reproduce_parser(sub) -> None:
     p.add_argument(
         "--docs",
         default=None,
-        help="also copy the Markdown table here (results JSON beside it); by default nothing "
-        "outside --out is written",
+        help="also copy the Markdown table here (results JSON beside it, its figure under "
+        "figures/ there); by default nothing outside --out is written",
     )
     p.add_argument(
         "--workers",

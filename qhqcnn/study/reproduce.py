@@ -641,9 +641,36 @@ def render_markdown(study: dict[str, Any]) -> str:
                     "finished for both (at least 2 needed)."
                 )
             lines.append("")
+        if any(c["dataset"] == dataset for c in study["cells"]):
+            lines += [
+                f"![{dataset}: every seed's test ACC and AUC, and the paired differences with "
+                f"their 95 % intervals and Holm p]({figure_path(dataset)})",
+                "",
+            ]
         lines += _target_lines(study, dataset)
     lines += [paper_claims_note(study["datasets"]), ""]
     return "\n".join(lines)
+
+
+def figure_path(dataset: str) -> str:
+    """Where a study's figure of ``dataset`` lies, relative to its ``results.md``."""
+    return f"figures/study_{dataset}.png"
+
+
+def write_figures(study: dict[str, Any], folders: list[Path]) -> list[Path]:
+    """Draw each dataset's figure (:func:`qhqcnn.reporting.study_figure.plot_study`) and save it
+    under every folder of ``folders`` at :func:`figure_path` (beside each ``results.md``)."""
+    from qhqcnn.reporting.plots import save_figure
+    from qhqcnn.reporting.study_figure import plot_study
+
+    written = []
+    for dataset in study["datasets"]:
+        if not any(c["dataset"] == dataset for c in study["cells"]):
+            continue
+        fig = plot_study(study, dataset, target=TARGETS.get(dataset))
+        for folder in folders:  # few colours: a 256-colour PNG, about 3x smaller
+            written.append(save_figure(fig, folder / figure_path(dataset), palette=True))
+    return written
 
 
 def paper_claims_note(datasets: list[str]) -> str:
@@ -805,7 +832,10 @@ def run_study(
     atomic_write_json(out / "results.json", study)
     markdown = render_markdown(study)
     atomic_write_text(out / "results.md", markdown)
+    folders = [out]
     if docs_path is not None:
         atomic_write_text(docs_path, markdown)
         atomic_write_json(Path(docs_path).with_suffix(".json"), study)
+        folders.append(Path(docs_path).parent)
+    write_figures(study, folders)
     return study
