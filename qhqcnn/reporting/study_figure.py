@@ -19,10 +19,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from qhqcnn.reporting.plots import new_figure, styled
+from qhqcnn.study.stats import ALPHA
 
 #: (cell key, axis name, index in a (ACC, AUC) target pair)
 METRICS = (("test_acc", "ACC", 0), ("test_auc", "AUC", 1))
-ALPHA = 0.05
 
 
 def _seed_values(cells: Sequence[Mapping[str, Any]], models: Sequence[str], key: str) -> dict:

@@ -641,7 +641,7 @@ def render_markdown(study: dict[str, Any]) -> str:
                     "finished for both (at least 2 needed)."
                 )
             lines.append("")
-        if any(c["dataset"] == dataset for c in study["cells"]):
+        if dataset in datasets_with_runs(study):
             lines += [
                 f"![{dataset}: every seed's test ACC and AUC, and the paired differences with "
                 f"their 95 % intervals and Holm p]({figure_path(dataset)})",
@@ -650,6 +650,11 @@ def render_markdown(study: dict[str, Any]) -> str:
         lines += _target_lines(study, dataset)
     lines += [paper_claims_note(study["datasets"]), ""]
     return "\n".join(lines)
+
+
+def datasets_with_runs(study: dict[str, Any]) -> list[str]:
+    """The study's datasets that have at least one finished run (each gets a figure)."""
+    return [d for d in study["datasets"] if any(c["dataset"] == d for c in study["cells"])]
 
 
 def figure_path(dataset: str) -> str:
@@ -664,9 +669,7 @@ def write_figures(study: dict[str, Any], folders: list[Path]) -> list[Path]:
     from qhqcnn.reporting.study_figure import plot_study
 
     written = []
-    for dataset in study["datasets"]:
-        if not any(c["dataset"] == dataset for c in study["cells"]):
-            continue
+    for dataset in datasets_with_runs(study):
         fig = plot_study(study, dataset, target=TARGETS.get(dataset))
         for folder in folders:  # few colours: a 256-colour PNG, about 3x smaller
             written.append(save_figure(fig, folder / figure_path(dataset), palette=True))
