@@ -545,6 +545,8 @@ def render_markdown(study: dict[str, Any]) -> str:
         'difference at this n", never',
         '"no difference". The per-run interval is each run\'s own test-set bootstrap 95 % interval',
         f"of AUC ({TEST_BOOTSTRAPS} resamples of the test images), median over seeds.",
+        "The figure under each table shows the same numbers: every run, with grey lines joining",
+        "one seed's runs (the pairing), and every tested comparison's interval and Holm p.",
         "",
         "Train times are wall-clock on a shared 2-core machine (they include validation and vary",
         "with load); controlled step timings are in `docs/performance.md`.",
