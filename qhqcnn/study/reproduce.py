@@ -19,6 +19,7 @@ its expensive cells honestly.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,7 +31,13 @@ from qhqcnn.config import DEFAULT_LR, TrainConfig, default_lr
 from qhqcnn.data.medmnist import dataset_info, resolve_data_dir
 from qhqcnn.errors import ConfigError
 from qhqcnn.evaluation.evaluate import evaluate_run
-from qhqcnn.io.files import atomic_write_json, atomic_write_text, environment_record, read_json
+from qhqcnn.io.files import (
+    atomic_write,
+    atomic_write_json,
+    atomic_write_text,
+    environment_record,
+    read_json,
+)
 from qhqcnn.models import classical_twins, model_names, quantum_models
 from qhqcnn.study.stats import (
     ALPHA,
@@ -673,8 +680,11 @@ def write_figures(study: dict[str, Any], folders: list[Path]) -> list[Path]:
     written = []
     for dataset in datasets_with_runs(study):
         fig = plot_study(study, dataset, target=TARGETS.get(dataset))
-        for folder in folders:  # few colours: a 256-colour PNG, about 3x smaller
-            written.append(save_figure(fig, folder / figure_path(dataset), palette=True))
+        first, *others = (folder / figure_path(dataset) for folder in folders)
+        # drawn once (few colours: a 256-colour PNG, about 3x smaller), then copied byte for byte
+        written.append(save_figure(fig, first, palette=True))
+        for path in others:
+            written.append(atomic_write(path, lambda tmp, src=first: shutil.copyfile(src, tmp)))
     return written
 
 
