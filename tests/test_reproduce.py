@@ -271,3 +271,105 @@ def test_baselines_comparisons_and_nothing_written_outside_out(tmp_path, breast_
     )
     assert (out / "figures" / "study_breastmnist.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "smallest attainable p at this n:" in markdown and "cannot reject at this n" in markdown
+
+
+def test_imported_cells_are_tabulated_and_not_trained_again(tmp_path, breast_dir, capsys):
+    first, second, third = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    base = ["reproduce", "--datasets", "breastmnist", "--models", "hqcnn,classical",
+            "--data-dir", breast_dir, "--no-progress", *TINY]  # fmt: skip
+    assert main([*base, "--seeds", "2", "--out", str(first)]) == 0
+    recorded = json.loads((first / "results.json").read_text())
+    numbers = {(c["model"], c["seed"]): (c["test_acc"], c["test_auc"]) for c in recorded["cells"]}
+
+    # the first study's run files are gone (another machine): its records are enough to tabulate
+    imported = ["--import-cells", str(first / "results.json")]
+    assert main([*base, "--seeds", "3", "--out", str(second), "--finished-only", *imported]) == 0
+    study = json.loads((second / "results.json").read_text())
+    assert {(c["model"], c["seed"]): (c["test_acc"], c["test_auc"]) for c in study["cells"]} == (
+        numbers
+    )
+    assert all(c["imported_from"]["file"] == str(first / "results.json") for c in study["cells"])
+    assert {(c["model"], c["seed"]) for c in study["not_run"]} == {("hqcnn", 2), ("classical", 2)}
+    assert study["paired_tests"]["breastmnist"]["hqcnn"]["n_pairs"] == 2
+    markdown = (second / "results.md").read_text()
+    assert "Imported cells (trained by an earlier study" in markdown
+    assert f"hqcnn seeds 0, 1, classical seeds 0, 1 (from `{first / 'results.json'}`" in markdown
+    assert not (second / "breastmnist").exists()  # nothing trained
+
+    # training the study trains only the cell that no record has
+    capsys.readouterr()
+    assert main([*base, "--seeds", "3", "--out", str(second), *imported]) == 0
+    printed = capsys.readouterr().out
+    assert "== breastmnist / hqcnn / seed 2" in printed and "seed 0" not in printed
+    assert sorted(p.name for p in (second / "breastmnist" / "hqcnn").iterdir()) == ["seed2"]
+    study = json.loads((second / "results.json").read_text())
+    assert len(study["cells"]) == 6 and study["not_run"] == []
+    assert study["paired_tests"]["breastmnist"]["hqcnn"]["n_pairs"] == 3
+    assert [c.get("imported_from") is None for c in study["cells"]] == [False, False, True] * 2
+
+    # a study of imported cells imported again keeps where each cell was trained, and a cell
+    # recorded under another recipe is flagged, not silently mixed in
+    again = ["--import-cells", str(second / "results.json")]
+    assert main([*base, "--seeds", "3", "--out", str(third), "--finished-only", "--lr", "0.002",
+                 *again]) == 0  # fmt: skip
+    study = json.loads((third / "results.json").read_text())
+    sources = [Path(c["imported_from"]["file"]).parent.name for c in study["cells"]]
+    assert sources == ["a", "a", "b"] * 2
+    assert all(c["recipe_differences"] == {"lr": [0.001, 0.002]} for c in study["cells"])
+    markdown = (third / "results.md").read_text()
+    assert "Cells trained with another recipe than the one above" in markdown
+
+
+def _results_file(path, cells, commit="abc1234"):
+    environment = {"git_commit": commit, "packages": {}}
+    study = {"finished": "2026-12-04 11:39 UTC", "cells": cells, "environment": environment}
+    path.write_text(json.dumps(study))
+    return path
+
+
+def _record(seed=0, auc=0.9, **changes):
+    config = {"dataset": "bloodmnist", "seed": seed, "model": {"model": "resnet18"}}
+    return {"dataset": "bloodmnist", "model": "resnet18", "seed": seed, "test_acc": 0.9,
+            "test_auc": auc, "best_epoch": 3, "epochs_run": 4, "train_seconds": 1.0,
+            "parameters": {"classical": 1, "quantum": 0}, "config": config, **changes}  # fmt: skip
+
+
+def test_imported_records_are_checked_and_never_mixed(tmp_path, capsys):
+    from qhqcnn.errors import IntegrityError
+    from qhqcnn.study.imported import load_imported_cells
+
+    good = _results_file(tmp_path / "good.json", [_record(0), _record(1)])
+    copy = _results_file(tmp_path / "copy.json", [_record(1)], commit="def5678")
+    cells = load_imported_cells([good, copy])  # the same record twice is one cell
+    assert set(cells) == {("bloodmnist", "resnet18", 0), ("bloodmnist", "resnet18", 1)}
+    origin = cells[("bloodmnist", "resnet18", 1)]["imported_from"]
+    assert origin == {"file": str(good), "study_finished": "2026-12-04 11:39 UTC",
+                      "git_commit": "abc1234", "packages": {}}  # fmt: skip
+
+    other = _results_file(tmp_path / "other.json", [_record(1, auc=0.8)])
+    with pytest.raises(IntegrityError, match="recorded twice with different results"):
+        load_imported_cells([good, other])
+    bad_records = {
+        "lacks test_auc": {k: v for k, v in _record().items() if k != "test_auc"},
+        "is not a number in": _record(auc=1.5),
+        "but its config says bloodmnist/resnet18/1": _record(0, config={
+            "dataset": "bloodmnist", "seed": 1, "model": {"model": "resnet18"}}),
+    }  # fmt: skip
+    for message, record in bad_records.items():
+        with pytest.raises(IntegrityError, match=message):
+            load_imported_cells([_results_file(tmp_path / "bad.json", [record])])
+    (tmp_path / "broken.json").write_text('{"cells": [')
+    with pytest.raises(IntegrityError, match="not a readable results.json"):
+        load_imported_cells([tmp_path / "broken.json"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_imported_cells([tmp_path / "absent.json"])
+
+    # on the command line: the package's one-line error and its exit code, nothing written
+    out = tmp_path / "study"
+    code = main(["reproduce", "--datasets", "bloodmnist", "--models", "resnet18", "--seeds", "2",
+                 "--out", str(out), "--finished-only", "--import-cells", str(other),
+                 "--import-cells", str(good), "--data-dir", str(tmp_path)])  # fmt: skip
+    assert code == IntegrityError.exit_code
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "recorded twice" in error
+    assert not out.exists()

@@ -346,6 +346,15 @@ def _reproduce_parser(sub) -> None:
         help="train nothing: tabulate the cells that have test metrics, list the others as "
         "not run; each row's n says how many seeds it has",
     )
+    p.add_argument(
+        "--import-cells",
+        action="append",
+        default=[],
+        metavar="RESULTS_JSON",
+        help="also tabulate the finished cells recorded in another study's results.json (e.g. "
+        "trained on another machine) and do not train them again; repeatable; a finished run "
+        "under --out takes precedence; each table names the imported cells",
+    )
     _add_cache_arguments(p)
     add_recipe_arguments(p, exclude=STUDY_KEYS)
     _add_data_dir(p)
@@ -353,6 +362,7 @@ def _reproduce_parser(sub) -> None:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from qhqcnn.study.imported import load_imported_cells
     from qhqcnn.study.reproduce import StudyPlan, present_datasets, run_study
 
     requested = args.datasets.split(",") if args.datasets else None
@@ -387,6 +397,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         cache=not args.no_cache,
         cache_dir=args.cache_dir,
         workers=args.workers,
+        imported=load_imported_cells(args.import_cells),
     )
     if study["not_run"]:
         print(f"{len(study['cells'])} finished cells tabulated; not run: {len(study['not_run'])}")

@@ -15,6 +15,10 @@ only adds, to a finished cell that lacks them, its test-set bootstrap cache and 
 result file, both computed from the saved test predictions); the others are listed as not
 run, and each row says how many seeds it has (``n``), so a study can report fewer seeds for
 its expensive cells honestly.
+
+Finished cells recorded in another study's ``results.json`` (trained on another machine whose
+run directories are gone, say) are tabulated beside the cells trained here and not trained
+again (``imported``, from :mod:`qhqcnn.study.imported`); each table names them.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from qhqcnn.io.files import (
     read_json,
 )
 from qhqcnn.models import classical_twins, model_names, quantum_models
+from qhqcnn.study.imported import describe_imported
 from qhqcnn.study.stats import (
     ALPHA,
     TEST_BOOTSTRAPS,
@@ -198,12 +203,13 @@ def run_cell(
     progress: bool,
     cache: bool = True,
     cache_dir: str | Path | None = None,
+    evaluate_noise: bool = True,
 ) -> dict[str, Any]:
     """Train (or resume, or reuse) one cell and return its test metrics and cost.
 
     A fixed quanvolution filter's features are loaded from (or computed into) the on-disk
     cache in ``cache_dir`` (default as ``qhqcnn train``: ``$QHQCNN_CACHE_DIR``, else
-    ``~/.cache/qhqcnn``) unless ``cache`` is false.
+    ``~/.cache/qhqcnn``) unless ``cache`` is false. ``evaluate_noise``: as in :func:`read_cell`.
     """
     run = cell_dir(out, dataset, model, seed)
     if not RunDir(run).metrics_path("test").exists():
@@ -216,7 +222,23 @@ def run_cell(
             feature_cache=cache,
             cache_dir=cache_dir,
         )
-    return read_cell(plan, run, dataset, model, seed, data_dir=data_dir)
+    return read_cell(
+        plan, run, dataset, model, seed, data_dir=data_dir, evaluate_noise=evaluate_noise
+    )
+
+
+def _imported_cell(plan: StudyPlan, record: dict[str, Any]) -> dict[str, Any]:
+    """An imported cell (:mod:`qhqcnn.study.imported`) with its recipe differences measured
+    against this study's recipe (its noisy metrics only if they are for this study's noise)."""
+    cell = {k: v for k, v in record.items() if k not in ("recipe_differences", "noisy")}
+    planned = plan.cell_config(record["dataset"], record["model"], record["seed"]).to_dict()
+    differences = recipe_differences(planned, record["config"])
+    if differences:
+        cell["recipe_differences"] = differences
+    noisy = record.get("noisy")
+    if plan.noise and noisy and noisy.get("noise") == plan.noise:
+        cell["noisy"] = noisy
+    return cell
 
 
 def read_cell(
@@ -621,6 +643,9 @@ def render_markdown(study: dict[str, Any]) -> str:
                 for c in odd
             )
             lines += [f"Cells trained with another recipe than the one above: {described}.", ""]
+        origin = describe_imported([c for c in study["cells"] if c["dataset"] == dataset])
+        if origin:
+            lines += [origin, ""]
         missing_cells = [e for e in not_run if e["dataset"] == dataset]
         if missing_cells:
             lines += [_not_run_line(missing_cells), ""]
@@ -728,13 +753,14 @@ def _target_lines(study: dict[str, Any], dataset: str) -> list[str]:
 def _run_cells_in_parallel(
     plan: StudyPlan,
     out: Path,
+    cells: list[tuple[str, str, int]],
     workers: int,
     *,
     data_dir: str | None,
     cache: bool,
     cache_dir: str | Path | None,
 ) -> list[dict[str, Any]]:
-    """Every cell of ``plan`` in ``workers`` spawned processes; results in plan order. A failing
+    """The ``cells`` of ``plan`` in ``workers`` spawned processes; results in that order. A failing
     cell does not stop the others (they finish and stay reusable); its error is raised after."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -743,8 +769,7 @@ def _run_cells_in_parallel(
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = [
-            pool.submit(run_cell, plan, out, *cell, progress=False, **options)
-            for cell in plan.cells()
+            pool.submit(run_cell, plan, out, *cell, progress=False, **options) for cell in cells
         ]
         print(f"== {len(futures)} cells in {workers} worker processes")
         return [future.result() for future in futures]
@@ -763,45 +788,46 @@ def run_study(
     cache: bool = True,
     cache_dir: str | Path | None = None,
     workers: int = 1,
+    imported: dict[tuple[str, str, int], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Run every cell of ``plan`` (reusing finished ones) and write the result files.
 
     With ``finished_only``, nothing is trained or evaluated: the cells with test metrics are
     tabulated and the others listed under ``not_run`` (with their status). ``workers`` > 1 runs
     the cells in that many worker processes (no progress bars); the tables are the same.
+    ``imported`` (from :func:`qhqcnn.study.imported.load_imported_cells`): finished cells
+    recorded by another study; each is tabulated as recorded and not trained again, unless this
+    study's ``out`` has its own finished run of that cell (which is then used instead).
     """
     if not plan.datasets:
         raise ConfigError("no dataset file found in the data directory; nothing to reproduce")
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
     out = Path(out)
+    imported = imported or {}
     cells, not_run = [], []
+    # a cell is trained (or resumed, or read back) here unless only an imported record has it
+    here = [
+        cell
+        for cell in plan.cells()
+        if cell not in imported or RunDir(cell_dir(out, *cell)).metrics_path("test").exists()
+    ]
+    done: dict[tuple[str, str, int], dict[str, Any]] = {}
     if workers > 1 and not finished_only:
-        cells = _run_cells_in_parallel(
-            plan, out, workers, data_dir=data_dir, cache=cache, cache_dir=cache_dir
+        finished = _run_cells_in_parallel(
+            plan, out, here, workers, data_dir=data_dir, cache=cache, cache_dir=cache_dir
         )
-    else:
-        for dataset, model, seed in plan.cells():
-            run = cell_dir(out, dataset, model, seed)
-            if finished_only:
-                if RunDir(run).metrics_path("test").exists():
-                    cells.append(
-                        read_cell(
-                            plan, run, dataset, model, seed, data_dir=data_dir, evaluate_noise=False
-                        )
-                    )
-                else:
-                    not_run.append(
-                        {
-                            "dataset": dataset,
-                            "model": model,
-                            "seed": seed,
-                            "run": str(run),
-                            "status": cell_status(run),
-                        }
-                    )
-                continue
-            print(f"== {dataset} / {model} / seed {seed}")
+        done = dict(zip(here, finished, strict=True))
+    for dataset, model, seed in plan.cells():
+        key = (dataset, model, seed)
+        run = cell_dir(out, dataset, model, seed)
+        if key in done:
+            cells.append(done[key])
+        elif key not in here:
+            cells.append(_imported_cell(plan, imported[key]))
+        elif RunDir(run).metrics_path("test").exists() or not finished_only:
+            if not finished_only:
+                print(f"== {dataset} / {model} / seed {seed}")
             cells.append(
                 run_cell(
                     plan,
@@ -813,7 +839,18 @@ def run_study(
                     progress=progress,
                     cache=cache,
                     cache_dir=cache_dir,
+                    evaluate_noise=not finished_only,
                 )
+            )
+        else:
+            not_run.append(
+                {
+                    "dataset": dataset,
+                    "model": model,
+                    "seed": seed,
+                    "run": str(run),
+                    "status": cell_status(run),
+                }
             )
     comparisons = {d: compare_all(cells, d, plan.comparisons()) for d in plan.datasets}
     twins = plan.pairs()
