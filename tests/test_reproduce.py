@@ -293,7 +293,7 @@ def test_imported_cells_are_tabulated_and_not_trained_again(tmp_path, breast_dir
     assert study["paired_tests"]["breastmnist"]["hqcnn"]["n_pairs"] == 2
     markdown = (second / "results.md").read_text()
     assert "Imported cells (trained by an earlier study" in markdown
-    assert f"hqcnn seeds 0, 1, classical seeds 0, 1 (from `{first / 'results.json'}`" in markdown
+    assert f"hqcnn seeds 0–1, classical seeds 0–1 (from `{first / 'results.json'}`" in markdown
     assert not (second / "breastmnist").exists()  # nothing trained
 
     # training the study trains only the cell that no record has
@@ -349,6 +349,12 @@ def test_imported_records_are_checked_and_never_mixed(tmp_path, capsys):
     other = _results_file(tmp_path / "other.json", [_record(1, auc=0.8)])
     with pytest.raises(IntegrityError, match="recorded twice with different results"):
         load_imported_cells([good, other])
+    from qhqcnn.study.imported import describe_imported
+
+    seeds = [8, 0, 1, 2, 3, 5, 7]
+    line = describe_imported([dict(_record(s), imported_from=origin) for s in seeds])
+    assert "resnet18 seeds 0–3, 5, 7–8 (from `" in line and "commit abc1234)" in line
+    assert describe_imported([_record(4)]) is None  # trained here: nothing to name
     bad_records = {
         "lacks test_auc": {k: v for k, v in _record().items() if k != "test_auc"},
         "is not a number in": _record(auc=1.5),

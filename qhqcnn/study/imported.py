@@ -111,6 +111,17 @@ def load_imported_cells(paths: list[str | Path]) -> dict[CellKey, dict[str, Any]
     return cells
 
 
+def _seed_ranges(seeds: list[int]) -> str:
+    """``0–3, 5, 7–8``: sorted seeds with consecutive runs joined."""
+    runs: list[list[int]] = []
+    for seed in sorted(seeds):
+        if runs and seed == runs[-1][-1] + 1:
+            runs[-1].append(seed)
+        else:
+            runs.append([seed])
+    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}–{r[-1]}" for r in runs)
+
+
 def describe_imported(cells: list[dict[str, Any]]) -> str | None:
     """One sentence naming the imported cells of a table and where they were trained, or
     ``None`` when every cell was trained here."""
@@ -127,7 +138,7 @@ def describe_imported(cells: list[dict[str, Any]]) -> str | None:
     parts = []
     for (file, finished, commit), models in sources.items():
         runs = ", ".join(
-            f"{model} seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, sorted(seeds)))}"
+            f"{model} seed{'s' if len(seeds) > 1 else ''} {_seed_ranges(seeds)}"
             for model, seeds in models.items()
         )
         parts.append(f"{runs} (from `{file}`: study of {finished}, commit {commit})")
