@@ -307,6 +307,12 @@ def test_imported_cells_are_tabulated_and_not_trained_again(tmp_path, breast_dir
     assert study["paired_tests"]["breastmnist"]["hqcnn"]["n_pairs"] == 3
     assert [c.get("imported_from") is None for c in study["cells"]] == [False, False, True] * 2
 
+    # a finished run under --out takes precedence over a record of the same cell
+    own = ["--import-cells", str(second / "results.json")]
+    assert main([*base, "--seeds", "3", "--out", str(second), "--finished-only", *own]) == 0
+    study = json.loads((second / "results.json").read_text())
+    assert [c.get("imported_from") is None for c in study["cells"]] == [False, False, True] * 2
+
     # a study of imported cells imported again keeps where each cell was trained, and a cell
     # recorded under another recipe is flagged, not silently mixed in
     again = ["--import-cells", str(second / "results.json")]
