@@ -273,13 +273,20 @@ def test_baselines_comparisons_and_nothing_written_outside_out(tmp_path, breast_
     assert "smallest attainable p at this n:" in markdown and "cannot reject at this n" in markdown
 
 
-def test_imported_cells_are_tabulated_and_not_trained_again(tmp_path, breast_dir, capsys):
+def test_imported_cells_are_tabulated_and_not_trained_again(
+    tmp_path, breast_dir, capsys, monkeypatch
+):
     first, second, third = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     base = ["reproduce", "--datasets", "breastmnist", "--models", "hqcnn,classical",
             "--data-dir", breast_dir, "--no-progress", *TINY]  # fmt: skip
     assert main([*base, "--seeds", "2", "--out", str(first)]) == 0
     recorded = json.loads((first / "results.json").read_text())
     numbers = {(c["model"], c["seed"]): (c["test_acc"], c["test_auc"]) for c in recorded["cells"]}
+    # the medmnist result file is named as the study names its runs, never by a machine path
+    monkeypatch.chdir(tmp_path)
+    assert main([*base, "--seeds", "2", "--out", "a", "--finished-only"]) == 0
+    relative = json.loads((first / "results.json").read_text())["cells"]
+    assert all(c["medmnist_file"].startswith(f"{c['run']}/breastmnist_test_") for c in relative)
 
     # the first study's run files are gone (another machine): its records are enough to tabulate
     imported = ["--import-cells", str(first / "results.json")]

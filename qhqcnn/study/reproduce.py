@@ -278,7 +278,9 @@ def read_cell(
         cell["test_bootstrap"] = bootstrap
     medmnist_file = ensure_medmnist_file(run, metrics)
     if medmnist_file is not None:
-        cell["medmnist_file"] = str(medmnist_file)
+        # named inside the run directory as the study names it (the run may have recorded an
+        # absolute path of the machine that trained it)
+        cell["medmnist_file"] = str(run / medmnist_file.name)
     planned = plan.cell_config(dataset, model, seed).to_dict()
     differences = recipe_differences(planned, record["config"])
     if differences:
