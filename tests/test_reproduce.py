@@ -371,6 +371,7 @@ def test_imported_records_are_checked_and_never_mixed(tmp_path, capsys):
     bad_records = {
         "lacks test_auc": {k: v for k, v in _record().items() if k != "test_auc"},
         "is not a number in": _record(auc=1.5),
+        "its config is not a training config": _record(config="hqcnn"),
         "but its config says bloodmnist/resnet18/1": _record(0, config={
             "dataset": "bloodmnist", "seed": 1, "model": {"model": "resnet18"}}),
     }  # fmt: skip

@@ -54,7 +54,9 @@ def _check_record(cell: Any, where: str) -> CellKey:
         if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= 1:
             raise IntegrityError(f"{where}: {metric} = {value!r} is not a number in [0, 1]")
     config = cell["config"]
-    stated = (config.get("dataset"), config.get("model", {}).get("model"), config.get("seed"))
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        raise IntegrityError(f"{where}: its config is not a training config")
+    stated = (config.get("dataset"), config["model"].get("model"), config.get("seed"))
     key = (cell["dataset"], cell["model"], cell["seed"])
     if stated != key:
         raise IntegrityError(
