@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from qhqcnn.errors import ConfigError, IntegrityError
+from qhqcnn.io.files import read_json
 
 #: (dataset, model, seed): one cell of a study
 CellKey = tuple[str, str, int]
@@ -78,7 +79,7 @@ def _provenance(path: Path, study: dict[str, Any]) -> dict[str, Any]:
 
 def _results(path: Path) -> dict[str, Any]:
     try:
-        study = json.loads(path.read_text(encoding="utf-8"))
+        study = read_json(path)
     except FileNotFoundError:
         raise ConfigError(f"--import-cells: {path} does not exist") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

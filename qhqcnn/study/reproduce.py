@@ -43,7 +43,7 @@ from qhqcnn.io.files import (
     read_json,
 )
 from qhqcnn.models import classical_twins, model_names, quantum_models
-from qhqcnn.study.imported import describe_imported
+from qhqcnn.study.imported import CellKey, describe_imported
 from qhqcnn.study.stats import (
     ALPHA,
     TEST_BOOTSTRAPS,
@@ -161,7 +161,7 @@ class StudyPlan:
                 record["lr"] = next(iter(record["lr"].values()))
         return record
 
-    def cells(self) -> list[tuple[str, str, int]]:
+    def cells(self) -> list[CellKey]:
         return [(d, m, s) for d in self.datasets for m in self.models for s in self.seeds]
 
     def pairs(self) -> list[tuple[str, str]]:
@@ -755,7 +755,7 @@ def _target_lines(study: dict[str, Any], dataset: str) -> list[str]:
 def _run_cells_in_parallel(
     plan: StudyPlan,
     out: Path,
-    cells: list[tuple[str, str, int]],
+    cells: list[CellKey],
     workers: int,
     *,
     data_dir: str | None,
@@ -790,7 +790,7 @@ def run_study(
     cache: bool = True,
     cache_dir: str | Path | None = None,
     workers: int = 1,
-    imported: dict[tuple[str, str, int], dict[str, Any]] | None = None,
+    imported: dict[CellKey, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Run every cell of ``plan`` (reusing finished ones) and write the result files.
 
@@ -814,7 +814,7 @@ def run_study(
         for cell in plan.cells()
         if cell not in imported or RunDir(cell_dir(out, *cell)).metrics_path("test").exists()
     ]
-    done: dict[tuple[str, str, int], dict[str, Any]] = {}
+    done: dict[CellKey, dict[str, Any]] = {}
     if workers > 1 and not finished_only:
         finished = _run_cells_in_parallel(
             plan, out, here, workers, data_dir=data_dir, cache=cache, cache_dir=cache_dir
