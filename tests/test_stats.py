@@ -57,6 +57,11 @@ def test_reading_names_the_holm_floor_when_the_correction_cannot_reject():
     text = stats.reading(comp)
     assert text.startswith("uncorrected p ≤ 0.05") and "0.1875" in text
     assert text.endswith("no detectable difference at this n after correction")
+    # the table could reject, this comparison does not after correction: said so
+    comp.update(p_holm=0.125, holm_floor=0.03125)
+    text = stats.reading(comp)
+    assert text.startswith("uncorrected p ≤ 0.05, not after Holm's correction")
+    assert text.endswith("no detectable difference at this n after correction")
     comp.update(p_value=0.2, p_holm=0.9)  # not even uncorrected: the plain reading
     assert stats.reading(comp) == "no detectable difference at this n"
 

@@ -210,6 +210,11 @@ def reading(comparison: dict[str, Any], alpha: float = ALPHA) -> str:
             f"uncorrected p ≤ {alpha}, but no Holm-adjusted p of this table can fall below "
             f"{floor:.4g} at this n; no detectable difference at this n after correction"
         )
+    if comparison["p_value"] <= alpha and "p_holm" in comparison:
+        return (
+            f"uncorrected p ≤ {alpha}, not after Holm's correction over this table; "
+            "no detectable difference at this n after correction"
+        )
     return "no detectable difference at this n"
 
 
