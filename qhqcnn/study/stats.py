@@ -204,16 +204,15 @@ def reading(comparison: dict[str, Any], alpha: float = ALPHA) -> str:
         if "p_holm" not in comparison:
             return f"difference detected (p ≤ {alpha}, one test, not corrected for others)"
         return "difference detected (Holm-adjusted p ≤ 0.05)"
-    floor = comparison.get("holm_floor")
-    if comparison["p_value"] <= alpha and floor is not None and floor > alpha:
-        return (
-            f"uncorrected p ≤ {alpha}, but no Holm-adjusted p of this table can fall below "
-            f"{floor:.4g} at this n; no detectable difference at this n after correction"
-        )
     if comparison["p_value"] <= alpha and "p_holm" in comparison:
+        floor = comparison.get("holm_floor")
+        why = (
+            f"but no Holm-adjusted p of this table can fall below {floor:.4g} at this n"
+            if floor is not None and floor > alpha
+            else "not after Holm's correction over this table"
+        )
         return (
-            f"uncorrected p ≤ {alpha}, not after Holm's correction over this table; "
-            "no detectable difference at this n after correction"
+            f"uncorrected p ≤ {alpha}, {why}; no detectable difference at this n after correction"
         )
     return "no detectable difference at this n"
 
