@@ -203,7 +203,7 @@ def reading(comparison: dict[str, Any], alpha: float = ALPHA) -> str:
     if p <= alpha:
         if "p_holm" not in comparison:
             return f"difference detected (p ≤ {alpha}, one test, not corrected for others)"
-        return "difference detected (Holm-adjusted p ≤ 0.05)"
+        return f"difference detected (Holm-adjusted p ≤ {alpha})"
     if comparison["p_value"] <= alpha and "p_holm" in comparison:
         floor = comparison.get("holm_floor")
         why = (
